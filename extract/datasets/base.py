@@ -1,0 +1,58 @@
+"""What a dataset adapter returns: the samples to embed, with their labels and split.
+
+An adapter only says *which* samples exist. It does not decode (``extract.decode``) nor sample
+frames (``extract.sampling``). Frame ranges are 0-based and end-exclusive everywhere in harx;
+adapters whose annotation files use other conventions convert once, on reading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class VideoSample:
+    """One unit to embed: a whole video, or an annotated range of one.
+
+    Attributes:
+        sample_id: unique in the dataset, e.g. ``"person01_boxing_d1#2"``.
+        path: the video file (absolute).
+        label: class name.
+        split: ``train``, ``val`` or ``test``.
+        group: person/actor/group; splits never cross groups. ``None`` if unknown.
+        scenario: recording condition (KTH ``d1``..``d4``), ``None`` if the dataset has none.
+        frame_range: ``(start, stop)`` 0-based, end-exclusive, as annotated; ``None`` = whole video.
+            Stage one clamps it to the frames that actually decode and records the clamp.
+        video_id: the source video's name; several samples may share one video.
+    """
+
+    sample_id: str
+    path: Path
+    label: str
+    split: str
+    group: str | None = None
+    scenario: str | None = None
+    frame_range: tuple[int, int] | None = None
+    video_id: str = ""
+
+
+@dataclass
+class DatasetIndex:
+    """An adapter's answer: class list (in label-index order), samples, and what was left out.
+
+    ``missing`` names videos that the annotation lists but the folder lacks (a partial download);
+    stage one extracts what is present and reports the count. ``split_protocol`` states in words
+    how the train/val/test split was made; it is stored in the cache and quoted in every report.
+    """
+
+    name: str
+    root: Path
+    class_names: list[str]
+    samples: list[VideoSample]
+    split_protocol: str
+    unit: str = "video"
+    missing: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)
