@@ -238,8 +238,11 @@ class VideoDecoder:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         args = [sys.executable, "-m", "extract.decode", str(down_r), str(up_w), str(self.threads),
                 str(self.chunk_bytes), str(self.chunk_frames)]
+        # ffmpeg's own complaints about a bad file go nowhere (the error reaches the summary);
+        # HARX_DEBUG=1 lets them through.
+        quiet = None if os.environ.get("HARX_DEBUG") else subprocess.DEVNULL
         process = subprocess.Popen(args, pass_fds=(down_r, up_w), stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, env=env)
+                                   stdout=subprocess.DEVNULL, stderr=quiet, env=env)
         os.close(down_r)
         os.close(up_w)
         w = _Worker(process, Connection(down_w, readable=False), Connection(up_r, writable=False))

@@ -106,7 +106,7 @@ class FeatureStore:
     # -- samples ---------------------------------------------------------------------------------
     def sample(self, i: int) -> SampleRecord:
         c = self._columns
-        return SampleRecord(index=i, **{k: (c[k][i] if k in STR_COLUMNS else c[k][i].item())
+        return SampleRecord(index=int(i), **{k: (c[k][i] if k in STR_COLUMNS else c[k][i].item())
                                         for k in SampleRecord.__dataclass_fields__ if k != "index"})
 
     def samples(self, split: str | None = None) -> list[SampleRecord]:

@@ -1,0 +1,80 @@
+"""ExtractConfig: every stage-one setting and its default, in one place.
+
+The CLI passes ``None`` for options the user did not give, and :func:`make_config` drops them,
+so the defaults here are the only ones (as timm's ``create_model`` does with kwargs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from features.paths import default_cache_dir
+
+from .backbones import DEFAULT_BACKBONE
+from .sampling import Sampling
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Stage one's settings.
+
+    Attributes:
+        dataset: registered dataset name (``kth``, ``demo``, ``folder``).
+        root: dataset folder (``demo``: optional; rendered under ``$HARX_HOME/demo``).
+        out: cache file; default ``$HARX_HOME/features/<dataset>[-<unit>]-<backbone>-<sampling>.h5``.
+        dataset_options: adapter options (``unit`` for kth, ``manifest``/``seed`` for folder).
+        backbone / weights / device / precision: see :mod:`extract.backbones`.
+        every / target_fps / max_frames: frame sampling, see :class:`extract.sampling.Sampling`.
+        batch_size: frames per forward pass; ``None`` = 16 on a CPU, 128 on a GPU.
+        num_workers: decoding processes; ``None`` = 1 on a CPU (the model needs the cores),
+            up to 8 on a GPU (decoding is then the bottleneck).
+        decode_timeout_s: a decoder silent this long on one video is killed and the video
+            keeps what decoded (decord can hang on over-reported frame counts).
+        overwrite: replace an existing cache built with other settings.
+        part_seconds: commit finished work at least this often (what a ``kill -9`` can lose).
+    """
+
+    dataset: str = "demo"
+    root: Path | None = None
+    out: Path | None = None
+    dataset_options: dict = field(default_factory=dict)
+    backbone: str = DEFAULT_BACKBONE
+    weights: str = "auto"
+    device: str = "auto"
+    precision: str = "auto"
+    every: int = 1
+    target_fps: float | None = None
+    max_frames: int | None = None
+    batch_size: int | None = None
+    num_workers: int | None = None
+    decode_timeout_s: float = 30.0
+    overwrite: bool = False
+    part_seconds: float = 60.0
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(every=self.every, target_fps=self.target_fps, max_frames=self.max_frames)
+
+
+def make_config(**options) -> ExtractConfig:
+    """An ExtractConfig from keyword options; ``None`` values keep the defaults."""
+    known = {f.name for f in fields(ExtractConfig)}
+    unknown = set(options) - known
+    if unknown:
+        raise TypeError(f"unknown extract option(s): {', '.join(sorted(unknown))}")
+    return ExtractConfig(**{k: v for k, v in options.items() if v is not None})
+
+
+def default_cache_path(dataset: str, root: Path | None, unit: str | None, backbone: str,
+                       sampling: Sampling) -> Path:
+    """``<dataset>[-<unit>]-<backbone>-<sampling>.h5`` in the default cache folder. A ``folder``
+    dataset adds its folder name and a hash of its path, so two folders never share a file."""
+    name = dataset
+    if dataset == "folder" and root is not None:
+        digest = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:6]
+        name = f"folder-{Path(root).resolve().stem or 'root'}-{digest}"
+    if dataset == "kth" and unit == "video":
+        name += "-video"
+    return default_cache_dir() / f"{name}-{backbone}-{sampling.slug}.h5"

@@ -1,0 +1,254 @@
+"""The stage-one loop: decode (worker processes) -> preprocess + embed (batched) -> FeatureWriter.
+
+Decoding runs ahead in worker processes while the main process embeds, so on a CPU the
+backbone sets the pace. Batches are formed within one video's frame stream only: a video is
+embedded the same way whether the run was resumed or not, so a resumed cache equals an
+uninterrupted one. Finished videos are committed to the cache's part files as the run goes
+(see :mod:`features.writer`); a failed video is recorded with its reason and the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from features.writer import FeatureWriter
+
+from .backbones import Backbone, create_backbone
+from .config import ExtractConfig, default_cache_path
+from .datasets import DatasetIndex, VideoSample, create_dataset
+from .decode import DecodeJob, Frames, VideoDecoder, VideoEnd, VideoInfo, VideoStart
+
+
+@dataclass
+class ExtractProgress:
+    """Sent to ``on_progress`` after each video (and once at the start, with ``videos_done=0``)."""
+
+    videos_done: int
+    videos_total: int
+    frames_done: int
+    samples_done: int
+    failed: int
+    elapsed_s: float
+    current: str = ""
+
+
+@dataclass
+class ExtractSummary:
+    """What a run did. ``reused`` samples were already in the cache (a resumed or finished run)."""
+
+    out: Path
+    dataset: str
+    unit: str
+    backbone: str
+    weights: str
+    device: str
+    precision: str
+    samples_total: int
+    samples_new: int
+    reused: int
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (sample_id, reason), this run
+    failed_before: int = 0
+    clamped: int = 0
+    missing: list[str] = field(default_factory=list)
+    frames: int = 0
+    seconds: float = 0.0
+    file_bytes: int = 0
+    nothing_to_do: bool = False
+    split_protocol: str = ""
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def run_extract(cfg: ExtractConfig, on_progress: Callable[[ExtractProgress], None] | None = None) -> ExtractSummary:
+    """Build (or resume, or confirm) the feature cache that ``cfg`` describes.
+
+    Raises:
+        HarxError subclasses for everything the user can fix (dataset, backbone, cache clash).
+        KeyboardInterrupt after committing finished videos: rerun the same command to resume.
+    """
+    sampling = cfg.sampling  # validates the sampling options first: cheapest check
+    index = create_dataset(cfg.dataset, cfg.root, **cfg.dataset_options)
+    backbone = create_backbone(cfg.backbone, weights=cfg.weights, device=cfg.device, precision=cfg.precision)
+    out = Path(cfg.out) if cfg.out else default_cache_path(cfg.dataset, index.root, index.unit, backbone.name, sampling)
+    settings = cache_settings(index, backbone, sampling)
+    started = time.monotonic()
+    summary = ExtractSummary(out=out, dataset=index.name, unit=index.unit, backbone=backbone.name,
+                             weights=backbone.weights, device=str(backbone.device), precision=backbone.precision,
+                             samples_total=len(index.samples), samples_new=0, reused=0, missing=list(index.missing),
+                             split_protocol=index.split_protocol)
+    with FeatureWriter(out, settings, overwrite=cfg.overwrite, part_seconds=cfg.part_seconds) as writer:
+        videos = _group_by_video(index.samples)
+        todo = OrderedDict((p, s) for p, s in videos.items() if any(x.sample_id not in writer.done_ids for x in s))
+        summary.reused = sum(1 for s in index.samples if s.sample_id in writer.done_ids)
+        summary.failed_before = sum(1 for s in index.samples if s.sample_id in writer.failed_ids)
+        if not todo and writer.has_final and not writer.committed_parts():
+            summary.nothing_to_do = True
+        else:
+            _embed_videos(cfg, backbone, todo, index, writer, summary, on_progress, started)
+            writer.finalize(order=[s.sample_id for s in index.samples],
+                            extra_attrs={"missing": index.missing, "device": str(backbone.device),
+                                         "versions": library_versions()})
+    summary.seconds = time.monotonic() - started
+    summary.file_bytes = out.stat().st_size if out.exists() else 0
+    return summary
+
+
+def cache_settings(index: DatasetIndex, backbone: Backbone, sampling) -> dict:
+    """The cache attributes that decide its numbers (checked on resume) plus descriptive ones."""
+    return {
+        "dataset": index.name, "root": str(index.root), "unit": index.unit,
+        "dataset_options": {k: str(v) if isinstance(v, Path) else v for k, v in index.options.items()
+                            if k in ("unit", "seed", "val_fraction", "test_fraction", "manifest", "sequences_file")},
+        "class_names": list(index.class_names), "split_protocol": index.split_protocol,
+        "backbone": backbone.name, "weights": backbone.weights, "weights_sha256": backbone.weights_sha256,
+        "embed_dim": backbone.embed_dim, "dtype": "float16", "preprocess": backbone.preprocess_spec,
+        "sampling": json.loads(sampling.to_json()), "sampling_description": sampling.describe(),
+        "precision": backbone.precision, "device": str(backbone.device), "missing": index.missing,
+        "versions": library_versions(),
+    }
+
+
+def library_versions() -> dict:
+    versions = {}
+    for name in ("harx", "torch", "timm", "decord", "h5py", "numpy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _group_by_video(samples: list[VideoSample]) -> "OrderedDict[Path, list[VideoSample]]":
+    videos: OrderedDict[Path, list[VideoSample]] = OrderedDict()
+    for s in samples:
+        videos.setdefault(s.path, []).append(s)
+    return videos
+
+
+def _auto_batch(backbone: Backbone, batch_size: int | None) -> int:
+    if batch_size is not None:
+        return max(1, batch_size)
+    return 16 if backbone.device.type == "cpu" else 128
+
+
+def _auto_workers(backbone: Backbone, num_workers: int | None) -> int:
+    if num_workers is not None:
+        return max(1, num_workers)
+    return 1 if backbone.device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def _embed_videos(cfg: ExtractConfig, backbone: Backbone, todo, index: DatasetIndex, writer: FeatureWriter,
+                  summary: ExtractSummary, on_progress, started: float) -> None:
+    batch = _auto_batch(backbone, cfg.batch_size)
+    jobs = [DecodeJob(key=k, path=str(path), ranges=tuple(s.frame_range for s in samples), sampling=cfg.sampling,
+                      max_short_side=2 * backbone.resize_short)
+            for k, (path, samples) in enumerate(todo.items())]
+    sample_lists = list(todo.values())
+    root = Path(index.root)
+    label_index = {name: i for i, name in enumerate(index.class_names)}
+
+    def progress(done: int, current: str = "") -> None:
+        if on_progress is not None:
+            on_progress(ExtractProgress(done, len(jobs), summary.frames, summary.samples_new, len(summary.failed),
+                                        time.monotonic() - started, current))
+
+    progress(0)
+    info: VideoInfo | None = None
+    emb: np.ndarray | None = None
+    pending: list[np.ndarray] = []
+    pending_n, written = 0, 0
+
+    def flush(final: bool) -> None:
+        nonlocal pending, pending_n, written
+        while pending_n >= batch or (final and pending_n):
+            frames = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            take = min(batch, pending_n)
+            emb[written:written + take] = backbone.embed(frames[:take])
+            written += take
+            rest = frames[take:]
+            pending, pending_n = ([rest] if len(rest) else []), len(rest)
+
+    with VideoDecoder(num_workers=_auto_workers(backbone, cfg.num_workers), timeout_s=cfg.decode_timeout_s) as dec:
+        for event in dec.decode(jobs):
+            if isinstance(event, VideoStart):
+                info = event.info
+                emb = np.empty((len(info.union), backbone.embed_dim), dtype=np.float32)
+                pending, pending_n, written = [], 0, 0
+            elif isinstance(event, Frames):
+                pending.append(event.frames)
+                pending_n += len(event.frames)
+                flush(final=False)
+            elif isinstance(event, VideoEnd):
+                samples = sample_lists[event.job.key]
+                if info is not None:  # the video opened: keep every frame that decoded
+                    flush(final=True)
+                    _write_samples(writer, samples, info, emb[:event.n_decoded], event, root, summary, label_index)
+                    summary.frames += event.n_decoded
+                else:
+                    for s in samples:
+                        _fail(writer, summary, s, root, event.error or "no frame decoded")
+                info, emb = None, None
+                writer.maybe_commit()
+                progress(event.job.key + 1, event.job.path)
+
+
+def _write_samples(writer: FeatureWriter, samples: list[VideoSample], info: VideoInfo, emb: np.ndarray,
+                   end: VideoEnd, root: Path, summary: ExtractSummary, label_index: dict[str, int]) -> None:
+    """Give each sample of one video its rows of the embeddings; clamp ranges to what decoded.
+
+    ``samples[k]`` asked for ``end.job.ranges[k]``; ``info`` has the ranges clamped to the
+    container's frame count and the sampled indices. Decoding that stopped early (a truncated
+    file, a decoder hang) clamps further, to the frames that arrived; the note says why.
+    """
+    n_ok = end.n_decoded
+    stopped_at = int(info.union[n_ok]) if end.error and n_ok < len(info.union) else None
+    reason = end.error or f"the video decodes {info.n_reported} frames"
+    for k, sample in enumerate(samples):
+        start, stop = info.ranges[k]
+        if stopped_at is not None:
+            stop = max(start, min(stop, stopped_at))
+        idx = info.indices[k]
+        pos = np.searchsorted(info.union, idx)
+        keep = pos < n_ok
+        annotated = sample.frame_range
+        what = "the video" if annotated is None else f"annotated frames {annotated[0] + 1}-{annotated[1]}"
+        if not keep.any():
+            _fail(writer, summary, sample, root, f"no frame of {what} decodes ({reason})")
+            continue
+        wanted = (0, info.n_reported) if annotated is None else tuple(annotated)
+        note = ""
+        if (start, stop) != wanted or not keep.all():
+            note = f"{what} clamped to frames {start + 1}-{stop} ({reason})"
+            summary.clamped += 1
+        meta = {"sample_id": sample.sample_id, "video_id": sample.video_id or sample.sample_id,
+                "path": _rel(sample.path, root), "label": sample.label, "label_index": label_index[sample.label],
+                "split": sample.split, "group": sample.group, "scenario": sample.scenario,
+                "range_start": start, "range_stop": stop,
+                "annotated_start": -1 if annotated is None else annotated[0],
+                "annotated_stop": -1 if annotated is None else annotated[1], "fps": info.fps, "note": note}
+        writer.add_sample(meta, emb[pos[keep]], idx[keep])
+        summary.samples_new += 1
+
+
+def _fail(writer: FeatureWriter, summary: ExtractSummary, sample: VideoSample, root: Path, reason: str) -> None:
+    writer.add_failure(sample.sample_id, _rel(sample.path, root), reason)
+    summary.failed.append((sample.sample_id, reason))
+
+
+def _rel(path: Path, root: Path) -> str:
+    """Paths under the dataset root are stored relative to it, so a moved dataset still matches."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,69 @@
+"""Shared fixtures: an isolated HARX_HOME, tiny real videos, the real clips of ../shared/realdata.
+
+Tests that embed frames use timm's tiny ``test_efficientnet`` with ``weights="none"`` (seeded
+random weights): the real pipeline end to end, at a fraction of the cost of the real backbone.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/videos.py
+
+from videos import write_video  # noqa: E402
+
+TINY = {"backbone": "test_efficientnet", "weights": "none", "device": "cpu", "precision": "fp32"}
+
+
+def realdata_root() -> Path:
+    return Path(os.environ.get("HARX_REALDATA", REPO.parent / "shared" / "realdata"))
+
+
+@pytest.fixture
+def realdata() -> Path:
+    root = realdata_root()
+    if not root.is_dir():
+        pytest.skip(f"{root} absent (set HARX_REALDATA)")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def harx_home(tmp_path_factory, monkeypatch) -> Path:
+    """Every test writes caches and demo renders under its own temporary HARX_HOME."""
+    home = tmp_path_factory.mktemp("harx_home")
+    monkeypatch.setenv("HARX_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def video_folder(tmp_path_factory) -> Path:
+    """A folder dataset with a CSV manifest: 3 classes x 4 groups, three codecs, two sizes,
+    lengths 9-40 frames, plus one file that is not a video and one truncated MP4."""
+    root = tmp_path_factory.mktemp("videos")
+    rows = []
+    codecs = ["libx264", "mpeg4", "mjpeg"]
+    for c, label in enumerate(["clap", "jump", "wave"]):
+        for g in range(4):
+            name = f"{label}/g{g}_{label}.{'avi' if codecs[(c + g) % 3] != 'libx264' else 'mp4'}"
+            size = (64, 48) if g % 2 else (96, 64)
+            write_video(root / name, n_frames=9 + 8 * g + c, size=size, codec=codecs[(c + g) % 3],
+                        seed=10 * c + g, pattern="square")
+            rows.append((name, label, f"g{g}", ["train", "train", "val", "test"][g]))
+    (root / "wave" / "broken.mp4").write_bytes(b"this is not a video at all\n" * 10)
+    rows.append(("wave/broken.mp4", "wave", "g0", "train"))
+    full = write_video(root / "clap" / "full.mp4", n_frames=30, size=(64, 48), seed=99)
+    data = full.read_bytes()
+    (root / "clap" / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    full.unlink()
+    rows.append(("clap/truncated.mp4", "clap", "g1", "train"))
+    with open(root / "manifest.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "group", "split"])
+        w.writerows(rows)
+    return root
