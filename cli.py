@@ -48,11 +48,11 @@ def user_errors():
     try:
         yield
     except HarxError as err:
-        err_console.print(f"error: {err}", markup=False, highlight=False)
+        err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
     except KeyboardInterrupt:
-        err_console.print("interrupted: finished videos are kept; run the same command again to resume",
-                          markup=False, highlight=False)
+        err_console.print("interrupted: finished work is kept; run the same command again to resume",
+                          markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(code=130) from None
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import math
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -274,8 +275,9 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError) as err:
-        raise BackboneError(f"cannot read checkpoint {path}: {' '.join(str(err).split())[:160]}") from None
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
+        raise BackboneError(f"cannot read checkpoint {path} ({type(err).__name__}); expected a torch state dict "
+                            "(.pth/.pt) or a .safetensors file") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

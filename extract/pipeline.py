@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from features.errors import HarxError
 from features.writer import FeatureWriter
 
 from .backbones import Backbone, create_backbone
@@ -101,6 +102,10 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[ExtractProgress], Non
                                          "versions": library_versions()})
     summary.seconds = time.monotonic() - started
     summary.file_bytes = out.stat().st_size if out.exists() else 0
+    if summary.failed and summary.samples_new == 0 and summary.reused == summary.failed_before:
+        sample_id, reason = summary.failed[0]
+        raise HarxError(f"none of the {len(summary.failed)} sample(s) could be decoded (first: {sample_id}: "
+                        f"{reason}); check that the files are videos")
     return summary
 
 

@@ -60,7 +60,7 @@ class FeatureStore:
         self.path = Path(path)
         if not self.path.is_file():
             raise DatasetNotFoundError(f"feature cache {self.path} not found; run harx extract first")
-        self.attrs = read_settings(self.path)
+        self.attrs = read_settings(self.path, hint="give a cache written by harx extract")
         if not self.attrs.get("complete"):
             raise ForeignCacheError(f"{self.path} is an unfinished part of a cache; rerun harx extract to finish it")
         self._file: h5py.File | None = None

@@ -115,18 +115,19 @@ class _CacheFile:
             self.path.unlink(missing_ok=True)
 
 
-def read_settings(path: Path) -> dict:
+REPLACE_HINT = "use --overwrite to replace it or --out for another file"
+
+
+def read_settings(path: Path, hint: str = REPLACE_HINT) -> dict:
     """The settings attributes of an existing cache or part; ForeignCacheError if it is not one."""
     try:
         with h5py.File(path, "r") as f:
             attrs = {k: decode_attr(k, v) for k, v in f.attrs.items()}
     except OSError as err:
-        raise ForeignCacheError(f"{path} is not a readable HDF5 file ({err}); use --overwrite to replace it "
-                                "or --out for another file") from None
+        raise ForeignCacheError(f"{path} is not a readable HDF5 file ({' '.join(str(err).split())}); {hint}") from None
     if attrs.get("format") != FORMAT or attrs.get("schema_version") != SCHEMA_VERSION:
         raise ForeignCacheError(f"{path} is not a harx cache of schema {SCHEMA_VERSION} (found format "
-                                f"{attrs.get('format')!r}, schema {attrs.get('schema_version')!r}); use "
-                                "--overwrite to replace it or --out for another file")
+                                f"{attrs.get('format')!r}, schema {attrs.get('schema_version')!r}); {hint}")
     return attrs
 
 
