@@ -43,3 +43,6 @@ def create_dataset(name: str, root: str | Path | None = None, **options) -> Data
 
 __all__ = ["DATASETS", "SPLITS", "DatasetIndex", "VideoSample", "create_dataset", "list_datasets",
            "register_dataset"]
+
+# Importing a family module registers its adapter (after register_dataset exists).
+from . import folder, kth, demo  # noqa: E402,F401  isort: skip
