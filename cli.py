@@ -246,14 +246,182 @@ def info(
             console.print(f"failed: {f['sample_id']}: {f['reason']}", markup=False, highlight=False)
 
 
+HEAD_PANEL = "Head options (None = the head's default)"
+TRAIN_PANEL = "Training"
+
+
+def _parse_sets(pairs: list[str] | None) -> dict:
+    """``--set hidden_size=256 --set bidirectional=true`` -> typed head options."""
+    import ast
+
+    options = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise HarxError(f"--set wants KEY=VALUE, got {pair!r}")
+        text = raw.strip()
+        lowered = text.lower()
+        if lowered in ("true", "false"):
+            value = lowered == "true"
+        else:
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = text
+        options[key.strip().replace("-", "_")] = value
+    return options
+
+
+def _print_epoch(e) -> None:
+    err_console.print(f"  {e.phase} epoch {e.epoch:>3}/{e.max_epochs}  loss {e.train_loss:.4f}  "
+                      f"train acc {_pct(e.train_accuracy)}  val acc {_pct(e.val_accuracy)}"
+                      f"{' *' if e.best else '  '}  {e.seconds:.1f} s", markup=False, highlight=False)
+
+
+def _pct(v) -> str:
+    return "  -  " if v is None else f"{100 * v:5.1f}%"
+
+
+@app.command()
+def fit(
+    head: Annotated[str, typer.Argument(help="vote, lstm, gru or meanpool.")],
+    features: Annotated[Optional[Path], typer.Option(help="Feature cache; default: the most recent one in "
+                                                     "$HARX_HOME/features.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder; default: <cache folder>/runs/<cache>/"
+                                                "<head>-seed<N>-<config hash>.")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds everything random.")] = 0,
+    refit_trainval: Annotated[bool, typer.Option(help="After choosing the epoch count on val, retrain on "
+                                                 "train+val for that many epochs (as many KTH papers do).",
+                                                 rich_help_panel=TRAIN_PANEL)] = False,
+    epochs: Annotated[Optional[int], typer.Option(help="Most epochs (early stopping on val).",
+                                                  rich_help_panel=TRAIN_PANEL)] = None,
+    patience: Annotated[Optional[int], typer.Option(rich_help_panel=TRAIN_PANEL)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(rich_help_panel=TRAIN_PANEL)] = None,
+    lr: Annotated[Optional[float], typer.Option(rich_help_panel=TRAIN_PANEL)] = None,
+    crop_frames: Annotated[Optional[int], typer.Option(help="Random temporal crop length in training "
+                                                       "(evaluation always sees whole samples).",
+                                                       rich_help_panel=TRAIN_PANEL)] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda[:N], mps.", rich_help_panel=TRAIN_PANEL)] = None,
+    hidden_size: Annotated[Optional[int], typer.Option(rich_help_panel=HEAD_PANEL)] = None,
+    num_layers: Annotated[Optional[int], typer.Option("--layers", rich_help_panel=HEAD_PANEL)] = None,
+    bidirectional: Annotated[Optional[bool], typer.Option("--bidirectional/--unidirectional",
+                                                          rich_help_panel=HEAD_PANEL)] = None,
+    dropout: Annotated[Optional[float], typer.Option(rich_help_panel=HEAD_PANEL)] = None,
+    pooling: Annotated[Optional[str], typer.Option(help="last, mean or max (recurrent heads).",
+                                                   rich_help_panel=HEAD_PANEL)] = None,
+    proj_size: Annotated[Optional[int], typer.Option(help="Input projection width (0: none).",
+                                                     rich_help_panel=HEAD_PANEL)] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any other head option as KEY=VALUE "
+                                                      "(repeatable).", rich_help_panel=HEAD_PANEL)] = None,
+):
+    """Train one temporal head on a feature cache and write a run folder.
+
+    Model selection and early stopping use the validation split only; test is scored once, at
+    the end. The run folder holds metrics.json (with its protocol), predictions, curves and
+    checkpoints.
+    """
+    import sys
+
+    from temporal import fit as fit_head
+
+    with user_errors():
+        options = dict(hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional,
+                       dropout=dropout, pooling=pooling, proj_size=proj_size, **_parse_sets(set_))
+        run = fit_head(head, features=features, out=out, seed=seed, refit_trainval=refit_trainval, epochs=epochs,
+                       patience=patience, batch_size=batch_size, lr=lr, crop_frames=crop_frames, device=device,
+                       command=["harx", *sys.argv[1:]], on_epoch=_print_epoch, **options)
+    _print_run(run)
+
+
+def _print_run(run) -> None:
+    m = run.metrics
+    proto = m.get("protocol", {})
+    console.print(f"features: {run.features}")
+    console.print(f"run folder: {run.path}" + (" (finished run reused)" if run.reused else f" ({run.seconds:.1f} s)"))
+    console.print(f"protocol: {_protocol_line(proto)}", soft_wrap=True)
+    for split in ("val", "test"):
+        scores = m.get(split) or {}
+        if scores:
+            line = (f"{split:>4}: accuracy {_pct(scores.get('accuracy'))}, mean class accuracy "
+                    f"{_pct(scores.get('mean_class_accuracy'))}, macro-F1 {_pct(scores.get('macro_f1'))}")
+            video = scores.get("video")
+            if video:
+                line += f"; video level {_pct(video.get('accuracy'))}"
+            vote = scores.get("majority_vote")
+            if vote:
+                line += f"; majority vote {_pct(vote.get('accuracy'))}"
+            console.print(line)
+
+
+def _protocol_line(proto: dict) -> str:
+    keys = ("dataset", "split_protocol", "unit_scored", "frame_aggregation", "trained_on", "model_selection", "seed")
+    return "; ".join(f"{k.replace('_', ' ')}: {proto[k]}" for k in keys if proto.get(k) not in (None, ""))
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Option(help="A run folder written by harx fit.")],
+    features: Annotated[Optional[Path], typer.Option(help="Cache to score on; default: the run's own cache.")] = None,
+):
+    """Score a finished run again (its best checkpoint), on its cache or on another compatible one."""
+    from temporal import evaluate as evaluate_run
+
+    with user_errors():
+        metrics = evaluate_run(run, features=features)
+    console.print(f"protocol: {_protocol_line(metrics.get('protocol', {}))}", soft_wrap=True)
+    for split in ("val", "test"):
+        scores = metrics.get(split) or {}
+        if scores:
+            console.print(f"{split:>4}: accuracy {_pct(scores.get('accuracy'))}, mean class accuracy "
+                          f"{_pct(scores.get('mean_class_accuracy'))}, macro-F1 {_pct(scores.get('macro_f1'))}")
+
+
+@app.command()
+def compare(
+    features: Annotated[Optional[Path], typer.Option(help="Feature cache; default: the most recent one.")] = None,
+    heads: Annotated[str, typer.Option(help="Comma-separated heads.")] = "vote,lstm",
+    seeds: Annotated[int, typer.Option(help="Seeds per head (0..N-1); mean ± std over them.")] = 3,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for compare.json/md/csv/png.")] = None,
+    refit_trainval: Annotated[bool, typer.Option(help="Retrain on train+val for the epochs chosen on val.")] = False,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda[:N], mps.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Most epochs per run.")] = None,
+):
+    """Train each head over several seeds (reusing finished runs) and compare them under one protocol."""
+    _run_compare(features=features, heads=heads, seeds=seeds, out=out, refit_trainval=refit_trainval,
+                 device=device, epochs=epochs)
+
+
+def _run_compare(**kwargs) -> None:
+    import sys
+
+    from temporal import compare as compare_heads
+
+    def on_run(r) -> None:
+        acc = (r.metrics.get("test") or {}).get("accuracy")
+        err_console.print(f"  {r.head} seed {r.seed}: test accuracy {_pct(acc)}"
+                          + (" (reused)" if r.reused else f" ({r.seconds:.1f} s)"), markup=False, highlight=False)
+
+    with user_errors():
+        result = compare_heads(command=["harx", *sys.argv[1:]], on_run=on_run, **kwargs)
+    console.print(result.table, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"\nwritten: {result.path}/compare.json, compare.md, compare.csv, compare.png")
+
+
 @app.command()
 def demo(
-    out: Annotated[Optional[Path], typer.Option(help="Cache file (default in $HARX_HOME/features).")] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds per head in the comparison.")] = 3,
 ):
-    """Render the built-in demo dataset (no download) and extract its features."""
-    extract(dataset="demo", root=None, out=out, unit=None, manifest=None, split_seed=None, backbone=None,
+    """The whole pipeline on the built-in demo data, no download: render, extract, compare vote vs LSTM."""
+    extract(dataset="demo", root=None, out=None, unit=None, manifest=None, split_seed=None, backbone=None,
             weights=None, device=None, precision=None, every=None, fps=None, max_frames=None, batch_size=None,
             workers=None, decode_timeout=None, overwrite=False)
+    from extract.config import default_cache_path
+    from extract.sampling import Sampling
+    from extract.backbones import DEFAULT_BACKBONE
+
+    cache = default_cache_path("demo", None, "video", DEFAULT_BACKBONE, Sampling())
+    _run_compare(features=cache, heads="vote,lstm", seeds=seeds, out=None, refit_trainval=False, device=None,
+                 epochs=None)
 
 
 if __name__ == "__main__":
