@@ -1,0 +1,22 @@
+"""Stage two: temporal heads trained on cached frame embeddings, in seconds.
+
+    from temporal import fit, evaluate, compare, create_head, list_heads
+    run = fit("lstm", features="kth.h5", seed=0)       # writes a run folder, returns RunResult
+    evaluate(run.path)                                  # scores best.pt again
+    compare("kth.h5", heads=("vote", "lstm"), seeds=3)  # mean ± std over seeds
+
+Heads (``list_heads()``): ``vote`` (per-frame classifier + vote), ``lstm``, ``gru``, ``meanpool``.
+Adding one: a family file defining a :class:`~temporal.base.TemporalHead` subclass and an
+``@register_head`` entrypoint, plus its import in :func:`temporal.registry._import_families`.
+"""
+
+from .base import TemporalHead
+from .compare import CompareResult, compare
+from .errors import NotFittedError, RunFolderError
+from .registry import HEADS, create_head, head_options, list_heads, register_head
+from .run import RunResult, default_run_dir, evaluate, fit, resolve_features
+from .training import EpochInfo, Sequences
+
+__all__ = ["CompareResult", "EpochInfo", "HEADS", "NotFittedError", "RunFolderError", "RunResult", "Sequences",
+           "TemporalHead", "compare", "create_head", "default_run_dir", "evaluate", "fit", "head_options",
+           "list_heads", "register_head", "resolve_features"]

@@ -1,0 +1,293 @@
+"""Train several heads over several seeds on one cache and compare them.
+
+``compare(features, heads=("vote", "lstm"), seeds=3)`` calls :func:`temporal.fit` for every
+(head, seed), reusing finished runs with the same cache and configuration (their default run
+folders are named by a hash of both), then aggregates over seeds and writes to ``out``::
+
+    compare.json   protocol; results[HEAD][SPLIT][METRIC] = {mean, std, values}, SPLIT = val|test,
+                   METRIC = accuracy|mean_class_accuracy|macro_f1 (fractions in 0..1);
+                   results[HEAD][SPLIT]["per_class_accuracy"][CLASS] = {mean, std, values};
+                   results[HEAD][SPLIT]["video"|"majority_vote"] likewise, where reported;
+                   confusion_differences: the class pairs whose confusion differs most; runs
+    compare.md     the same as tables (what the CLI prints): protocol header first
+    compare.csv    one row per run (head, seed, folder, every summary metric)
+    compare.png    bars with seed std error bars: test metrics per head, per-class test accuracy
+
+``std`` is the sample standard deviation over seeds (``ddof=1``; 0 for one seed). The default
+``out`` is ``runs_root(cache) / "compare-<heads>-<n>seeds-<hash>"`` (see :func:`temporal.run.runs_root`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from features.errors import InvalidOptionError
+from features.reader import FeatureStore
+
+from .metrics import METRIC_NAMES
+from .registry import list_heads
+from .report import pct, plot_compare
+from .run import RunResult, _write_json, fit, resolve_features, runs_root
+
+__all__ = ["CompareResult", "compare"]
+
+DEFAULT_HEADS = ("vote", "lstm")
+
+
+@dataclass
+class CompareResult:
+    """What :func:`compare` did: the output folder, the aggregate, the markdown, every run."""
+
+    path: Path
+    results: dict
+    protocol: dict
+    table: str
+    runs: list[RunResult] = field(default_factory=list)
+
+    @property
+    def n_reused(self) -> int:
+        return sum(r.reused for r in self.runs)
+
+
+def compare(
+    features: str | Path | None = None,
+    heads: Sequence[str] | str = DEFAULT_HEADS,
+    seeds: int | Sequence[int] = 3,
+    out: str | Path | None = None,
+    *,
+    refit_trainval: bool = False,
+    device: str | None = None,
+    epochs: int | None = None,
+    head_options: dict[str, dict] | None = None,
+    command: str | Sequence[str] | None = None,
+    on_run: Callable[[RunResult], None] | None = None,
+    on_epoch: Callable | None = None,
+) -> CompareResult:
+    """Fit each head with each seed (reusing finished runs) and write the comparison.
+
+    Args:
+        features: the cache; ``None``: the most recent one in the default location.
+        heads: head names, or one comma-separated string (``"vote,lstm"``).
+        seeds: a count ``n`` (seeds 0..n-1) or explicit seeds.
+        out: folder for compare.json/md/csv/png (runs stay in their default folders, so that
+            ``harx fit`` and later comparisons reuse them).
+        refit_trainval, device, epochs: passed to every :func:`fit`.
+        head_options: per-head options, e.g. ``{"lstm": {"hidden_size": 256}}``.
+        on_run: called with each :class:`RunResult` (``.reused`` says whether it trained).
+        on_epoch: passed to :func:`fit` (called only for runs that train).
+
+    Raises:
+        UnknownNameError, InvalidOptionError: a bad head name, seed count or option.
+    """
+    if isinstance(heads, str):
+        heads = [h.strip() for h in heads.split(",") if h.strip()]
+    heads = list(dict.fromkeys(heads))
+    if not heads:
+        raise InvalidOptionError(f"no heads to compare; choose from: {', '.join(list_heads())}")
+    if isinstance(seeds, (int, np.integer)):
+        if seeds < 1:
+            raise InvalidOptionError(f"--seeds must be >= 1, got {seeds}")
+        seed_list = list(range(int(seeds)))
+    else:
+        seed_list = [int(s) for s in seeds]
+        if not seed_list:
+            raise InvalidOptionError("no seeds given")
+    head_options = dict(head_options or {})
+    unknown = sorted(set(head_options) - set(heads))
+    if unknown:
+        raise InvalidOptionError(f"options given for {', '.join(unknown)}, which are not among the heads compared "
+                                 f"({', '.join(heads)})")
+    path = resolve_features(features)
+    store = FeatureStore(path)
+    names = store.class_names
+
+    runs: list[RunResult] = []
+    for head in heads:
+        for seed in seed_list:
+            r = fit(head, path, seed=seed, refit_trainval=refit_trainval, device=device, epochs=epochs, reuse=True,
+                    on_epoch=on_epoch, **head_options.get(head, {}))
+            runs.append(r)
+            if on_run is not None:
+                on_run(r)
+
+    results = {h: _aggregate([r.metrics for r in runs if r.head == h], names) for h in heads}
+    first = {h: next(r for r in runs if r.head == h) for h in heads}
+    p0 = first[heads[0]].metrics["protocol"]
+    protocol = {
+        **{k: p0.get(k) for k in ("dataset", "split_protocol", "unit_scored", "video_level", "sampling", "backbone",
+                                   "embed_dim", "class_names", "trained_on", "validation_scores", "cache",
+                                   "cache_fingerprint", "samples")},
+        "scored_split": "test (val shown for reference: it chose the epochs)",
+        "seeds": seed_list,
+        "std": "sample standard deviation over seeds (ddof=1)",
+        "frame_aggregation": {h: first[h].metrics["protocol"]["frame_aggregation"] for h in heads},
+        "model_selection": {h: _selection([r.metrics for r in runs if r.head == h]) for h in heads},
+    }
+    confusions = _confusion_differences(results, names)
+    digest = hashlib.sha256(json.dumps([heads, seed_list, refit_trainval, device, epochs, head_options,
+                                        store.fingerprint], sort_keys=True, default=str).encode()).hexdigest()[:6]
+    out_dir = Path(out) if out is not None else (
+        runs_root(path) / f"compare-{'+'.join(heads)}-{len(seed_list)}seeds-{digest}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = compare_markdown(protocol, results, names, confusions)
+    doc = {"protocol": protocol, "heads": heads, "seeds": seed_list, "results": results,
+           "confusion_differences": confusions,
+           "runs": [{"head": r.head, "seed": r.seed, "path": str(r.path), "reused": r.reused} for r in runs],
+           "command": command if command is None or isinstance(command, str) else " ".join(map(str, command))}
+    _write_json(out_dir / "compare.json", doc)
+    (out_dir / "compare.md").write_text(table)
+    _write_csv(out_dir / "compare.csv", runs)
+    title = (f"{', '.join(heads)} on {protocol['dataset']} ({protocol['backbone']}), "
+             f"{len(seed_list)} seed{'s' if len(seed_list) > 1 else ''}, unit: {protocol['unit_scored']}")
+    plot_compare(out_dir / "compare.png", results, names, title)
+    return CompareResult(path=out_dir, results=results, protocol=protocol, table=table, runs=runs)
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+def _stats(values: list) -> dict:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "std": None, "values": values}
+    arr = np.asarray(vals, dtype=float)
+    std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    return {"mean": float(arr.mean()), "std": std, "values": [float(v) if v is not None else None for v in values]}
+
+
+def _aggregate_block(blocks: list[dict], names: list[str]) -> dict:
+    out = {m: _stats([b[m] for b in blocks]) for m in METRIC_NAMES}
+    out["per_class_accuracy"] = {c: _stats([b["per_class_accuracy"].get(c) for b in blocks]) for c in names}
+    cm = np.sum([np.asarray(b["confusion_matrix"]) for b in blocks], axis=0)
+    out["confusion_matrix_sum"] = cm.astype(int).tolist()
+    out["n"] = blocks[0]["n"]
+    return out
+
+
+def _aggregate(metrics_list: list[dict], names: list[str]) -> dict:
+    res = {}
+    for split in ("val", "test"):
+        blocks = [m[split] for m in metrics_list if m.get(split)]
+        if not blocks:
+            continue
+        res[split] = _aggregate_block(blocks, names)
+        for sub in ("video", "majority_vote"):
+            subs = [b[sub] for b in blocks if b.get(sub)]
+            if subs:
+                res[split][sub] = _aggregate_block(subs, names)
+    res["fit_seconds"] = _stats([m.get("training", {}).get("fit_seconds") for m in metrics_list])
+    return res
+
+
+def _selection(metrics_list: list[dict]) -> str:
+    """The model-selection rule of one head's runs, with each seed's chosen epoch."""
+    t = [m["training"] for m in metrics_list]
+    if not metrics_list[0].get("val"):
+        return f"no val split: a fixed {t[0]['max_epochs']} epochs, last kept"
+    text = (f"early stopping on val accuracy (ties: val loss), patience {t[0]['patience']}, at most "
+            f"{t[0]['max_epochs']} epochs; best epoch per seed: {', '.join(str(x['best_epoch']) for x in t)}")
+    if t[0].get("refit_epochs"):
+        text += "; then refit on train+val for that many epochs"
+    return text
+
+
+def _confusion_differences(results: dict, names: list[str], top: int = 5) -> list[dict]:
+    """Off-diagonal (true, predicted) pairs whose test confusion rate differs most between heads."""
+    heads = [h for h in results if "test" in results[h]]
+    if len(heads) < 2:
+        return []
+    rates = {}
+    for h in heads:
+        cm = np.asarray(results[h]["test"]["confusion_matrix_sum"], dtype=float)
+        rows = cm.sum(1, keepdims=True)
+        rates[h] = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    pairs = []
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if i == j:
+                continue
+            vals = {h: float(rates[h][i, j]) for h in heads}
+            spread = max(vals.values()) - min(vals.values())
+            if spread > 0:
+                pairs.append({"true": a, "predicted": b, "rate": vals, "difference": spread})
+    pairs.sort(key=lambda d: -d["difference"])
+    return pairs[:top]
+
+
+# ----------------------------------------------------------------------------- output
+
+def _pm(s: dict | None) -> str:
+    if not s or s.get("mean") is None:
+        return "—"
+    return f"{pct(s['mean'])} ± {pct(s['std'])}"
+
+
+def compare_markdown(protocol: dict, results: dict, names: list[str], confusions: list[dict]) -> str:
+    heads = list(results)
+    seeds = protocol["seeds"]
+    samples = protocol.get("samples") or {}
+    lines = [f"# {' vs '.join(heads)} on {protocol['dataset']}", "",
+             f"**Protocol.** {protocol['dataset']} ({protocol.get('split_protocol') or 'split stored in the cache'}); "
+             f"samples: {', '.join(f'{k} {v}' for k, v in samples.items())}; unit scored: "
+             f"{protocol['unit_scored']}{' (video level also shown)' if protocol.get('video_level') else ''}; "
+             f"features: {protocol['backbone']} {protocol['embed_dim']}-d, {protocol.get('sampling')}; "
+             f"trained on {protocol['trained_on']}, epochs chosen on val, scored once on test; "
+             f"mean ± std over {len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}); "
+             f"cache {protocol['cache']} ({protocol['cache_fingerprint']}).", ""]
+    lines += ["| metric (%) | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+    rows = [(f"test {label}", "test", None, m) for m, label in METRIC_NAMES.items()]
+    if any("video" in results[h].get("test", {}) for h in heads):
+        rows += [(f"test {label}, per video", "test", "video", m) for m, label in METRIC_NAMES.items()]
+    if any("majority_vote" in results[h].get("test", {}) for h in heads):
+        rows.append(("test top-1 accuracy, majority vote", "test", "majority_vote", "accuracy"))
+    rows.append(("val top-1 accuracy", "val", None, "accuracy"))
+    for label, split, sub, m in rows:
+        cells = []
+        for h in heads:
+            block = results[h].get(split) or {}
+            if sub:
+                block = block.get(sub) or {}
+            cells.append(_pm(block.get(m)))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "## Per-class test accuracy (%)", "", "| class | " + " | ".join(heads) + " |",
+              "|---|" + "---|" * len(heads)]
+    for c in names:
+        lines.append(f"| {c} | " + " | ".join(_pm(results[h].get("test", {}).get("per_class_accuracy", {}).get(c))
+                                                for h in heads) + " |")
+    if confusions:
+        lines += ["", "## Confusions that differ most between heads (test, % of the true class, all seeds)", "",
+                  "| true → predicted | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+        for d in confusions:
+            lines.append(f"| {d['true']} → {d['predicted']} | " + " | ".join(pct(d["rate"][h]) for h in heads) + " |")
+    lines += ["", "## How each head aggregates frames", ""]
+    lines += [f"- **{h}**: {protocol['frame_aggregation'][h]}; {protocol['model_selection'][h]}" for h in heads]
+    return "\n".join(lines) + "\n"
+
+
+def _write_csv(path: Path, runs: list[RunResult]) -> None:
+    cols = []
+    for split in ("val", "test"):
+        cols += [(split, None, m) for m in METRIC_NAMES]
+    if any((r.metrics.get("test") or {}).get("video") for r in runs):
+        cols += [("test", "video", m) for m in METRIC_NAMES]
+    if any((r.metrics.get("test") or {}).get("majority_vote") for r in runs):
+        cols += [("test", "majority_vote", m) for m in METRIC_NAMES]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["head", "seed", "run", "reused", *("_".join(x for x in c if x) for c in cols), "fit_seconds"])
+        for r in runs:
+            vals = []
+            for split, sub, m in cols:
+                block = r.metrics.get(split) or {}
+                if sub:
+                    block = block.get(sub) or {}
+                v = block.get(m)
+                vals.append("" if v is None else f"{v:.4f}")
+            w.writerow([r.head, r.seed, str(r.path), int(r.reused), *vals,
+                        r.metrics.get("training", {}).get("fit_seconds", "")])

@@ -1,0 +1,170 @@
+"""What a person reads: plots and markdown for a run folder and for a comparison.
+
+Plots use matplotlib's object API with the Agg canvas (``Figure`` + ``savefig``), so writing a PNG
+never touches pyplot's global backend (a notebook's inline plots keep working).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import METRIC_NAMES
+
+__all__ = ["plot_curves", "plot_confusions", "plot_compare", "run_markdown", "pct"]
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None else f"{100 * x:.{digits}f}"
+
+
+def _figure(w: float, h: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(w, h), dpi=110, layout="constrained")
+
+
+def plot_curves(path: Path, history: Sequence[dict], title: str, best_epoch: int | None) -> Path:
+    """Loss and accuracy per epoch: training crops and validation, best epoch marked; refit dashed."""
+    fig = _figure(10, 4)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for phase, style in (("select", "-"), ("refit", "--")):
+        rows = [h for h in history if h["phase"] == phase]
+        if not rows:
+            continue
+        ep = [h["epoch"] for h in rows]
+        tag = "" if phase == "select" else " (refit on train+val)"
+        ax_loss.plot(ep, [h["train_loss"] for h in rows], style, color="tab:blue", label=f"train{tag}")
+        ax_acc.plot(ep, [100 * h["train_accuracy"] for h in rows], style, color="tab:blue", label=f"train crops{tag}")
+        if any(h["val_loss"] is not None for h in rows):
+            ax_loss.plot(ep, [h["val_loss"] for h in rows], style, color="tab:orange", label="validation")
+            ax_acc.plot(ep, [100 * h["val_accuracy"] for h in rows], style, color="tab:orange", label="validation")
+    if best_epoch:
+        for ax in (ax_loss, ax_acc):
+            ax.axvline(best_epoch, color="gray", ls=":", lw=1)
+        ax_acc.annotate(f"best epoch {best_epoch}", (best_epoch, 2), color="gray", fontsize=8, ha="left")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy", ylim=(0, 101))
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path)
+    return path
+
+
+def plot_confusions(path: Path, panels: Sequence[tuple[str, dict]], class_names: Sequence[str], title: str) -> Path:
+    """One confusion matrix per panel ``(label, metrics)``: row-normalised colour, counts written in."""
+    n = len(panels)
+    size = 2.0 + 0.45 * len(class_names)
+    fig = _figure(size * n + 0.5, size + 1.0)
+    axes = np.atleast_1d(fig.subplots(1, n))
+    for ax, (label, m) in zip(axes, panels):
+        cm = np.asarray(m["confusion_matrix"], dtype=float)
+        rows = cm.sum(1, keepdims=True)
+        norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        for i in range(len(cm)):
+            for j in range(len(cm)):
+                if cm[i, j]:
+                    ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black")
+        ticks = np.arange(len(class_names))
+        ax.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(ticks, class_names, fontsize=8)
+        ax.set(xlabel="predicted", ylabel="true",
+               title=f"{label}\naccuracy {pct(m['accuracy'])}%, n={m['n']}")
+        ax.title.set_fontsize(9)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path)
+    return path
+
+
+def plot_compare(path: Path, results: dict, class_names: Sequence[str], title: str) -> Path:
+    """Bars with seed std error bars: summary test metrics per head, and per-class test accuracy."""
+    heads = list(results)
+    fig = _figure(max(9, 3 + 1.1 * len(class_names) * max(1, len(heads)) / 2), 4.2)
+    ax_sum, ax_cls = fig.subplots(1, 2, width_ratios=[1, 2])
+    width = 0.8 / max(1, len(heads))
+    metrics = list(METRIC_NAMES)
+    for k, h in enumerate(heads):
+        test = results[h]["test"]
+        means = [100 * (test[m]["mean"] or 0) for m in metrics]
+        stds = [100 * (test[m]["std"] or 0) for m in metrics]
+        x = np.arange(len(metrics)) + (k - (len(heads) - 1) / 2) * width
+        ax_sum.bar(x, means, width, yerr=stds, capsize=3, label=h)
+        per = results[h]["test"]["per_class_accuracy"]
+        cm = [100 * (per[c]["mean"] or 0) for c in class_names]
+        cs = [100 * (per[c]["std"] or 0) for c in class_names]
+        x = np.arange(len(class_names)) + (k - (len(heads) - 1) / 2) * width
+        ax_cls.bar(x, cm, width, yerr=cs, capsize=2, label=h)
+    ax_sum.set_xticks(np.arange(len(metrics)), [METRIC_NAMES[m] for m in metrics], fontsize=8)
+    ax_sum.set(ylabel="test (%)", ylim=(0, 105), title="test metrics, mean ± std over seeds")
+    ax_cls.set_xticks(np.arange(len(class_names)), class_names, rotation=30, ha="right", fontsize=8)
+    ax_cls.set(ylabel="test accuracy (%)", ylim=(0, 105), title="per-class test accuracy")
+    for ax in (ax_sum, ax_cls):
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.title.set_fontsize(9)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path)
+    return path
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def protocol_lines(p: dict) -> list[str]:
+    """The protocol block in words, one fact per line."""
+    samples = p.get("samples", {})
+    lines = [
+        f"- dataset: {p.get('dataset')} ({p.get('split_protocol') or 'split as stored in the cache'})",
+        f"- samples: {', '.join(f'{k} {v}' for k, v in samples.items())}; unit scored: {p.get('unit_scored')}"
+        + (f"; video level: {p['video_level']}" if p.get("video_level") else ""),
+        f"- features: {p.get('backbone')} {p.get('embed_dim')}-d, {p.get('sampling')}",
+        f"- frames aggregated: {p.get('frame_aggregation')}",
+        f"- trained on: {p.get('trained_on')}; model selection: {p.get('model_selection')}",
+        f"- seed: {p.get('seed')}; cache {p.get('cache')} (fingerprint {p.get('cache_fingerprint')})",
+    ]
+    if p.get("validation_scores"):
+        lines.insert(5, f"- validation scores: {p['validation_scores']}")
+    return lines
+
+
+def run_markdown(metrics: dict, files: dict[str, str]) -> str:
+    """``report.md`` of a run: protocol, headline numbers, per-class accuracy, list of files."""
+    p = metrics["protocol"]
+    names = list(p["class_names"])
+    lines = [f"# {metrics['head']} on {p.get('dataset')}, seed {p.get('seed')}", "", "## Protocol", "",
+             *protocol_lines(p), "", "## Scores (%)", ""]
+    cols = [("val", metrics.get("val")), ("test", metrics.get("test"))]
+    extra = []
+    for split, m in cols:
+        if m and m.get("majority_vote"):
+            extra.append((f"{split}, majority vote", m["majority_vote"]))
+        if m and m.get("video"):
+            extra.append((f"{split}, per video", m["video"]))
+    cols = [(s, m) for s, m in cols if m] + extra
+    rows = [[METRIC_NAMES[k], *(pct(m[k]) for _, m in cols)] for k in METRIC_NAMES]
+    rows.append(["samples", *(str(m["n"]) for _, m in cols)])
+    lines += _table(["metric", *(s for s, _ in cols)], rows)
+    lines += ["", "## Per-class accuracy (%)", ""]
+    rows = [[c, *(pct(m["per_class_accuracy"].get(c)) for _, m in cols)] for c in names]
+    lines += _table(["class", *(s for s, _ in cols)], rows)
+    t = metrics.get("training", {})
+    lines += ["", "## Training", "",
+              f"- epochs run: {t.get('epochs_run')} of at most {t.get('max_epochs')}; best (kept) epoch: "
+              f"{t.get('best_epoch')}{'; stopped early' if t.get('stopped_early') else ''}"
+              + (f"; refit on train+val for {t.get('refit_epochs')} epochs" if t.get("refit_epochs") else ""),
+              f"- fit time: {t.get('fit_seconds', 0):.1f} s on {t.get('device')} ({t.get('precision')})",
+              "", "## Files", ""]
+    lines += [f"- `{k}`: {v}" for k, v in files.items()]
+    return "\n".join(lines) + "\n"

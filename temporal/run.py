@@ -1,0 +1,528 @@
+"""Train one head on a feature cache and write a run folder; score a finished run again.
+
+``fit("lstm", features="kth.h5")`` reads the cache's train, val and test splits, trains the head
+on train with model selection and early stopping on val (test is read only after training ends),
+optionally refits on train+val for the chosen number of epochs, scores val and test, and writes::
+
+    RUN_DIR/
+        config.json        resolved configuration (every head option), command line, cache, hash
+        metrics.json       protocol block; val and test scores (+ video level, + majority vote);
+                           training summary; cache fingerprint; library versions. Written last:
+                           its presence marks a finished run.
+        epochs.csv         one row per epoch: phase, loss, accuracy, val loss/accuracy, seconds
+        predictions.csv    one row per test sample: ids, true and predicted label, confidence,
+                           correct, class probabilities (predictions_video.csv: per video, KTH)
+        best.pt, last.pt   checkpoints (atomic writes): the model scored on test, and the last
+                           epoch's; each holds the config, class names and cache fingerprint.
+                           With refit: select_best.pt / select_last.pt are the train-only phase's.
+        curves.png         loss and accuracy per epoch, best epoch marked
+        confusion_test.png test confusion matrices (per sample; per video; majority vote)
+        report.md          the above in words: protocol, scores, per-class accuracy, files
+
+The default ``RUN_DIR`` is ``<cache folder>/runs/<cache stem>/<head>-seed<N>-<config hash>``
+(``<harx home>/runs/...`` when the cache's folder is read-only), where the hash covers the head,
+all its options, the seed, refit, device, precision and the cache fingerprint: the same command on
+the same cache names the same folder, and ``reuse=True`` returns it untouched.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import platform
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from features.errors import CacheMismatchError, DatasetNotFoundError, HarxError, InvalidOptionError
+from features.reader import FeatureStore
+
+from .base import TemporalHead
+from .errors import RunFolderError
+from .metrics import classification_metrics, video_scores
+from .registry import create_head
+
+__all__ = ["RunResult", "evaluate", "fit", "default_run_dir", "resolve_features", "runs_root"]
+
+METRICS_VERSION = 1
+
+
+@dataclass
+class RunResult:
+    """What :func:`fit` did. ``metrics`` is the content of ``metrics.json``."""
+
+    path: Path                    # the run folder
+    head: str
+    seed: int
+    features: Path                # the cache trained on (named in the CLI output)
+    config: dict
+    metrics: dict
+    reused: bool = False          # a finished run with this cache and config existed: nothing trained
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return (self.metrics.get("test") or {}).get("accuracy")
+
+
+# ----------------------------------------------------------------------------- caches
+
+def resolve_features(features: str | Path | None) -> Path:
+    """The cache to use: ``features`` if given, else the most recent one in the default location.
+
+    Raises:
+        DatasetNotFoundError: no cache given and none found.
+    """
+    if features is not None:
+        return Path(features).expanduser()
+    try:
+        from features.paths import latest_cache
+    except ImportError:
+        latest_cache = _latest_cache
+    found = latest_cache()
+    if found is None:
+        from features.paths import default_cache_dir
+        raise DatasetNotFoundError(f"no feature cache in {default_cache_dir()}; run harx extract first, "
+                                   "or pass --features FILE")
+    return Path(found)
+
+
+def _latest_cache() -> Path | None:
+    """Fallback while ``features.paths.latest_cache`` is missing: newest finished ``*.h5`` there."""
+    from features.paths import default_cache_dir
+
+    folder = default_cache_dir()
+    caches = [p for p in folder.glob("*.h5") if p.is_file()] if folder.is_dir() else []
+    return max(caches, key=lambda p: p.stat().st_mtime) if caches else None
+
+
+def runs_root(features: Path) -> Path:
+    """Where runs on a cache live: ``<cache folder>/runs/<cache stem>``, or, when the cache's
+    folder is not writable (a shared, read-only dataset), ``<harx home>/runs/<cache stem>``."""
+    features = Path(features)
+    runs = features.parent / "runs"
+    if os.access(runs if runs.is_dir() else features.parent, os.W_OK):
+        return runs / features.stem
+    from features.paths import harx_home
+    return harx_home() / "runs" / features.stem
+
+
+def default_run_dir(features: Path, head: str, seed: int, config_hash: str) -> Path:
+    """``runs_root(features) / "<head>-seed<seed>-<config hash>"``."""
+    return runs_root(features) / f"{head}-seed{seed}-{config_hash}"
+
+
+def library_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in ("harx", "torch", "numpy", "scikit-learn", "h5py", "matplotlib"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+# ----------------------------------------------------------------------------- fit
+
+def fit(
+    head: str,
+    features: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    seed: int = 0,
+    refit_trainval: bool = False,
+    epochs: int | None = None,
+    patience: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    crop_frames: int | None = None,
+    max_stride: int | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    reuse: bool = False,
+    command: str | Sequence[str] | None = None,
+    on_epoch: Callable | None = None,
+    **head_options,
+) -> RunResult:
+    """Train head ``head`` on a feature cache and write a run folder (see the module docstring).
+
+    Args:
+        head: a registered head name (``list_heads()``): vote, lstm, gru, meanpool.
+        features: the cache; ``None``: the most recent cache in the default location.
+        out: the run folder; ``None``: :func:`default_run_dir`.
+        seed: seeds everything random (same seed, same CPU -> same numbers).
+        refit_trainval: after selecting the epoch count on val, train a fresh model on
+            train+val for that many epochs and score it on test (val scores stay those of the
+            train-only model that was selected on val; the protocol says so).
+        epochs ... precision: training options (``None``: the head's default); see
+            :class:`temporal.training.TorchHead`.
+        reuse: return a finished run of the same cache and config without training.
+        command: the command line, recorded in ``config.json``.
+        on_epoch: called with each :class:`~temporal.training.EpochInfo`.
+        **head_options: the head's own options (``hidden_size=256``, ``bidirectional=True``...);
+            ``None`` values are dropped.
+
+    Raises:
+        UnknownNameError: unknown head. InvalidOptionError: an option out of range or unknown.
+        DatasetNotFoundError, ForeignCacheError: no usable cache.
+        HarxError: the cache has no training samples, or refit without a val split.
+    """
+    started = time.perf_counter()
+    store = FeatureStore(resolve_features(features))
+    names = store.class_names
+    n_split = {s: len(store.indices(s)) for s in ("train", "val", "test")}
+    if n_split["train"] == 0:
+        raise HarxError(f"{store.path} has no training samples (splits: {n_split}); "
+                        "extract a dataset with a train split")
+    if refit_trainval and n_split["val"] == 0:
+        raise InvalidOptionError(f"--refit-trainval needs a val split to choose the epochs, and {store.path} has none")
+    options = dict(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                   crop_frames=crop_frames, max_stride=max_stride, device=device, precision=precision)
+    options.update(head_options)
+    options["random_state"] = int(seed)
+    model = create_head(head, store.embed_dim, len(names), **options)
+    model._validate_params()                 # bad options fail before any data is read
+    from .training import resolve_device, resolve_precision
+    dev = resolve_device(model.device)
+    prec = resolve_precision(model.precision, dev)
+    params = model.get_params()
+    hashed = {"head": head, "params": params, "seed": int(seed), "refit_trainval": bool(refit_trainval),
+              "cache_fingerprint": store.fingerprint, "device": dev.type, "precision": prec}
+    config_hash = hashlib.sha256(json.dumps(hashed, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    run_dir = Path(out) if out is not None else default_run_dir(store.path, head, seed, config_hash)
+    if reuse:
+        done = _finished_run(run_dir, config_hash)
+        if done is not None:
+            return RunResult(path=run_dir, head=head, seed=int(seed), features=store.path,
+                             config=done[0], metrics=done[1], reused=True, seconds=time.perf_counter() - started)
+    config = {
+        "head": head, "params": params, "seed": int(seed), "refit_trainval": bool(refit_trainval),
+        "device": dev.type, "precision": prec, "config_hash": config_hash,
+        "features": str(store.path.resolve()), "cache_fingerprint": store.fingerprint,
+        "dataset": store.attrs.get("dataset"), "unit": store.attrs.get("unit"), "backbone": store.backbone,
+        "embed_dim": store.embed_dim, "class_names": names,
+        "command": command if command is None or isinstance(command, str) else shlex.join(map(str, command)),
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    _prepare_run_dir(run_dir)
+    _write_json(run_dir / "config.json", config)
+    ckpt_meta = {"config": config, "cache_fingerprint": store.fingerprint, "backbone": store.backbone,
+                 "embed_dim": store.embed_dim, "class_names": names, "dataset": store.attrs.get("dataset")}
+
+    X_train, y_train = store.load("train")
+    X_val, y_val = store.load("val") if n_split["val"] else (None, None)
+    history: list[dict] = []
+
+    def epoch_hook(prefix: str, current: TemporalHead):
+        def hook(info):
+            history.append(info.as_dict())
+            _write_epochs_csv(run_dir / "epochs.csv", history)
+            meta = dict(ckpt_meta, epoch=info.epoch, phase=info.phase)
+            current.save(run_dir / f"{prefix}last.pt", dict(meta, checkpoint="last"))
+            if info.best and info.phase == "select":
+                current.save(run_dir / f"{prefix}best.pt", dict(meta, checkpoint="best"))
+            if on_epoch is not None:
+                on_epoch(info)
+        return hook
+
+    prefix = "select_" if refit_trainval else ""
+    model.fit(X_train, y_train, X_val=X_val, y_val=y_val, class_names=names, on_epoch=epoch_hook(prefix, model))
+    selected = model
+    model.save(run_dir / f"{prefix}best.pt", dict(ckpt_meta, checkpoint="best", epoch=model.best_epoch_,
+                                                   phase="select"))
+    final = model
+    if refit_trainval:
+        options = {k: v for k, v in params.items() if k not in ("num_features", "num_classes")}
+        final = create_head(head, store.embed_dim, len(names), **dict(options, epochs=int(model.best_epoch_)))
+        final.fit(list(X_train) + list(X_val), np.concatenate([y_train, y_val]), class_names=names,
+                  on_epoch=epoch_hook("", final), phase="refit")
+        final.save(run_dir / "best.pt", dict(ckpt_meta, checkpoint="best", epoch=final.n_epochs_, phase="refit"))
+    del X_train
+
+    # Only now is the test split read: nothing above could look at it.
+    training = {"max_epochs": int(selected.max_epochs_), "epochs_run": int(selected.n_epochs_),
+                "best_epoch": int(selected.best_epoch_), "stopped_early": bool(selected.stopped_early_),
+                "patience": int(selected.patience_), "refit_epochs": int(final.n_epochs_) if refit_trainval else None,
+                "fit_seconds": round(float(selected.fit_seconds_ + (final.fit_seconds_ if refit_trainval else 0)), 2),
+                "device": dev.type, "precision": prec,
+                "n_parameters": int(sum(p.numel() for p in final.module_.parameters()))}
+    scored = _score_run(store, selected, final, refit_trainval, X_val=X_val, y_val=y_val)
+    metrics = _metrics_document(store, head, selected, final, int(seed), refit_trainval, training, scored,
+                                config_hash, n_split)
+    _write_outputs(run_dir, metrics, history, scored)
+    return RunResult(path=run_dir, head=head, seed=int(seed), features=store.path, config=config, metrics=metrics,
+                     reused=False, seconds=time.perf_counter() - started, history=history)
+
+
+def _prepare_run_dir(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise HarxError(f"cannot create run folder {run_dir}: {err.strerror}; choose another --out") from None
+    if not os.access(run_dir, os.W_OK):
+        raise HarxError(f"no write permission in {run_dir}; choose another --out")
+    # A rerun into the same folder: the old metrics.json no longer describes it.
+    (run_dir / "metrics.json").unlink(missing_ok=True)
+    for stale in ("select_best.pt", "select_last.pt", "predictions_video.csv"):
+        (run_dir / stale).unlink(missing_ok=True)
+
+
+def _finished_run(run_dir: Path, config_hash: str) -> tuple[dict, dict] | None:
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if metrics.get("config_hash") != config_hash or config.get("config_hash") != config_hash:
+        return None
+    if not (run_dir / "best.pt").is_file():
+        return None
+    return config, metrics
+
+
+# ----------------------------------------------------------------------------- scoring
+
+def _score_split(store: FeatureStore, split: str, model: TemporalHead, X=None, y=None) -> dict | None:
+    idx = store.indices(split)
+    if len(idx) == 0:
+        return None
+    if X is None:
+        X, y = store.load(split)
+    scores = model.predict_scores(X)
+    names = store.class_names
+    primary = next(iter(scores))
+    m = classification_metrics(y, scores[primary], names)
+    m["aggregation"] = primary
+    for extra, s in list(scores.items())[1:]:
+        m[extra] = classification_metrics(y, s, names)
+    video_ids = store.column("video_id")[idx]
+    lengths = (store.column("row_stop") - store.column("row_start"))[idx]
+    entry = {"sample_id": store.column("sample_id")[idx], "video_id": video_ids, "n_frames": lengths,
+             "y": np.asarray(y), "scores": scores, "metrics": m}
+    if store.attrs.get("unit") == "subsequence":
+        videos, vp, vy = video_scores(video_ids, scores[primary], y, weights=lengths)
+        m["video"] = classification_metrics(vy, vp, names)
+        m["video"]["aggregation"] = "mean of subsequence probabilities, weighted by frames"
+        entry["video"] = (videos, vp, vy)
+    return entry
+
+
+def _score_run(store: FeatureStore, selected: TemporalHead, final: TemporalHead, refit: bool, X_val=None,
+               y_val=None) -> dict:
+    """Validation scores of the model selected on val; test scores of the final model."""
+    out = {"val": _score_split(store, "val", selected, X_val, y_val) if X_val is not None else None}
+    out["test"] = _score_split(store, "test", final)
+    return out
+
+
+def _protocol(store: FeatureStore, head: str, selected: TemporalHead, final: TemporalHead, seed: int, refit: bool,
+              n_split: dict) -> dict:
+    unit = store.attrs.get("unit") or "video"
+    has_val = n_split.get("val", 0) > 0
+    best_epoch = getattr(selected, "best_epoch_", None)
+    max_epochs = getattr(selected, "max_epochs_", None)
+    if has_val:
+        patience = getattr(selected, "patience_", None)
+        selection = (f"early stopping on val accuracy (ties: val loss), patience {patience}; "
+                     f"best epoch {best_epoch} of at most {max_epochs}")
+    else:
+        selection = f"none (no val split): trained a fixed {max_epochs} epochs, last epoch kept"
+    if refit:
+        selection += f"; then refit on train+val for {best_epoch} epochs"
+    return {
+        "dataset": store.attrs.get("dataset"), "split_protocol": store.attrs.get("split_protocol") or None,
+        "unit_scored": unit,
+        "video_level": ("mean of each video's subsequence probabilities (frame-weighted); reported as "
+                        "<split>.video" if unit == "subsequence" else None),
+        "sampling": store.attrs.get("sampling_description"), "backbone": store.backbone,
+        "embed_dim": store.embed_dim, "class_names": store.class_names, "head": head,
+        "frame_aggregation": final.aggregation, "trained_on": "train+val" if refit else "train",
+        "model_selection": selection,
+        "validation_scores": (None if not has_val else
+                              "of the model selected on val before the refit (trained on train only); "
+                              "the refit model saw val" if refit else
+                              "of the selected model; val chose the epoch, so they are optimistic"),
+        "test_scores": "scored once, after training; test never used for selection",
+        "seed": seed, "samples": n_split, "cache": str(store.path), "cache_fingerprint": store.fingerprint,
+    }
+
+
+def _metrics_document(store, head, selected, final, seed, refit, training, scored, config_hash, n_split) -> dict:
+    return {
+        "harx_metrics_version": METRICS_VERSION, "head": head, "config_hash": config_hash,
+        "protocol": _protocol(store, head, selected, final, seed, refit, n_split),
+        "val": scored["val"]["metrics"] if scored.get("val") else None,
+        "test": scored["test"]["metrics"] if scored.get("test") else None,
+        "training": training,
+        "cache": {"path": str(store.path), "fingerprint": store.fingerprint, "backbone": store.backbone,
+                  "embed_dim": store.embed_dim, "settings_fingerprint": store.attrs.get("settings_fingerprint")},
+        "versions": library_versions(),
+    }
+
+
+# ----------------------------------------------------------------------------- files
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+EPOCH_COLUMNS = ("phase", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "best", "seconds", "lr")
+
+
+def _write_epochs_csv(path: Path, history: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(EPOCH_COLUMNS)
+        for h in history:
+            w.writerow([_fmt(h[c]) for c in EPOCH_COLUMNS])
+    os.replace(tmp, path)
+
+
+def _fmt(v):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def _write_predictions(path: Path, entry: dict, names: list[str]) -> None:
+    main = entry["metrics"]["aggregation"]
+    p = entry["scores"][main]
+    pred = p.argmax(1)
+    extra = [k for k in entry["scores"] if k != main]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sample_id", "video_id", "split", "n_frames", "true_label", "predicted_label", "confidence",
+                    "correct", *(f"{k}_label" for k in extra), *(f"p_{c}" for c in names)])
+        for i in range(len(pred)):
+            w.writerow([entry["sample_id"][i], entry["video_id"][i], "test", int(entry["n_frames"][i]),
+                        names[entry["y"][i]], names[pred[i]], f"{p[i, pred[i]]:.4f}", int(pred[i] == entry["y"][i]),
+                        *(names[int(entry["scores"][k][i].argmax())] for k in extra),
+                        *(f"{v:.4f}" for v in p[i])])
+
+
+def _write_video_predictions(path: Path, entry: dict, names: list[str]) -> None:
+    videos, vp, vy = entry["video"]
+    counts: dict[str, int] = {}
+    for v in entry["video_id"]:
+        counts[v] = counts.get(v, 0) + 1
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video_id", "split", "n_samples", "true_label", "predicted_label", "confidence", "correct",
+                    *(f"p_{c}" for c in names)])
+        for v, p, y in zip(videos, vp, vy):
+            k = int(p.argmax())
+            w.writerow([v, "test", counts[v], names[y], names[k], f"{p[k]:.4f}", int(k == y), *(f"{x:.4f}" for x in p)])
+
+
+def _write_outputs(run_dir: Path, metrics: dict, history: list[dict], scored: dict) -> None:
+    from .report import plot_confusions, plot_curves, run_markdown
+
+    p = metrics["protocol"]
+    names = p["class_names"]
+    files = {"config.json": "resolved configuration and command line",
+             "metrics.json": "protocol, val and test scores, training summary, versions",
+             "epochs.csv": "loss and accuracy per epoch", "best.pt": "checkpoint of the model scored on test",
+             "last.pt": "checkpoint of the last epoch", "curves.png": "loss and accuracy curves"}
+    _write_epochs_csv(run_dir / "epochs.csv", history)
+    t = metrics["training"]
+    title = (f"{metrics['head']} on {p['dataset']} ({p['backbone']}), seed {p['seed']}, trained on {p['trained_on']}")
+    has_val = bool(history) and history[0]["val_loss"] is not None
+    plot_curves(run_dir / "curves.png", history, title, t["best_epoch"] if has_val else None)
+    test = scored.get("test")
+    if test is not None:
+        _write_predictions(run_dir / "predictions.csv", test, names)
+        files["predictions.csv"] = "one row per test sample: true and predicted label, confidence, probabilities"
+        first = ("test, mean of frame probabilities" if "majority_vote" in test["metrics"]
+                 else "test, per " + (p["unit_scored"] or "sample"))
+        panels = [(first, test["metrics"])]
+        if "video" in test["metrics"]:
+            panels.append(("test, per video", test["metrics"]["video"]))
+            _write_video_predictions(run_dir / "predictions_video.csv", test, names)
+            files["predictions_video.csv"] = "one row per test video (mean of its subsequences)"
+        if "majority_vote" in test["metrics"]:
+            panels.append(("test, majority vote of frames", test["metrics"]["majority_vote"]))
+        plot_confusions(run_dir / "confusion_test.png", panels, names, title)
+        files["confusion_test.png"] = "test confusion matrices (rows: true class; colour: share of the row)"
+    if metrics["protocol"]["trained_on"] == "train+val":
+        files["select_best.pt"] = "checkpoint selected on val (train only), which scored val"
+    files["report.md"] = "this summary"
+    (run_dir / "report.md").write_text(run_markdown(metrics, files))
+    _write_json(run_dir / "metrics.json", metrics)          # last: marks the run finished
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+def evaluate(run: str | Path, features: str | Path | None = None, *, device: str | None = None) -> dict:
+    """Score a finished run's ``best.pt`` again, on its own cache or on ``features``.
+
+    Returns a dict shaped like ``metrics.json`` (``protocol``, ``val``, ``test``), plus
+    ``same_cache`` (whether the cache is the one trained on).
+
+    Raises:
+        RunFolderError: ``run`` is not a finished run folder.
+        CacheMismatchError: the cache holds another backbone's features, another width or another
+            class list than the run was trained on.
+    """
+    run_dir = Path(run)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"run folder {run_dir} not found; pass the folder harx fit printed")
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        raise RunFolderError(f"{run_dir} has no readable config.json; it is not a harx run folder") from None
+    if not (run_dir / "best.pt").is_file():
+        raise RunFolderError(f"{run_dir} has no best.pt: the run did not finish; fit it again")
+    cache = Path(features) if features is not None else Path(config["features"])
+    store = FeatureStore(cache)
+    final = TemporalHead.load(run_dir / "best.pt")
+    meta = final.checkpoint_meta_
+    trained = (f"{meta.get('backbone')} {final.n_features_in_}-d features of {len(final.classes_)} classes "
+               f"({', '.join(final.classes_)})")
+    here = (f"{store.backbone} {store.embed_dim}-d features of {len(store.class_names)} classes "
+            f"({', '.join(store.class_names)})")
+    if (store.backbone != meta.get("backbone") or store.embed_dim != final.n_features_in_
+            or list(store.class_names) != list(final.classes_)):
+        raise CacheMismatchError(f"{store.path} holds {here}, but run {run_dir.name} was trained on {trained}; "
+                                 f"evaluate it on a cache extracted with --backbone {meta.get('backbone')}, "
+                                 "or fit a new run on this cache")
+    if device is not None:
+        final.set_params(device=device)
+    refit = bool(config.get("refit_trainval"))
+    selected = final
+    if refit and (run_dir / "select_best.pt").is_file():
+        selected = TemporalHead.load(run_dir / "select_best.pt")
+        if device is not None:
+            selected.set_params(device=device)
+    n_split = {s: len(store.indices(s)) for s in ("train", "val", "test")}
+    val = _score_split(store, "val", selected)
+    test = _score_split(store, "test", final)
+    protocol = _protocol(store, config["head"], selected, final, int(config["seed"]), refit, n_split)
+    return {"harx_metrics_version": METRICS_VERSION, "head": config["head"], "run": str(run_dir),
+            "same_cache": store.fingerprint == config.get("cache_fingerprint"), "protocol": protocol,
+            "val": val["metrics"] if val else None, "test": test["metrics"] if test else None,
+            "versions": library_versions()}
