@@ -11,8 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from .registry import register_head
-from .training import Standardize, TorchHead, masked_mean
-from .vote import _check_range
+from .training import Standardize, TorchHead, check_range, masked_mean
 
 __all__ = ["MeanPoolHead"]
 
@@ -59,8 +58,8 @@ class MeanPoolHead(TorchHead):
 
     def _validate_params(self) -> None:
         super()._validate_params()
-        _check_range("hidden_size", self.hidden_size, 0, None, integer=True)
-        _check_range("dropout", self.dropout, 0.0, 1.0, open_high=True)
+        check_range("hidden_size", self.hidden_size, 0, None, integer=True)
+        check_range("dropout", self.dropout, 0.0, 1.0, open_high=True)
 
     def _build_module(self) -> nn.Module:
         return _MeanPoolNet(self.num_features, self.num_classes, self.hidden_size, self.dropout)

@@ -23,8 +23,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .registry import register_head
-from .training import InputLinear, Standardize, TorchHead, masked_mean
-from .vote import _check_range
+from .training import InputLinear, Standardize, TorchHead, check_range, masked_mean
 
 __all__ = ["GRUHead", "LSTMHead", "RecurrentHead"]
 
@@ -59,13 +58,16 @@ class _RecurrentNet(nn.Module):
             d = torch.cat([torch.zeros_like(h[:, :1]), h[:, 1:] - h[:, :-1]], dim=1)
             h = torch.cat([h, d], dim=2)
         ragged = bool((lengths != lengths[0]).any())
-        if ragged and self.bidirectional:
-            # the backward direction must start at each sample's own last frame: pack
-            packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
-            out, state = self.rnn(packed)
-            out, _ = pad_packed_sequence(out, batch_first=True, total_length=h.shape[1])
+        if self.bidirectional:
+            # the backward direction must start at each sample's own last frame: pack when ragged
+            if ragged:
+                packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+                out, state = self.rnn(packed)
+                out, _ = pad_packed_sequence(out, batch_first=True, total_length=h.shape[1])
+            else:
+                out, state = self.rnn(h)
             h_n = state[0] if isinstance(state, tuple) else state          # (layers * dirs, B, H)
-            last = torch.cat([h_n[-2], h_n[-1]], dim=1)
+            last = torch.cat([h_n[-2], h_n[-1]], dim=1)                    # forward end, backward end
         else:
             # One direction is causal: padding after a sample's end cannot change its outputs up
             # to there, so the padded batch runs as one tensor (on a CPU, one fused oneDNN call
@@ -134,10 +136,10 @@ class RecurrentHead(TorchHead):
 
     def _validate_params(self) -> None:
         super()._validate_params()
-        _check_range("hidden_size", self.hidden_size, 1, None, integer=True)
-        _check_range("num_layers", self.num_layers, 1, None, integer=True)
-        _check_range("proj_size", self.proj_size, 0, None, integer=True)
-        _check_range("dropout", self.dropout, 0.0, 1.0, open_high=True)
+        check_range("hidden_size", self.hidden_size, 1, None, integer=True)
+        check_range("num_layers", self.num_layers, 1, None, integer=True)
+        check_range("proj_size", self.proj_size, 0, None, integer=True)
+        check_range("dropout", self.dropout, 0.0, 1.0, open_high=True)
         if self.pooling not in POOLINGS:
             from features.errors import InvalidOptionError
             raise InvalidOptionError(f"pooling must be one of {', '.join(POOLINGS)}; got {self.pooling!r}")

@@ -498,6 +498,9 @@ def evaluate(run: str | Path, features: str | Path | None = None, *, device: str
     if not (run_dir / "best.pt").is_file():
         raise RunFolderError(f"{run_dir} has no best.pt: the run did not finish; fit it again")
     cache = Path(features) if features is not None else Path(config["features"])
+    if features is None and not cache.is_file():
+        raise DatasetNotFoundError(f"run {run_dir.name} was trained on {cache}, which is gone; pass --features "
+                                   f"with a cache of {config.get('backbone')} features of the same classes")
     store = FeatureStore(cache)
     final = TemporalHead.load(run_dir / "best.pt")
     meta = final.checkpoint_meta_

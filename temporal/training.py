@@ -46,7 +46,7 @@ from features.errors import InvalidOptionError
 
 from .base import TemporalHead
 
-__all__ = ["EpochInfo", "Sequences", "TorchHead", "resolve_device"]
+__all__ = ["EpochInfo", "InputLinear", "Sequences", "Standardize", "TorchHead", "check_range", "resolve_device"]
 
 #: at most this many padded frames per evaluation batch (bounds memory for 1,000-frame videos)
 EVAL_FRAMES = 16384
@@ -163,15 +163,27 @@ def masked_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return (x * mask[..., None]).sum(1) / lengths.to(x.device, x.dtype)[:, None]
 
 
+def check_range(key: str, value, low, high=None, integer: bool = False, open_high: bool = False) -> None:
+    """Raise InvalidOptionError unless ``low <= value <= high`` (``< high`` with ``open_high``)."""
+    ok = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.number))
+    if ok:
+        ok = value >= low and (high is None or (value < high if open_high else value <= high))
+    if not ok:
+        rng = f">= {low}" if high is None else f"in [{low}, {high}{')' if open_high else ']'}"
+        raise InvalidOptionError(f"{key} must be {'an integer ' if integer else ''}{rng}, got {value!r}")
+
+
 # ----------------------------------------------------------------------------- devices
 
 def resolve_device(device: str | None) -> torch.device:
-    """``auto`` -> CUDA if available, else CPU. Raises InvalidOptionError for CUDA without CUDA."""
+    """``auto`` -> CUDA if available, else CPU. Raises InvalidOptionError for a GPU torch cannot see."""
     device = (device or "auto").lower()
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InvalidOptionError(f"device {device!r} asked for, but torch sees no CUDA GPU; use --device cpu")
+    if device == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise InvalidOptionError("device 'mps' asked for, but torch sees no Apple GPU; use --device cpu")
     try:
         return torch.device(device)
     except RuntimeError:

@@ -15,7 +15,7 @@ import numpy as np
 from torch import nn
 
 from .registry import register_head
-from .training import InputLinear, TorchHead
+from .training import InputLinear, TorchHead, check_range
 
 __all__ = ["FrameVote"]
 
@@ -66,8 +66,8 @@ class FrameVote(TorchHead):
 
     def _validate_params(self) -> None:
         super()._validate_params()
-        _check_range("hidden_size", self.hidden_size, 0, None, integer=True)
-        _check_range("dropout", self.dropout, 0.0, 1.0, open_high=True)
+        check_range("hidden_size", self.hidden_size, 0, None, integer=True)
+        check_range("dropout", self.dropout, 0.0, 1.0, open_high=True)
 
     def _build_module(self) -> nn.Module:
         return _FrameClassifier(self.num_features, self.num_classes, self.hidden_size, self.dropout)
@@ -78,17 +78,6 @@ class FrameVote(TorchHead):
         s = self._scores(X)
         votes = s["votes"] + 1e-6 * s["probability"]
         return {"probability": s["probability"], "majority_vote": votes / votes.sum(1, keepdims=True)}
-
-
-def _check_range(key, value, low, high, integer=False, open_high=False):
-    from features.errors import InvalidOptionError
-
-    ok = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.number))
-    if ok:
-        ok = value >= low and (high is None or (value < high if open_high else value <= high))
-    if not ok:
-        rng = f">= {low}" if high is None else f"in [{low}, {high}{')' if open_high else ']'}"
-        raise InvalidOptionError(f"{key} must be {'an integer ' if integer else ''}{rng}, got {value!r}")
 
 
 @register_head

@@ -198,6 +198,21 @@ def test_evaluate_on_a_missing_or_unfinished_run(tmp_path, vote_run):
         evaluate(half)
 
 
+def test_evaluate_when_the_runs_cache_is_gone(tmp_path, vote_run):
+    import shutil
+
+    from features.errors import DatasetNotFoundError
+
+    moved = tmp_path / "moved"
+    shutil.copytree(vote_run.path, moved)
+    config = json.loads((moved / "config.json").read_text())
+    config["features"] = str(tmp_path / "gone.h5")
+    (moved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DatasetNotFoundError, match="which is gone; pass --features"):
+        evaluate(moved)
+    assert evaluate(moved, vote_run.features)["test"] == vote_run.metrics["test"]
+
+
 # ----------------------------------------------------------------------------- metrics
 
 def test_metrics_by_hand():

@@ -1,0 +1,116 @@
+"""How long `harx fit lstm` and `harx fit vote` take on a KTH-sized cache, on this machine.
+
+    python benchmarks/fit.py [--cache PATH] [--heads lstm,vote] [--keep]
+
+Builds (once; reused while its settings match) a synthetic cache the size of KTH's subsequence
+protocol: 2,391 samples, about 95 frames each (24..400), 1,280-d float16 embeddings (580 MB),
+6 classes, about 4 subsequences per video, split by person like KTH (8 train, 8 val, 9 test of
+25 persons). Then, for each head, runs a fresh Python process doing what ``harx fit HEAD
+--features CACHE`` does, and times it from process start to exit: interpreter start, imports,
+reading the cache, training, scoring, and writing the run folder (plots included).
+
+The last line printed is a JSON object: ``lstm_s`` and ``vote_s`` (wall seconds per process), the
+in-process fit seconds, epochs, and the test accuracy of each run (to show the speed is not
+bought with a useless model). Targets on the 2-core CPU: lstm <= 60 s, vote <= 20 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+KTH_SIZE = dict(n_samples=2391, mean_frames=95, min_frames=24, max_frames=400, embed_dim=1280, n_classes=6,
+                unit="subsequence", subsequences_per_video=4, n_groups=25, split_fractions=(8, 8, 9), seed=0,
+                dataset="synthetic-kth-size")
+
+CHILD = """
+import json, sys, time
+t0 = time.perf_counter()
+sys.path.insert(0, {repo!r})
+from temporal import fit
+r = fit({head!r}, {cache!r}, out={out!r}, seed=0)
+m = r.metrics
+print(json.dumps({{"fit_s": r.seconds, "epochs": m["training"]["epochs_run"], "best_epoch": m["training"]["best_epoch"],
+                  "test_accuracy": m["test"]["accuracy"], "test_video_accuracy": m["test"]["video"]["accuracy"],
+                  "after_imports_s": time.perf_counter() - t0}}))
+"""
+
+
+def build_cache(path: Path) -> tuple[Path, float]:
+    from features.errors import HarxError
+    from features.reader import FeatureStore
+    from features.synthetic import make_synthetic_cache
+
+    if path.is_file():
+        try:
+            store = FeatureStore(path)
+        except HarxError:
+            store = None
+        if store is not None:
+            opts = store.attrs.get("dataset_options", {})
+            noise = inspect.signature(make_synthetic_cache).parameters["noise"].default
+            same = all(opts.get(k) == (list(v) if isinstance(v, tuple) else v)
+                       for k, v in KTH_SIZE.items() if k in opts)
+            if same and opts.get("noise") == noise and store.embed_dim == KTH_SIZE["embed_dim"]:
+                return path, 0.0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    make_synthetic_cache(path, **KTH_SIZE)
+    return path, time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "harx-bench" / "kth-size.h5")
+    ap.add_argument("--heads", default="lstm,vote")
+    ap.add_argument("--keep", action="store_true", help="keep the run folders (default: deleted)")
+    args = ap.parse_args()
+
+    cache, build_s = build_cache(args.cache)
+    from features.reader import FeatureStore
+    store = FeatureStore(cache)
+    lengths = store.column("row_stop") - store.column("row_start")
+    print(f"cache {cache}: {len(store)} samples, {int(lengths.sum())} frames (mean {lengths.mean():.1f}, "
+          f"{lengths.min()}..{lengths.max()}), {store.embed_dim}-d {store.attrs['dtype']}, "
+          f"{cache.stat().st_size / 1e6:.0f} MB" + (f"; built in {build_s:.1f} s" if build_s else "; reused"),
+          flush=True)
+    runs = Path(tempfile.mkdtemp(prefix="harx-bench-runs-"))
+    result: dict = {"cpu_count": os.cpu_count(), "samples": len(store), "frames": int(lengths.sum())}
+    try:
+        for head in [h.strip() for h in args.heads.split(",") if h.strip()]:
+            code = CHILD.format(repo=str(REPO), head=head, cache=str(cache), out=str(runs / head))
+            t = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            wall = time.perf_counter() - t
+            if proc.returncode != 0:
+                sys.stderr.write(proc.stderr)
+                raise SystemExit(f"harx fit {head} failed (exit {proc.returncode})")
+            child = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"{head}: {wall:.1f} s wall ({child['fit_s']:.1f} s in fit), {child['epochs']} epochs "
+                  f"(best {child['best_epoch']}), test accuracy {100 * child['test_accuracy']:.1f}% "
+                  f"(per video {100 * child['test_video_accuracy']:.1f}%)", flush=True)
+            result[f"{head}_s"] = round(wall, 2)
+            result[f"{head}_fit_s"] = round(child["fit_s"], 2)
+            result[f"{head}_epochs"] = child["epochs"]
+            result[f"{head}_test_accuracy"] = round(child["test_accuracy"], 4)
+    finally:
+        if not args.keep:
+            shutil.rmtree(runs, ignore_errors=True)
+        else:
+            print(f"run folders kept in {runs}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
