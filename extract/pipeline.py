@@ -14,13 +14,13 @@ import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from features.errors import HarxError
+from features.paths import library_versions
 from features.writer import FeatureWriter
 
 from .backbones import Backbone, create_backbone
@@ -122,16 +122,6 @@ def cache_settings(index: DatasetIndex, backbone: Backbone, sampling) -> dict:
         "precision": backbone.precision, "device": str(backbone.device), "missing": index.missing,
         "versions": library_versions(),
     }
-
-
-def library_versions() -> dict:
-    versions = {}
-    for name in ("harx", "torch", "timm", "decord", "h5py", "numpy"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def _group_by_video(samples: list[VideoSample]) -> "OrderedDict[Path, list[VideoSample]]":

@@ -25,4 +25,29 @@ def default_cache_dir() -> Path:
     return harx_home() / "features"
 
 
-__all__ = ["HOME_ENV", "default_cache_dir", "harx_home"]
+def latest_cache() -> Path | None:
+    """The most recently written finished cache in :func:`default_cache_dir`, or ``None``.
+
+    Stage two uses it when no ``--features`` is given, so that ``harx extract``, ``harx fit``,
+    ``harx compare`` work in sequence with no flags; the CLI names the file it picked.
+    """
+    folder = default_cache_dir()
+    caches = [p for p in folder.glob("*.h5") if p.is_file()] if folder.is_dir() else []
+    return max(caches, key=lambda p: p.stat().st_mtime) if caches else None
+
+
+def library_versions() -> dict:
+    """Versions of harx and the libraries that decide its numbers, recorded in caches and runs."""
+    import platform
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in ("harx", "torch", "timm", "decord", "h5py", "numpy", "scikit-learn", "matplotlib"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+__all__ = ["HOME_ENV", "default_cache_dir", "harx_home", "latest_cache", "library_versions"]

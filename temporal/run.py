@@ -31,18 +31,17 @@ import csv
 import hashlib
 import json
 import os
-import platform
 import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from features.errors import CacheMismatchError, DatasetNotFoundError, HarxError, InvalidOptionError
+from features.paths import latest_cache, library_versions
 from features.reader import FeatureStore
 
 from .base import TemporalHead
@@ -84,25 +83,12 @@ def resolve_features(features: str | Path | None) -> Path:
     """
     if features is not None:
         return Path(features).expanduser()
-    try:
-        from features.paths import latest_cache
-    except ImportError:
-        latest_cache = _latest_cache
     found = latest_cache()
     if found is None:
         from features.paths import default_cache_dir
         raise DatasetNotFoundError(f"no feature cache in {default_cache_dir()}; run harx extract first, "
                                    "or pass --features FILE")
     return Path(found)
-
-
-def _latest_cache() -> Path | None:
-    """Fallback while ``features.paths.latest_cache`` is missing: newest finished ``*.h5`` there."""
-    from features.paths import default_cache_dir
-
-    folder = default_cache_dir()
-    caches = [p for p in folder.glob("*.h5") if p.is_file()] if folder.is_dir() else []
-    return max(caches, key=lambda p: p.stat().st_mtime) if caches else None
 
 
 def runs_root(features: Path) -> Path:
@@ -119,16 +105,6 @@ def runs_root(features: Path) -> Path:
 def default_run_dir(features: Path, head: str, seed: int, config_hash: str) -> Path:
     """``runs_root(features) / "<head>-seed<seed>-<config hash>"``."""
     return runs_root(features) / f"{head}-seed{seed}-{config_hash}"
-
-
-def library_versions() -> dict:
-    versions = {"python": platform.python_version()}
-    for name in ("harx", "torch", "numpy", "scikit-learn", "h5py", "matplotlib"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 # ----------------------------------------------------------------------------- fit
