@@ -8,8 +8,15 @@ kept; rerun the same command to resume). A traceback always means a harx bug.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from enum import Enum
+import os
+
+# Before torch loads: OpenMP threads that spin-wait between layers stall for ~1 s per forward
+# pass whenever another process (our own decoder, or a neighbour) takes a core; measured 8 vs 80
+# frames/s on the 2-core CPU. Passive waiting costs nothing measurable when the CPU is free.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from contextlib import contextmanager  # noqa: E402
+from enum import Enum  # noqa: E402
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -411,14 +418,15 @@ def _run_compare(**kwargs) -> None:
 def demo(
     seeds: Annotated[int, typer.Option(help="Seeds per head in the comparison.")] = 3,
 ):
-    """The whole pipeline on the built-in demo data, no download: render, extract, compare vote vs LSTM."""
-    extract(dataset="demo", root=None, out=None, unit=None, manifest=None, split_seed=None, backbone=None,
-            weights=None, device=None, precision=None, every=None, fps=None, max_frames=None, batch_size=None,
-            workers=None, decode_timeout=None, overwrite=False)
+    """The whole pipeline on the built-in demo data, no download: render, extract every frame,
+    then compare frame voting with an LSTM over several seeds."""
+    from extract.backbones import DEFAULT_BACKBONE
     from extract.config import default_cache_path
     from extract.sampling import Sampling
-    from extract.backbones import DEFAULT_BACKBONE
 
+    extract(dataset="demo", root=None, out=None, unit=None, manifest=None, split_seed=None, backbone=None,
+            weights=None, device=None, precision=None, every=None, fps=None, max_frames=None,
+            batch_size=None, workers=None, decode_timeout=None, overwrite=False)
     cache = default_cache_path("demo", None, "video", DEFAULT_BACKBONE, Sampling())
     _run_compare(features=cache, heads="vote,lstm", seeds=seeds, out=None, refit_trainval=False, device=None,
                  epochs=None)
