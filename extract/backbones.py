@@ -209,7 +209,7 @@ def _keep_stem_in_fp32(model: torch.nn.Module, device_type: str) -> None:
     info = getattr(model, "feature_info", None)
     if info and isinstance(info, list) and info[0].get("reduction", 99) <= 2:
         names.append(info[0].get("module"))
-    for name in filter(None, names if isinstance(names[0], str) else names[1:]):
+    for name in (n for n in names if isinstance(n, str)):  # first_conv can be a tuple or missing
         try:
             module = model.get_submodule(name)
         except AttributeError:
