@@ -562,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from extract.backbones import DEFAULT_BACKBONE, create_backbone
-    from extract.pipeline import _auto_batch, _auto_workers
+    from extract.embedding import auto_batch_size, auto_workers
     from extract.sampling import Sampling
 
     backbone_name = args.backbone or DEFAULT_BACKBONE
@@ -588,8 +588,8 @@ def main(argv: list[str] | None = None) -> int:
 
         backbone = create_backbone(backbone_name, weights=args.weights, device=args.device,
                                    precision=args.precision)
-        batch = _auto_batch(backbone, args.batch_size)
-        workers = _auto_workers(backbone, None)
+        batch = auto_batch_size(backbone, args.batch_size)
+        workers = auto_workers(backbone, None)
         sampling = Sampling()
 
         # 1. decode

@@ -26,7 +26,8 @@ from features.writer import FeatureWriter
 from .backbones import Backbone, create_backbone
 from .config import ExtractConfig, default_cache_path
 from .datasets import DatasetIndex, VideoSample, create_dataset
-from .decode import DecodeJob, Frames, VideoDecoder, VideoEnd, VideoInfo, VideoStart
+from .decode import DecodeJob
+from .embedding import EmbeddedVideo, embed_videos
 
 
 @dataclass
@@ -131,21 +132,8 @@ def _group_by_video(samples: list[VideoSample]) -> "OrderedDict[Path, list[Video
     return videos
 
 
-def _auto_batch(backbone: Backbone, batch_size: int | None) -> int:
-    if batch_size is not None:
-        return max(1, batch_size)
-    return 16 if backbone.device.type == "cpu" else 128
-
-
-def _auto_workers(backbone: Backbone, num_workers: int | None) -> int:
-    if num_workers is not None:
-        return max(1, num_workers)
-    return 1 if backbone.device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
-
-
 def _embed_videos(cfg: ExtractConfig, backbone: Backbone, todo, index: DatasetIndex, writer: FeatureWriter,
                   summary: ExtractSummary, on_progress, started: float) -> None:
-    batch = _auto_batch(backbone, cfg.batch_size)
     jobs = [DecodeJob(key=k, path=str(path), ranges=tuple(s.frame_range for s in samples), sampling=cfg.sampling,
                       max_short_side=2 * backbone.resize_short)
             for k, (path, samples) in enumerate(todo.items())]
@@ -159,56 +147,30 @@ def _embed_videos(cfg: ExtractConfig, backbone: Backbone, todo, index: DatasetIn
                                         time.monotonic() - started, current))
 
     progress(0)
-    info: VideoInfo | None = None
-    emb: np.ndarray | None = None
-    pending: list[np.ndarray] = []
-    pending_n, written = 0, 0
-
-    def flush(final: bool) -> None:
-        nonlocal pending, pending_n, written
-        while pending_n >= batch or (final and pending_n):
-            frames = np.concatenate(pending) if len(pending) > 1 else pending[0]
-            take = min(batch, pending_n)
-            emb[written:written + take] = backbone.embed(frames[:take])
-            written += take
-            rest = frames[take:]
-            pending, pending_n = ([rest] if len(rest) else []), len(rest)
-
-    with VideoDecoder(num_workers=_auto_workers(backbone, cfg.num_workers), timeout_s=cfg.decode_timeout_s) as dec:
-        for event in dec.decode(jobs):
-            if isinstance(event, VideoStart):
-                info = event.info
-                emb = np.empty((len(info.union), backbone.embed_dim), dtype=np.float32)
-                pending, pending_n, written = [], 0, 0
-            elif isinstance(event, Frames):
-                pending.append(event.frames)
-                pending_n += len(event.frames)
-                flush(final=False)
-            elif isinstance(event, VideoEnd):
-                samples = sample_lists[event.job.key]
-                if info is not None:  # the video opened: keep every frame that decoded
-                    flush(final=True)
-                    _write_samples(writer, samples, info, emb[:event.n_decoded], event, root, summary, label_index)
-                    summary.frames += event.n_decoded
-                else:
-                    for s in samples:
-                        _fail(writer, summary, s, root, event.error or "no frame decoded")
-                info, emb = None, None
-                writer.maybe_commit()
-                progress(event.job.key + 1, event.job.path)
+    for video in embed_videos(backbone, jobs, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                              timeout_s=cfg.decode_timeout_s):
+        samples = sample_lists[video.job.key]
+        if video.info is not None:  # the video opened: keep every frame that decoded
+            _write_samples(writer, samples, video, root, summary, label_index)
+            summary.frames += video.n_decoded
+        else:
+            for s in samples:
+                _fail(writer, summary, s, root, video.error or "no frame decoded")
+        writer.maybe_commit()
+        progress(video.job.key + 1, video.job.path)
 
 
-def _write_samples(writer: FeatureWriter, samples: list[VideoSample], info: VideoInfo, emb: np.ndarray,
-                   end: VideoEnd, root: Path, summary: ExtractSummary, label_index: dict[str, int]) -> None:
+def _write_samples(writer: FeatureWriter, samples: list[VideoSample], video: EmbeddedVideo, root: Path,
+                   summary: ExtractSummary, label_index: dict[str, int]) -> None:
     """Give each sample of one video its rows of the embeddings; clamp ranges to what decoded.
 
-    ``samples[k]`` asked for ``end.job.ranges[k]``; ``info`` has the ranges clamped to the
+    ``samples[k]`` asked for ``video.job.ranges[k]``; ``info`` has the ranges clamped to the
     container's frame count and the sampled indices. Decoding that stopped early (a truncated
     file, a decoder hang) clamps further, to the frames that arrived; the note says why.
     """
-    n_ok = end.n_decoded
-    stopped_at = int(info.union[n_ok]) if end.error and n_ok < len(info.union) else None
-    reason = end.error or f"the video decodes {info.n_reported} frames"
+    info, emb, n_ok = video.info, video.embeddings, video.n_decoded
+    stopped_at = int(info.union[n_ok]) if video.error and n_ok < len(info.union) else None
+    reason = video.error or f"the video decodes {info.n_reported} frames"
     for k, sample in enumerate(samples):
         start, stop = info.ranges[k]
         if stopped_at is not None:
