@@ -206,7 +206,7 @@ SMALL = {"frames": (8, 8), "size": (64, 48)}
 
 def test_interrupted_render_leaves_nothing(tmp_path, monkeypatch):
     calls = []
-    real = demo_module._encode
+    real = demo_module.write_h264
 
     def failing(*args, **kwargs):
         calls.append(1)
@@ -214,7 +214,7 @@ def test_interrupted_render_leaves_nothing(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(demo_module, "_encode", failing)
+    monkeypatch.setattr(demo_module, "write_h264", failing)
     with pytest.raises(KeyboardInterrupt):
         render_demo(tmp_path / "demo", **SMALL)
     assert list(tmp_path.iterdir()) == []

@@ -46,16 +46,15 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 from features.errors import DatasetFormatError, InvalidOptionError
 from features.paths import harx_home
 
 from . import register_dataset
+from ..encode import CODEC, write_h264
 from .base import DatasetIndex
 from .folder import MANIFEST_NAME, index_manifest, read_manifest
 
@@ -67,7 +66,6 @@ SCENARIOS = ("plain", "texture", "zoom")
 PERSON_SPLIT = {**dict.fromkeys(PERSONS[:5], "train"), **dict.fromkeys(PERSONS[5:7], "val"),
                 **dict.fromkeys(PERSONS[7:], "test")}
 MOTION_ONLY_PAIRS = (("rise", "fall"), ("walk", "run"))
-CODEC = "libx264"
 ZOOM = 1.4
 RUN_PERIOD = 12  # frames per round trip for run; walk makes one round trip per clip
 NOISE_SIGMA = 4.0
@@ -259,24 +257,6 @@ def _frames(label: str, cache: _FrameCache, rng: np.random.Generator,
         yield np.clip(image, 0, 255).astype(np.uint8)
 
 
-# ----------------------------------------------------------------------------- encoding
-
-def _encode(path: Path, frames: Iterator[np.ndarray], size: tuple[int, int], fps: int) -> int:
-    """Write H.264/yuv420p MP4; returns the number of frames written."""
-    count = 0
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(CODEC, rate=fps, options={
-            "preset": "veryfast", "crf": "23", "threads": "1"})
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for count, rgb in enumerate(frames, start=1):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
-            frame.pts, frame.time_base = count - 1, Fraction(1, fps)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return count
-
-
 def _file_name(person: str, label: str, scenario: str, clip: int, clips_per_combo: int) -> str:
     suffix = "" if clips_per_combo == 1 else f"_{clip + 1}"
     return f"{person}_{label}_{scenario}{suffix}.mp4"
@@ -293,7 +273,7 @@ def _render_combo(folder: Path, params: dict, person: int, scenario: int, clip_i
     for c, label in enumerate(CLASSES):
         rel = f"{label}/{_file_name(name, label, where, clip_index, params['clips_per_combo'])}"
         rng = np.random.default_rng([seed, person, scenario, clip_index, 100 + c])
-        n = _encode(folder / rel, _frames(label, cache, rng, noise), size, fps)
+        n = write_h264(folder / rel, _frames(label, cache, rng, noise), size, fps, crf=23, threads=1)
         rows.append([rel, label, name, PERSON_SPLIT[name], where, n])
     return rows
 
