@@ -65,7 +65,34 @@ class Sampling:
         return json.dumps(asdict(self), sort_keys=True)
 
     @property
+    def without_max_frames(self) -> "Sampling":
+        """The same policy over a whole video, where ``max_frames`` applies per window instead."""
+        return Sampling(every=self.every, target_fps=self.target_fps)
+
+    @property
     def slug(self) -> str:
         """Short file-name part, e.g. ``every4`` or ``fps5-max32``."""
         s = f"every{self.every}" if self.target_fps is None else f"fps{self.target_fps:g}"
         return s + (f"-max{self.max_frames}" if self.max_frames else "")
+
+
+def sliding_windows(n_frames: int, fps: float | None, window_s: float, stride_s: float) -> list[tuple[int, int]]:
+    """Frame ranges ``[start, stop)`` of windows ``window_s`` long, ``stride_s`` apart, covering
+    ``n_frames``: the last window ends at the last frame (so the tail is never left out), and a
+    video shorter than one window is one window. ``fps`` unknown (0/None) counts as 25.
+
+    Example: 100 frames at 25 fps, window 2 s, stride 1 s: [0, 50), [25, 75), [50, 100).
+    """
+    if window_s <= 0 or stride_s <= 0:
+        raise InvalidOptionError(f"window and stride must be > 0 s, got {window_s:g} and {stride_s:g}")
+    if n_frames <= 0:
+        return []
+    rate = fps if fps and fps > 0 else 25.0
+    length = max(1, round(window_s * rate))
+    if n_frames <= length:
+        return [(0, n_frames)]
+    step = max(1, round(stride_s * rate))
+    starts = list(range(0, n_frames - length + 1, step))
+    if starts[-1] + length < n_frames:
+        starts.append(n_frames - length)
+    return [(s, s + length) for s in starts]

@@ -92,6 +92,23 @@ class FeatureStore:
             h.update(sid.encode() + b"\0")
         return h.hexdigest()[:16]
 
+    @property
+    def extraction(self) -> dict:
+        """How the frames were embedded, so that a new video can be embedded the same way
+        (``harx predict``): backbone, weights and their SHA-256, preprocessing, sampling, precision,
+        and the median duration in seconds of a training sample (the default prediction window)."""
+        a = self.attrs
+        keys = ("backbone", "weights", "weights_sha256", "embed_dim", "preprocess", "sampling", "precision", "device")
+        record = {k: a.get(k) for k in keys}
+        record["embed_dim"] = self.embed_dim
+        c = self._columns
+        train = self.indices("train")
+        train = train if len(train) else self.indices()
+        fps = np.where(c["fps"][train] > 0, c["fps"][train], 25.0)
+        seconds = (c["range_stop"][train] - c["range_start"][train]) / fps
+        record["sample_seconds"] = round(float(np.median(seconds)), 3) if len(seconds) else None
+        return record
+
     def __len__(self) -> int:
         return len(self._columns["sample_id"])
 

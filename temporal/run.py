@@ -186,13 +186,14 @@ def fit(
         "device": dev.type, "precision": prec, "config_hash": config_hash,
         "features": str(store.path.resolve()), "cache_fingerprint": store.fingerprint,
         "dataset": store.attrs.get("dataset"), "unit": store.attrs.get("unit"), "backbone": store.backbone,
-        "embed_dim": store.embed_dim, "class_names": names,
+        "embed_dim": store.embed_dim, "class_names": names, "extraction": store.extraction,
         "command": command if command is None or isinstance(command, str) else shlex.join(map(str, command)),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     _prepare_run_dir(run_dir)
     _write_json(run_dir / "config.json", config)
     ckpt_meta = {"config": config, "cache_fingerprint": store.fingerprint, "backbone": store.backbone,
+                 "extraction": store.extraction,
                  "embed_dim": store.embed_dim, "class_names": names, "dataset": store.attrs.get("dataset")}
 
     X_train, y_train = store.load("train")
