@@ -27,7 +27,8 @@ from rich.table import Table
 from features.errors import HarxError
 
 app = typer.Typer(help="Human action recognition on cached CNN frame features: extract once, then fit "
-                       "temporal heads in seconds.", no_args_is_help=True, add_completion=False)
+                       "temporal heads in seconds.", no_args_is_help=True, add_completion=False,
+                  rich_markup_mode="markdown")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -72,10 +73,10 @@ def extract(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="kth, demo or folder.",
                                          rich_help_panel=DATASET_PANEL)] = "demo",
     root: Annotated[Optional[Path], typer.Option(help="Dataset folder (kth: the videos and 00sequences.txt; "
-                                                 "folder: ROOT/<class>/<video> or a CSV manifest). demo: "
+                                                 "folder: ROOT/CLASS/VIDEO or a CSV manifest). demo: "
                                                  "optional.", rich_help_panel=DATASET_PANEL)] = None,
     out: Annotated[Optional[Path], typer.Option(help="Cache file to write. Default: $HARX_HOME/features/"
-                                                "<dataset>-<backbone>-<sampling>.h5 ($HARX_HOME defaults "
+                                                "DATASET-BACKBONE-SAMPLING.h5 ($HARX_HOME defaults "
                                                 "to ~/.cache/harx).")] = None,
     unit: Annotated[Optional[Unit], typer.Option(help="kth: one sample per annotated subsequence (2,391) or "
                                                  "per whole video (599).", rich_help_panel=DATASET_PANEL)] = None,
@@ -294,8 +295,8 @@ def fit(
     head: Annotated[str, typer.Argument(help="vote, lstm, gru or meanpool.")],
     features: Annotated[Optional[Path], typer.Option(help="Feature cache; default: the most recent one in "
                                                      "$HARX_HOME/features.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run folder; default: <cache folder>/runs/<cache>/"
-                                                "<head>-seed<N>-<config hash>.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder; default: CACHE_FOLDER/runs/CACHE/"
+                                                "HEAD-seedN-CONFIGHASH.")] = None,
     seed: Annotated[int, typer.Option(help="Seeds everything random.")] = 0,
     refit_trainval: Annotated[bool, typer.Option(help="After choosing the epoch count on val, retrain on "
                                                  "train+val for that many epochs (as many KTH papers do).",
@@ -412,6 +413,146 @@ def _run_compare(**kwargs) -> None:
         result = compare_heads(command=["harx", *sys.argv[1:]], on_run=on_run, **kwargs)
     console.print(result.table, markup=False, highlight=False, soft_wrap=True)
     console.print(f"\nwritten: {result.path}/compare.json, compare.md, compare.csv, compare.png")
+
+
+PREDICT_PANEL = "Outputs"
+
+
+@app.command()
+def predict(
+    videos: Annotated[list[str], typer.Argument(help="Video files, folders (searched recursively) or quoted "
+                                                "globs such as 'clips/*.mp4'.", show_default=False)],
+    run: Annotated[Path, typer.Option(help="A run folder written by harx fit (it names the head, and the "
+                                      "backbone and sampling of its cache).")],
+    top_k: Annotated[int, typer.Option(help="Classes listed per video.")] = 3,
+    window: Annotated[Optional[float], typer.Option(help="Timeline window in seconds; default: the median "
+                                                    "training sample's duration.")] = None,
+    stride: Annotated[Optional[float], typer.Option(help="Seconds between window starts; default: half "
+                                                    "the window.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="One JSON object per video on stdout (label, top-k, "
+                                        "timeline, per-frame labels for vote, protocol).",
+                                        rich_help_panel=PREDICT_PANEL)] = False,
+    csv: Annotated[Optional[Path], typer.Option(help="Also write one CSV row per video here.",
+                                                rich_help_panel=PREDICT_PANEL)] = None,
+    annotate: Annotated[Optional[Path], typer.Option(help="Write each video back with its labels drawn on: "
+                                                     "OUT.mp4 for one video, else a folder.",
+                                                     rich_help_panel=PREDICT_PANEL)] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N], mps.", rich_help_panel=MODEL_PANEL)] = "auto",
+    precision: Annotated[Optional[Precision], typer.Option(help="Default: the cache's, where this device runs "
+                                                           "it.", rich_help_panel=MODEL_PANEL)] = None,
+    weights: Annotated[Optional[str], typer.Option(help="The backbone's weights file, when the run's is not "
+                                                   "here (checked by SHA-256).", rich_help_panel=MODEL_PANEL)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(rich_help_panel=MODEL_PANEL)] = None,
+):
+    """Classify videos with a trained run: label, confidence, top-k and a timeline of sliding windows.
+
+    Each video is decoded, sampled and embedded exactly as the run's cache was, then scored by the
+    run's head. Exit code 1 when any video could not be classified (the others are still reported).
+    """
+    import json
+
+    from temporal.predict import Predictor, find_videos
+
+    with user_errors():
+        paths = find_videos(videos)
+        predictor = Predictor(run, window_s=window, stride_s=stride, top_k=top_k, device=device,
+                              precision=precision.value if precision else None, weights=weights,
+                              batch_size=batch_size)
+        protocol = predictor.protocol
+        done, failed = [], []
+        with _VideoProgress(len(paths), enabled=len(paths) > 1) as bar:
+            for item in predictor.predict_files(paths, annotate=annotate, csv=csv):
+                p = item.prediction
+                done.append(item)
+                if not p.ok:
+                    failed.append(f"{p.path}: {p.error}")
+                if item.annotate_error:
+                    failed.append(f"{p.path}: annotation: {item.annotate_error}")
+                if json_:
+                    bar.print_stdout(json.dumps(p.as_dict(protocol), ensure_ascii=False))
+                bar.advance(p.path)
+    if not json_:
+        _print_predictions(done, protocol, predictor.top_k)
+    for line in failed:
+        err_console.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
+    if failed:
+        err_console.print(f"{len(failed)} of {len(paths)} video(s) failed", markup=False, highlight=False)
+        raise typer.Exit(code=1)
+
+
+class _VideoProgress:
+    """A progress bar on stderr for many videos; stdout stays clean for --json."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self.progress = total, enabled, None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                     TextColumn("{task.description}"), console=err_console, transient=True,
+                                     redirect_stdout=False)
+            self.progress.__enter__()
+            self.task = self.progress.add_task("", total=self.total)
+        return self
+
+    def advance(self, path: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, description=Path(path).name)
+
+    @staticmethod
+    def print_stdout(line: str) -> None:
+        import sys
+
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+
+def _print_predictions(items, protocol: dict, top_k: int) -> None:
+    table = Table("video", "label", "confidence", f"top {top_k}", "windows")
+    names = [Path(i.prediction.path).name for i in items]
+    shown = [n if names.count(n) == 1 else i.prediction.path for n, i in zip(names, items)]
+    for item, name in zip(items, shown):
+        p = item.prediction
+        if p.ok:
+            top = ", ".join(f"{k} {100 * c:.1f}%" for k, c in p.top_k)
+            table.add_row(name, p.label, f"{100 * p.confidence:.1f}%", top, str(len(p.timeline)))
+        else:
+            table.add_row(name, "-", "-", f"error: {p.error}", "0")
+    console.print(table)
+    for item in items:
+        p = item.prediction
+        if len(p.timeline) > 1:
+            console.print(f"timeline of {Path(p.path).name}: {_segments(p.timeline)}", markup=False, highlight=False,
+                          soft_wrap=True)
+        if p.note:
+            console.print(f"note on {Path(p.path).name}: {p.note}", markup=False, highlight=False, soft_wrap=True)
+        if item.annotated is not None:
+            a = item.annotated
+            console.print(f"annotated: {a.path} ({a.n_frames} frames, {a.size[0]}x{a.size[1]}, {a.fps:g} fps)"
+                          + (f"; {a.note}" if a.note else ""), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"protocol: head {protocol['head']} of run {protocol['run']}; backbone {protocol['backbone']} "
+                  f"({protocol['precision']} on {protocol['device']}); sampling {protocol['sampling']}; windows of "
+                  f"{protocol['window_s']:g} s every {protocol['stride_s']:g} s; video label = "
+                  f"{protocol['video_label']}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _segments(timeline) -> str:
+    """Consecutive windows with one label merged: 'walk 0.0-6.0 s (93%), run 5.0-9.3 s (88%)'."""
+    parts, i = [], 0
+    while i < len(timeline):
+        j = i
+        while j + 1 < len(timeline) and timeline[j + 1].label == timeline[i].label:
+            j += 1
+        conf = sum(w.confidence for w in timeline[i:j + 1]) / (j - i + 1)
+        parts.append(f"{timeline[i].label} {timeline[i].start_s:.1f}-{timeline[j].end_s:.1f} s ({100 * conf:.0f}%)")
+        i = j + 1
+    return ", ".join(parts)
 
 
 @app.command()

@@ -22,6 +22,7 @@ Events yielded by :meth:`VideoDecoder.decode`, in job order:
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -217,9 +218,10 @@ def _injected_hang(path: str) -> int | None:
 
 def _short(err: BaseException) -> str:
     text = " ".join(str(err).split())
-    # decord prefixes messages with a timestamp and a source location
+    # decord prefixes messages with a timestamp and a source location ("[12:00:00] x.cc:486: ")
     if "] " in text and text.startswith("["):
         text = text.split("] ", 2)[-1]
+    text = re.sub(r"^\S+\.(?:cc|cpp|h):\d+:\s*(?:Error:\s*)?", "", text)
     return (text[:200] + "...") if len(text) > 200 else (text or type(err).__name__)
 
 

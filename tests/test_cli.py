@@ -15,7 +15,7 @@ runner = CliRunner()
 TINY_ARGS = ["--backbone", TINY["backbone"], "--weights", TINY["weights"], "--device", "cpu", "--precision", "fp32"]
 
 
-@pytest.mark.parametrize("command", [[], ["extract"], ["download"], ["info"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["extract"], ["download"], ["info"], ["demo"], ["predict"], ["fit"], ["compare"]])
 def test_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output

@@ -1,0 +1,395 @@
+"""Classify new videos with a finished run: what ``harx predict`` does.
+
+``Predictor(run_dir)`` loads the run's head (``best.pt``) and rebuilds the backbone the run's cache
+was extracted with: the backbone name, weight source, preprocessing and sampling recorded in the
+run's ``config.json`` (or, for older runs, read from the cache). The weights are checked by
+SHA-256 and the preprocessing by value, so a video is embedded exactly as stage one embedded the
+training videos, or not at all.
+
+Each video is cut into sliding **windows** (``window_s`` long, ``stride_s`` apart; by default
+the median duration of a training sample and half of it, so the head sees inputs like those it
+was trained on). Stage one's sampling applies per window, as it applied per training sample.
+The head scores every window: that is the video's **timeline**. The video's label is the mean of
+its windows' probabilities (a video no longer than one window is one window: the whole video).
+For frame-level heads (``vote``) every sampled frame is also classified on its own: the
+per-frame labels.
+
+Memory is bounded: frames stream from the decoding workers in chunks (a 1080p video is decoded
+at twice the backbone's input size, not at 1080p) and only the embeddings are kept: 2.5 KB per
+sampled frame at 1,280-d (fp16, as in the cache), so 270 MB for an hour at 30 fps with every
+frame sampled, and 9 MB for the same hour sampled at 1 fps (``harx extract --fps 1``).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from features.errors import CacheMismatchError, DatasetNotFoundError, HarxError, InvalidOptionError
+
+from .base import TemporalHead
+from .errors import RunFolderError
+
+__all__ = ["FramePrediction", "PredictedFile", "Predictor", "VideoPrediction", "WindowPrediction", "find_videos", "load_run"]
+
+DEFAULT_WINDOW_S = 4.0   # when the run records no sample duration
+
+
+@dataclass
+class WindowPrediction:
+    """One window of the timeline: frames ``[start_frame, stop_frame)`` of the video."""
+
+    start_frame: int
+    stop_frame: int
+    start_s: float
+    end_s: float
+    label: str
+    confidence: float
+    n_embedded: int                       # sampled frames the head saw
+
+    def as_dict(self) -> dict:
+        return {"start_s": round(self.start_s, 3), "end_s": round(self.end_s, 3), "start_frame": self.start_frame,
+                "stop_frame": self.stop_frame, "label": self.label, "confidence": round(self.confidence, 4),
+                "frames_embedded": self.n_embedded}
+
+
+@dataclass
+class FramePrediction:
+    """A frame-level head's label for one sampled frame."""
+
+    frame: int
+    time_s: float
+    label: str
+    confidence: float
+
+    def as_dict(self) -> dict:
+        return {"frame": self.frame, "time_s": round(self.time_s, 3), "label": self.label,
+                "confidence": round(self.confidence, 4)}
+
+
+@dataclass
+class VideoPrediction:
+    """What the run says about one video. ``error`` is set (and ``label`` is ``None``) when the
+    video could not be classified; ``note`` says when only part of it decoded."""
+
+    path: str
+    label: str | None = None
+    confidence: float | None = None
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+    probabilities: dict[str, float] = field(default_factory=dict)
+    timeline: list[WindowPrediction] = field(default_factory=list)
+    frames: list[FramePrediction] | None = None
+    fps: float = 0.0
+    n_frames: int = 0                     # frames the container reports
+    size: tuple[int, int] = (0, 0)        # (width, height) in the file
+    n_decoded_to: int = 0                 # frames [0, n_decoded_to) decoded; less than n_frames on a bad file
+    error: str | None = None
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_frames / self.fps if self.fps > 0 else 0.0
+
+    def as_dict(self, protocol: dict | None = None) -> dict:
+        d = {"path": self.path, "label": self.label,
+             "confidence": None if self.confidence is None else round(self.confidence, 4),
+             "top_k": [{"label": k, "confidence": round(p, 4)} for k, p in self.top_k],
+             "probabilities": {k: round(p, 4) for k, p in self.probabilities.items()},
+             "timeline": [w.as_dict() for w in self.timeline]}
+        if self.frames is not None:
+            d["frames"] = [f.as_dict() for f in self.frames]
+        d["video"] = {"fps": round(self.fps, 3), "n_frames": self.n_frames, "width": self.size[0],
+                      "height": self.size[1], "duration_s": round(self.duration_s, 3)}
+        d["error"], d["note"] = self.error, self.note
+        if protocol is not None:
+            d["protocol"] = protocol
+        return d
+
+
+@dataclass
+class PredictedFile:
+    """A prediction and, with ``--annotate``, the annotated video (or why it could not be written)."""
+
+    prediction: VideoPrediction
+    annotated: object | None = None          # temporal.annotate.AnnotatedVideo
+    annotate_error: str | None = None
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def find_videos(inputs: Sequence[str | Path]) -> list[Path]:
+    """Video files from files, folders (searched recursively for video extensions) and glob
+    patterns (``"clips/*.mp4"``, for shells that pass them through). A path that exists is taken
+    literally, so names with ``[``, ``*`` or ``!`` work.
+
+    Raises:
+        DatasetNotFoundError: an input matches nothing, or a folder holds no video.
+    """
+    from extract.datasets.folder import VIDEO_EXTENSIONS
+
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            videos = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+                            and p.suffix.lower() in VIDEO_EXTENSIONS)
+            if not videos:
+                raise DatasetNotFoundError(f"{path} holds no video files ({', '.join(sorted(VIDEO_EXTENSIONS))})")
+            found.extend(videos)
+        elif path.exists():
+            found.append(path)
+        elif glob.has_magic(str(item)):
+            matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(str(item)), recursive=True)
+                             if Path(p).is_file())
+            if not matches:
+                raise DatasetNotFoundError(f"no file matches {item}")
+            found.extend(matches)
+        else:
+            raise DatasetNotFoundError(f"{path}: no such file or folder")
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    if not unique:
+        raise DatasetNotFoundError("no video given")
+    return unique
+
+
+# ----------------------------------------------------------------------------- the run
+
+def load_run(run: str | Path) -> tuple[TemporalHead, dict, dict]:
+    """The run's fitted head, its ``config.json`` and its extraction record.
+
+    Raises:
+        RunFolderError: not a run folder, an unfinished run, or a run whose extraction settings
+            are recorded nowhere it can still read.
+    """
+    run_dir = Path(run).expanduser()
+    if not run_dir.is_dir():
+        raise RunFolderError(f"run folder {run_dir} not found; pass the folder harx fit printed")
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        raise RunFolderError(f"{run_dir} has no readable config.json; it is not a harx run folder") from None
+    if not (run_dir / "best.pt").is_file():
+        raise RunFolderError(f"{run_dir} has no best.pt: the run did not finish; fit it again")
+    head = TemporalHead.load(run_dir / "best.pt")
+    extraction = config.get("extraction") or head.checkpoint_meta_.get("extraction")
+    if not extraction:
+        extraction = _extraction_from_cache(run_dir, config)
+    if extraction.get("backbone") != config.get("backbone", extraction.get("backbone")):
+        raise RunFolderError(f"{run_dir}: config.json names backbone {config.get('backbone')} but the extraction "
+                             f"record names {extraction.get('backbone')}; the folder was edited, fit it again")
+    return head, config, extraction
+
+
+def _extraction_from_cache(run_dir: Path, config: dict) -> dict:
+    """Runs fitted before extraction settings were recorded in them: read them from the cache."""
+    from features.reader import FeatureStore
+
+    cache = Path(config.get("features", ""))
+    if not cache.is_file():
+        raise RunFolderError(f"run {run_dir.name} does not record how its features were extracted, and its "
+                             f"cache {cache} is gone; fit the run again with this version of harx")
+    store = FeatureStore(cache)
+    if store.fingerprint != config.get("cache_fingerprint"):
+        raise RunFolderError(f"the cache {cache} has changed since run {run_dir.name} was fitted; fit it again")
+    return store.extraction
+
+
+# ----------------------------------------------------------------------------- predicting
+
+class Predictor:
+    """A run's head plus the backbone its cache was extracted with, ready for new videos.
+
+    Args:
+        run: a finished run folder (``harx fit`` printed it).
+        window_s, stride_s: the timeline's windows, in seconds (default: the median training
+            sample's duration, and half of it).
+        top_k: how many classes each prediction lists.
+        device, precision: for the backbone and the head (default: auto; the precision the cache
+            was extracted with where this device can run it).
+        weights: the backbone's weights when the recorded source is not available here (a moved
+            checkpoint); they must be the same weights (SHA-256).
+        batch_size, num_workers, decode_timeout_s: as for ``harx extract``.
+
+    Raises:
+        RunFolderError, CacheMismatchError (the backbone built here differs from the run's),
+        BackboneError, InvalidOptionError.
+    """
+
+    def __init__(self, run: str | Path, *, window_s: float | None = None, stride_s: float | None = None,
+                 top_k: int = 3, device: str = "auto", precision: str | None = None, weights: str | None = None,
+                 batch_size: int | None = None, num_workers: int | None = None, decode_timeout_s: float = 30.0):
+        from extract.sampling import Sampling
+
+        if top_k < 1:
+            raise InvalidOptionError(f"--top-k must be >= 1, got {top_k}")
+        for name, value in (("--window", window_s), ("--stride", stride_s)):
+            if value is not None and not value > 0:
+                raise InvalidOptionError(f"{name} must be > 0 seconds, got {value:g}")
+        self.run_dir = Path(run).expanduser()
+        self.head, self.config, self.extraction = load_run(self.run_dir)
+        self.class_names = [str(c) for c in self.head.classes_]
+        self.top_k = min(int(top_k), len(self.class_names))
+        self.sampling = Sampling(**self.extraction["sampling"])
+        self.window_s = float(window_s or self.extraction.get("sample_seconds") or DEFAULT_WINDOW_S)
+        self.stride_s = float(stride_s or self.window_s / 2)
+        self.batch_size, self.num_workers, self.decode_timeout_s = batch_size, num_workers, decode_timeout_s
+        self.backbone = self._build_backbone(device, precision, weights)
+        if device not in (None, "auto"):
+            self.head.set_params(device=device)
+
+    def _build_backbone(self, device: str, precision: str | None, weights: str | None):
+        from extract.backbones import create_backbone, resolve_device, resolve_precision
+
+        ext = self.extraction
+        source = weights or ext["weights"]
+        if weights is None and source not in ("package", "hub", "none") and not Path(source).is_file():
+            raise RunFolderError(f"run {self.run_dir.name} embeds frames with {ext['backbone']} weights from "
+                                 f"{source}, which is gone; pass --weights FILE (the same weights, checked by SHA-256)")
+        if precision is None:  # the cache's precision, where this device runs it
+            try:
+                precision = resolve_precision(ext.get("precision") or "auto", resolve_device(device))
+            except InvalidOptionError:
+                precision = "auto"
+        backbone = create_backbone(ext["backbone"], weights=source, device=device, precision=precision)
+        run = self.run_dir.name
+        if backbone.weights_sha256 != ext.get("weights_sha256"):
+            raise CacheMismatchError(
+                f"run {run} was trained on {ext['backbone']} features from weights with SHA-256 "
+                f"{str(ext.get('weights_sha256'))[:12]}..., but the weights loaded here ({backbone.weights}) have "
+                f"{backbone.weights_sha256[:12]}...; pass --weights with the weights the cache was extracted with")
+        recorded = ext.get("preprocess") or {}
+        differ = sorted(k for k in set(recorded) | set(backbone.preprocess_spec)
+                        if json.dumps(recorded.get(k)) != json.dumps(backbone.preprocess_spec.get(k)))
+        if differ:
+            raise CacheMismatchError(f"run {run}: the preprocessing of {ext['backbone']} here differs from the "
+                                     f"cache's in {', '.join(differ)} (another timm version?); predictions would "
+                                     "not match the training features")
+        if backbone.embed_dim != self.head.n_features_in_:
+            raise CacheMismatchError(f"run {run}'s head takes {self.head.n_features_in_}-d features, but "
+                                     f"{ext['backbone']} gives {backbone.embed_dim}-d")
+        return backbone
+
+    @property
+    def protocol(self) -> dict:
+        """How every prediction was made, for reports and JSON (every number carries it)."""
+        return {"run": str(self.run_dir), "head": self.config.get("head"), "classes": self.class_names,
+                "backbone": self.extraction["backbone"], "weights_sha256": self.extraction.get("weights_sha256"),
+                "sampling": self.sampling.describe(), "window_s": self.window_s, "stride_s": self.stride_s,
+                "video_label": "mean of the windows' class probabilities",
+                "window_aggregation": self.head.aggregation, "device": str(self.backbone.device),
+                "precision": self.backbone.precision}
+
+    def predict(self, videos: Iterable[str | Path],
+                on_video: Callable[[VideoPrediction], None] | None = None) -> Iterator[VideoPrediction]:
+        """Yield one :class:`VideoPrediction` per video, in order. A video that cannot be read
+        gets ``error`` set; the others go on."""
+        from extract.decode import DecodeJob
+        from extract.embedding import embed_videos
+
+        paths = [Path(v) for v in videos]
+        jobs = [DecodeJob(key=k, path=str(p), ranges=(), sampling=self.sampling,
+                          max_short_side=2 * self.backbone.resize_short, windows=(self.window_s, self.stride_s))
+                for k, p in enumerate(paths)]
+        for video in embed_videos(self.backbone, jobs, batch_size=self.batch_size, num_workers=self.num_workers,
+                                  timeout_s=self.decode_timeout_s, dtype=np.float16):
+            result = self._classify(video, paths[video.job.key])
+            if on_video is not None:
+                on_video(result)
+            yield result
+
+    def predict_files(self, videos: Sequence[Path], *, annotate: str | Path | None = None,
+                      csv: str | Path | None = None) -> Iterator["PredictedFile"]:
+        """:meth:`predict`, plus the files ``harx predict`` writes: a CSV row per video (written as
+        it finishes) and, with ``annotate``, each video drawn with its predictions (see
+        :func:`temporal.prediction_files.annotation_paths` for the names). Output paths are checked
+        before any video is decoded."""
+        from .annotate import annotate_video
+        from .prediction_files import PredictionCSV, annotation_paths
+
+        targets = annotation_paths(list(videos), annotate) if annotate is not None else {}
+        sheet = PredictionCSV(csv, self.top_k, self.protocol) if csv is not None else None
+        try:
+            for prediction in self.predict(videos):
+                if sheet is not None:
+                    sheet.write(prediction)
+                item = PredictedFile(prediction)
+                target = targets.get(Path(prediction.path))
+                if target is not None and prediction.ok:
+                    try:
+                        item.annotated = annotate_video(prediction, target, self.class_names,
+                                                        timeout_s=self.decode_timeout_s)
+                    except HarxError as err:
+                        item.annotate_error = str(err)
+                yield item
+        finally:
+            if sheet is not None:
+                sheet.close()
+
+    def _classify(self, video, path: Path) -> VideoPrediction:
+        info, n_ok = video.info, video.n_decoded
+        result = VideoPrediction(path=str(path))
+        if info is None:
+            result.error = _not_a_video(path, video.error)
+            return result
+        result.fps, result.n_frames = float(info.fps), int(info.n_reported)
+        result.size = (int(info.source_size[1]), int(info.source_size[0]))
+        if n_ok == 0:
+            result.error = f"no frame decodes ({video.error or 'the video is empty'})"
+            return result
+        union = info.union
+        stopped_at = int(union[n_ok]) if n_ok < len(union) else info.n_reported
+        result.n_decoded_to = stopped_at
+        if video.error:
+            result.note = f"{video.error}; predictions cover frames 1-{stopped_at}"
+        fps = result.fps if result.fps > 0 else 25.0
+        windows, samples = [], []
+        for (start, stop), idx in zip(info.ranges, info.indices):
+            pos = np.searchsorted(union, idx)
+            pos = pos[pos < n_ok]
+            if len(pos) == 0:
+                continue
+            stop = min(stop, stopped_at)
+            windows.append((start, stop, len(pos)))
+            samples.append(video.embeddings[pos])
+        proba = self.head.predict_proba(samples)
+        names = self.class_names
+        for (start, stop, n), p in zip(windows, proba):
+            k = int(np.argmax(p))
+            result.timeline.append(WindowPrediction(start, stop, start / fps, stop / fps, names[k], float(p[k]), n))
+        overall = proba.mean(axis=0)
+        overall /= overall.sum()
+        order = np.argsort(-overall, kind="stable")
+        result.label, result.confidence = names[order[0]], float(overall[order[0]])
+        result.top_k = [(names[i], float(overall[i])) for i in order[:self.top_k]]
+        result.probabilities = {names[i]: float(overall[i]) for i in range(len(names))}
+        if getattr(self.head, "frame_level", False):
+            result.frames = self._frame_labels(video.embeddings, union[:n_ok], fps)
+        return result
+
+    def _frame_labels(self, embeddings: np.ndarray, frames: np.ndarray, fps: float) -> list[FramePrediction]:
+        """Each sampled frame classified on its own (frame-level heads: one-frame samples)."""
+        from .training import Sequences
+
+        one_each = Sequences(embeddings, np.arange(len(embeddings) + 1, dtype=np.int64))
+        proba = self.head.predict_proba(one_each)
+        best = proba.argmax(axis=1)
+        return [FramePrediction(int(f), float(f) / fps, self.class_names[k], float(proba[i, k]))
+                for i, (f, k) in enumerate(zip(frames, best))]
+
+
+def _not_a_video(path: Path, error: str | None) -> str:
+    if not os.access(path, os.R_OK):
+        return "unreadable file (no read permission)"
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    return f"cannot be decoded: damaged, truncated or not a video ({error or 'no video stream'})"
