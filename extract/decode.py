@@ -134,8 +134,12 @@ class _MemoryGuard:
         self.since = 0
         self.reopened = 0
 
-    def over(self, frames_read: int) -> bool:
+    def over(self, frames_read: int, min_frames: int) -> bool:
+        """After sending ``frames_read`` more frames; ``min_frames`` must pass between two reopens
+        (the old reader's memory is freed by its thread a little later, not at once)."""
         self.since += frames_read
+        if self.since < min_frames:
+            return False
         now = _resident_mb()
         if now is None or self.base is None:
             return self.since >= self.frames_per_budget
@@ -144,9 +148,6 @@ class _MemoryGuard:
     def reset(self) -> None:
         self.since = 0
         self.reopened += 1
-        now = _resident_mb()
-        if now is not None and self.base is not None and now - self.base > self.budget_mb / 2:
-            self.base = now - self.budget_mb / 2  # memory decord did not give back: do not reopen on every chunk
 
 
 def _plan(job: DecodeJob, n_reported: int, fps: float) -> tuple[list, list, np.ndarray]:
@@ -192,7 +193,7 @@ def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_fram
             break
         conn.send(("frames", pos, frames))
         pos += len(chunk)
-        if pos < stop and guard.over(len(chunk)):
+        if pos < stop and guard.over(len(chunk), min_frames=2 * step):
             del frames, vr
             try:
                 vr = _reopen_reader(job.path, threads, size, source_size)
@@ -204,7 +205,7 @@ def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_fram
 
 
 # Resident memory a worker may gain over what it had after opening a video; see _MemoryGuard.
-_DECODE_BUDGET_MB = float(os.environ.get("HARX_DECODE_BUDGET_MB", "256"))
+_DECODE_BUDGET_MB = float(os.environ.get("HARX_DECODE_BUDGET_MB", "512"))
 
 
 def _injected_hang(path: str) -> int | None:

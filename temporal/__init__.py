@@ -4,6 +4,7 @@
     run = fit("lstm", features="kth.h5", seed=0)       # writes a run folder, returns RunResult
     evaluate(run.path)                                  # scores best.pt again
     compare("kth.h5", heads=("vote", "lstm"), seeds=3)  # mean ± std over seeds
+    Predictor(run.path).predict(["clip.mp4"])           # new videos: label, top-k, timeline
 
 Heads (``list_heads()``): ``vote`` (per-frame classifier + vote), ``lstm``, ``gru``, ``meanpool``.
 Adding one: a family file defining a :class:`~temporal.base.TemporalHead` subclass and an
@@ -20,9 +21,10 @@ from .base import TemporalHead
 from .compare import CompareResult, compare
 from .errors import NotFittedError, RunFolderError
 from .registry import HEADS, create_head, head_options, list_heads, register_head
+from .predict import Predictor, VideoPrediction, find_videos
 from .run import RunResult, default_run_dir, evaluate, fit, resolve_features
 from .training import EpochInfo, Sequences
 
-__all__ = ["CompareResult", "EpochInfo", "HEADS", "NotFittedError", "RunFolderError", "RunResult", "Sequences",
-           "TemporalHead", "compare", "create_head", "default_run_dir", "evaluate", "fit", "head_options",
-           "list_heads", "register_head", "resolve_features"]
+__all__ = ["CompareResult", "EpochInfo", "HEADS", "NotFittedError", "Predictor", "RunFolderError", "RunResult",
+           "Sequences", "TemporalHead", "VideoPrediction", "compare", "create_head", "default_run_dir", "evaluate",
+           "find_videos", "fit", "head_options", "list_heads", "register_head", "resolve_features"]

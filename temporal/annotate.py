@@ -7,9 +7,9 @@ is nearest to it (sequence heads) or that of the latest sampled frame (frame-lev
 ``vote``, which label frames one by one).
 
 The output keeps the input's frame count, size and frame rate: the video is decoded again at
-full size by the same hang-proof decoding workers as stage one, frame by frame in bounded chunks,
-drawn on and encoded as it streams (H.264 MP4, see :mod:`extract.encode`). Audio is not copied.
-A variable-frame-rate input is written at its average frame rate.
+full size, one frame at a time (:mod:`extract.stream`), drawn on and encoded as it streams
+(H.264 MP4, see :mod:`extract.encode`), so memory holds a few frames whatever the length.
+Audio is not copied. A variable-frame-rate input is written at its average frame rate.
 """
 
 from __future__ import annotations
@@ -125,53 +125,34 @@ class _Overlay:
 
 
 def annotate_video(prediction: VideoPrediction, out: str | Path, class_names: list[str], *,
-                   timeout_s: float = 30.0, crf: int = 20, preset: str = "veryfast") -> AnnotatedVideo:
+                   crf: int = 20, preset: str = "veryfast") -> AnnotatedVideo:
     """Write ``prediction.path`` to ``out`` with ``prediction`` drawn on every frame.
 
     Raises:
         HarxError: the prediction failed, ``out`` is the input itself, the video no longer opens,
             or no frame decodes.
     """
-    from extract.decode import DecodeJob, Frames, VideoDecoder, VideoEnd
     from extract.encode import write_h264
-    from extract.sampling import Sampling
+    from extract.stream import FrameStream
 
     src, out = Path(prediction.path), Path(out)
     if not prediction.ok:
         raise HarxError(f"{src}: nothing to draw ({prediction.error})")
     if out.resolve() == src.resolve():
         raise HarxError(f"--annotate {out} would overwrite the input video; choose another name")
-    job = DecodeJob(key=0, path=str(src), ranges=(None,), sampling=Sampling(), max_short_side=None)
-    with VideoDecoder(num_workers=1, timeout_s=timeout_s) as decoder:
-        events = decoder.decode([job])
-        start = next(events)
-        if isinstance(start, VideoEnd):
-            raise HarxError(f"{src}: cannot decode it again to annotate ({start.error})")
-        info = start.info
-        height, width = info.size
-        n = max(info.n_reported, max((w.stop_frame for w in prediction.timeline), default=0), 1)
+    with FrameStream(src) as frames:
+        n = max(prediction.n_frames, max((w.stop_frame for w in prediction.timeline), default=0), 1)
         labels, conf = frame_labels(prediction, class_names, n)
-        overlay = _Overlay(width, height, class_names, labels, conf,
+        overlay = _Overlay(frames.width, frames.height, class_names, labels, conf,
                            f"video: {prediction.label} {round(100 * prediction.confidence)}%")
-        end: list[VideoEnd] = []
-
-        def drawn():
-            for event in events:
-                if isinstance(event, Frames):
-                    for j, frame in enumerate(event.frames):
-                        yield overlay.draw(frame, event.pos + j)
-                elif isinstance(event, VideoEnd):
-                    end.append(event)
-
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            count = write_h264(out, drawn(), (width, height), info.fps, crf=crf, preset=preset)
+            count = write_h264(out, (overlay.draw(f, i) for i, f in enumerate(frames)), (frames.width, frames.height),
+                               frames.rate, crf=crf, preset=preset)
         except OSError as err:
             raise HarxError(f"cannot write {out}: {err.strerror or err}") from None
-    note = ""
-    if end and end[0].error:
-        note = f"{end[0].error}; wrote the {count} frame(s) that decode"
+        note = f"{frames.error}; wrote the {count} frame(s) before it" if frames.error else ""
     if count == 0:
         out.unlink(missing_ok=True)
         raise HarxError(f"{src}: no frame decodes, nothing written")
-    return AnnotatedVideo(out, count, (width, height), info.fps, note)
+    return AnnotatedVideo(out, count, (frames.width, frames.height), float(frames.rate), note)

@@ -326,8 +326,7 @@ class Predictor:
                 target = targets.get(Path(prediction.path))
                 if target is not None and prediction.ok:
                     try:
-                        item.annotated = annotate_video(prediction, target, self.class_names,
-                                                        timeout_s=self.decode_timeout_s)
+                        item.annotated = annotate_video(prediction, target, self.class_names)
                     except HarxError as err:
                         item.annotate_error = str(err)
                 yield item

@@ -381,3 +381,23 @@ def test_decoder_memory_stays_bounded_on_1080p(tmp_path, monkeypatch):
                 peak = max(peak, rss(decoder._workers[0].process.pid))
     assert n == 120
     assert peak < 450, f"decoding worker grew to {peak:.0f} MB"
+
+
+def test_frame_stream_reads_what_decord_counts(realdata, tmp_path):
+    """The annotate pass reads with PyAV (bounded memory); it must see the frames decord counts."""
+    from decord import VideoReader
+
+    from extract.stream import FrameStream
+    from features.errors import HarxError
+
+    clips = [realdata / "kth/jogging/person01_jogging_d1_uncomp.avi", realdata / "ucf101/Shotput/v_Shotput_g05_c02.avi",
+             *sorted((realdata / "hmdb51").rglob("*.mp4"))[:2]]
+    for clip in (c for c in clips if c.is_file()):
+        vr = VideoReader(str(clip))
+        with FrameStream(clip) as s:
+            frames = list(s)
+        assert len(frames) == len(vr) and frames[0].shape == vr[0].shape and s.error is None
+        assert float(s.rate) == pytest.approx(vr.get_avg_fps(), rel=1e-3)
+    (tmp_path / "x.mp4").write_text("not a video")
+    with pytest.raises(HarxError, match="cannot open"):
+        FrameStream(tmp_path / "x.mp4")

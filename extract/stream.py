@@ -1,0 +1,77 @@
+"""Reading every frame of one video in order, at full size, with bounded memory: for writing a
+video back (``harx predict --annotate``).
+
+This is PyAV (the same FFmpeg that decord wraps), not decord: decord's reader keeps decoding in
+a background thread while its caller is busy and holds every frame it decodes, so a slow consumer
+(an H.264 encoder at 1080p) would see the whole video decoded into memory (dmlc/decord#157,
+#208). PyAV decodes only when asked, so memory holds a few frames whatever the length. On the
+real KTH, UCF101 and HMDB51 clips both count the same frames (checked). Random access and the
+hang-proof workers stay with decord (:mod:`extract.decode`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from features.errors import HarxError
+
+
+class FrameStream:
+    """``with FrameStream(path) as s: for rgb in s: ...``; ``s.width``, ``s.height``, ``s.rate``
+    (a Fraction; 25 when the file does not say), ``s.n_read`` after iterating, and ``s.error``
+    when decoding stopped before the end (a damaged file keeps the frames before the damage).
+
+    Raises:
+        HarxError: the file does not open or has no video stream.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 0):
+        import av
+
+        self.path = Path(path)
+        try:
+            self._container = av.open(str(self.path))
+        except (av.FFmpegError, OSError) as err:
+            raise HarxError(f"{self.path}: cannot open it ({_reason(err)})") from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise HarxError(f"{self.path}: no video stream")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"
+        if threads:
+            self._stream.thread_count = threads
+        ctx = self._stream.codec_context
+        self.width, self.height = int(ctx.width), int(ctx.height)
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self.rate = Fraction(rate) if rate else Fraction(25)
+        self.n_read = 0
+        self.error: str | None = None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        import av
+
+        try:
+            for frame in self._container.decode(self._stream):
+                # at the stream's size even if a frame differs (a mid-stream size change)
+                rgb = frame.to_ndarray(width=self.width, height=self.height, format="rgb24")
+                self.n_read += 1
+                yield rgb
+        except (av.FFmpegError, OSError) as err:
+            self.error = f"decoding stopped after frame {self.n_read} ({_reason(err)})"
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> "FrameStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _reason(err: BaseException) -> str:
+    return " ".join(str(err).split())[:200] or type(err).__name__
