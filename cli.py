@@ -399,7 +399,7 @@ def compare(
                  device=device, epochs=epochs)
 
 
-def _run_compare(**kwargs) -> None:
+def _run_compare(**kwargs):
     import sys
 
     from temporal import compare as compare_heads
@@ -413,6 +413,7 @@ def _run_compare(**kwargs) -> None:
         result = compare_heads(command=["harx", *sys.argv[1:]], on_run=on_run, **kwargs)
     console.print(result.table, markup=False, highlight=False, soft_wrap=True)
     console.print(f"\nwritten: {result.path}/compare.json, compare.md, compare.csv, compare.png")
+    return result
 
 
 PREDICT_PANEL = "Outputs"
@@ -569,8 +570,13 @@ def demo(
             weights=None, device=None, precision=None, every=None, fps=None, max_frames=None,
             batch_size=None, workers=None, decode_timeout=None, overwrite=False)
     cache = default_cache_path("demo", None, "video", DEFAULT_BACKBONE, Sampling())
-    _run_compare(features=cache, heads="vote,lstm", seeds=seeds, out=None, refit_trainval=False, device=None,
-                 epochs=None)
+    result = _run_compare(features=cache, heads="vote,lstm", seeds=seeds, out=None, refit_trainval=False,
+                          device=None, epochs=None)
+    lstm = next((r for r in result.runs if r.head == "lstm"), None)
+    if lstm is not None:
+        console.print(f"next: classify your own videos with this LSTM, and see the labels drawn on them:\n"
+                      f"  harx predict VIDEO... --run {lstm.path} --annotate labelled/", markup=False,
+                      highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":
