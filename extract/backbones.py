@@ -44,6 +44,8 @@ PACKAGE_WEIGHTS: dict[str, tuple[str, str]] = {
 }
 PACKAGE_NAMES = {k: m.replace("_", "-") for k, (m, _) in PACKAGE_WEIGHTS.items()}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Frames up to this size are resized and cropped by matrix products (see Backbone.preprocess).
+MATMUL_RESIZE_MAX_PIXELS = 480 * 360  # measured crossover on a 2-core CPU: 480x360 to 711x400
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -126,18 +128,54 @@ class Backbone:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(N, H, W, 3)`` -> normalised float ``(N, 3, h, w)``, on the backbone's device."""
+        """uint8 ``(N, H, W, 3)`` -> normalised float ``(N, 3, h, w)``, on the backbone's device.
+
+        Resize-then-crop is linear and separable, so for frames up to 480x360 it runs as two
+        matrix products with precomputed weights (rows = the output pixels the crop keeps, made
+        by resizing an identity with the same ``F.interpolate`` call): the same numbers (within
+        1e-6) at 2-4x the speed, since no pixel outside the crop is computed. Larger frames go
+        through ``F.interpolate`` directly, which is as fast there.
+        """
         x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
         h, w = x.shape[-2:]
-        scale = self.resize_short / min(h, w)
-        size = (max(self.input_size[0], round(h * scale)), max(self.input_size[1], round(w * scale)))
-        mode = self.interpolation if self.interpolation in ("bilinear", "bicubic") else "bilinear"
-        x = F.interpolate(x, size=size, mode=mode, antialias=True, align_corners=False).clamp_(0.0, 1.0)
-        top, left = (size[0] - self.input_size[0]) // 2, (size[1] - self.input_size[1]) // 2
-        x = x[:, :, top:top + self.input_size[0], left:left + self.input_size[1]]
+        size, (top, left) = self._resize_plan(h, w)
+        mode = self._mode
+        if h * w <= MATMUL_RESIZE_MAX_PIXELS:
+            rows, cols = self._crop_weights(h, w)
+            x = torch.matmul(torch.matmul(rows, x), cols).clamp_(0.0, 1.0)
+        else:
+            x = F.interpolate(x, size=size, mode=mode, antialias=True, align_corners=False).clamp_(0.0, 1.0)
+            x = x[:, :, top:top + self.input_size[0], left:left + self.input_size[1]]
         mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+    @property
+    def _mode(self) -> str:
+        return self.interpolation if self.interpolation in ("bilinear", "bicubic") else "bilinear"
+
+    def _resize_plan(self, h: int, w: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Size after resizing the short side to ``resize_short``, and the centre crop's offset."""
+        scale = self.resize_short / min(h, w)
+        size = (max(self.input_size[0], round(h * scale)), max(self.input_size[1], round(w * scale)))
+        return size, ((size[0] - self.input_size[0]) // 2, (size[1] - self.input_size[1]) // 2)
+
+    def _crop_weights(self, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``rows (crop_h, h)`` and ``cols (w, crop_w)``: resize + centre crop as matrices, cached per frame size."""
+        cache = self.__dict__.setdefault("_weights_cache", {})
+        if (h, w) not in cache:
+            size, (top, left) = self._resize_plan(h, w)
+
+            def along(n_in: int, n_out: int, start: int, length: int) -> torch.Tensor:
+                eye = torch.eye(n_in, dtype=torch.float32)[None, None]  # resizing it along dim 2 gives the weights
+                weights = F.interpolate(eye, size=(n_out, n_in), mode=self._mode, antialias=True,
+                                        align_corners=False)[0, 0]
+                return weights[start:start + length].contiguous()
+
+            rows = along(h, size[0], top, self.input_size[0]).to(self.device)
+            cols = along(w, size[1], left, self.input_size[1]).T.contiguous().to(self.device)
+            cache[(h, w)] = (rows, cols)
+        return cache[(h, w)]
 
     @torch.inference_mode()
     def embed(self, frames: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -157,3 +157,20 @@ def test_packaged_weights_classify_imagenet_photos():
     assert 285 in cat.topk(3).indices.tolist()  # Egyptian cat (tabby/tiger cat beside it)
     assert coffee.argmax().item() == 967  # espresso
     assert b.embed_dim == 1280 and b.weights == "package"
+
+
+@pytest.mark.parametrize("size", [(120, 160), (121, 161), (48, 64), (256, 452), (100, 400), (240, 320)])
+def test_matrix_resize_equals_interpolate_then_crop(size, monkeypatch):
+    """Small frames are resized and cropped by two matrix products; the numbers must be those of
+    resizing the whole frame with F.interpolate and cropping (timm's recipe)."""
+    import torch
+
+    import extract.backbones as backbones
+
+    b = backbones.create_backbone(TINY["backbone"], weights="none", device="cpu", precision="fp32")
+    frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, *size, 3), dtype=np.uint8))
+    fast = b.preprocess(frames)
+    monkeypatch.setattr(backbones, "MATMUL_RESIZE_MAX_PIXELS", 0)
+    plain = b.preprocess(frames)
+    assert fast.shape == plain.shape == (3, 3, *b.input_size)
+    assert float((fast - plain).abs().max()) < 1e-5
