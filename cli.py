@@ -98,7 +98,7 @@ def extract(
                                                  rich_help_panel=SAMPLING_PANEL)] = None,
     max_frames: Annotated[Optional[int], typer.Option(help="At most N frames per sample, evenly spread.",
                                                       rich_help_panel=SAMPLING_PANEL)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Frames per forward pass (16 on CPU, 128 on GPU).",
+    batch_size: Annotated[Optional[int], typer.Option(help="Frames per forward pass (8 on CPU, 128 on GPU: measured best).",
                                                       rich_help_panel=RUN_PANEL)] = None,
     workers: Annotated[Optional[int], typer.Option(help="Decoding processes (1 on CPU, up to 8 on GPU).",
                                                    rich_help_panel=RUN_PANEL)] = None,

@@ -167,7 +167,7 @@ def make_manifest(folder: Path, clips: list[tuple[Path, str]], copies: int) -> P
 def decode_jobs(clips, backbone, sampling):
     from extract.decode import DecodeJob
 
-    # as extract.pipeline._embed_videos builds them
+    # as extract.pipeline._embed_videos builds them (run through extract.embedding.embed_videos)
     return [DecodeJob(key=k, path=str(path), ranges=(None,), sampling=sampling,
                       max_short_side=2 * backbone.resize_short) for k, (path, _) in enumerate(clips)]
 
@@ -367,7 +367,7 @@ threads = args.pop("threads")
 if threads:
     import torch
     torch.set_num_threads(threads)
-from extract import pipeline
+from extract import embedding, pipeline
 from extract.backbones import Backbone
 from extract.config import make_config
 from features.writer import FeatureWriter
@@ -391,7 +391,7 @@ for name in ("add_sample", "add_failure", "maybe_commit"):
 FeatureWriter.open = timed("open", FeatureWriter.open)
 FeatureWriter.finalize = timed("finalize", FeatureWriter.finalize)
 
-class TimedDecoder(pipeline.VideoDecoder):
+class TimedDecoder(embedding.VideoDecoder):
     def decode(self, jobs):
         events = super().decode(jobs)
         while True:
@@ -405,8 +405,8 @@ class TimedDecoder(pipeline.VideoDecoder):
             C["decode_events"] += 1
             yield event
 
-TimedDecoder.close = timed("decoder_close", pipeline.VideoDecoder.close)
-pipeline.VideoDecoder = TimedDecoder
+TimedDecoder.close = timed("decoder_close", embedding.VideoDecoder.close)
+embedding.VideoDecoder = TimedDecoder
 
 def vm_hwm_kb():
     # ru_maxrss is no use here: Linux carries the parent's RSS at fork into it across exec.
@@ -544,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the pipeline's (16 on a CPU)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the pipeline's (8 on a CPU)")
     p.add_argument("--folder", type=Path, default=None, help="also measure every video under this folder")
     p.add_argument("--sweep", action="store_true", help="also time backbone.embed at batch 4, 8, 16, 32")
     p.add_argument("--seconds", type=float, default=25.0,

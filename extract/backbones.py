@@ -112,6 +112,7 @@ class Backbone:
     interpolation: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    folded_batchnorms: int = 0   # BatchNorm layers folded into their convolutions (same numbers, faster)
 
     @property
     def embed_dim(self) -> int:
@@ -211,17 +212,76 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str = "auto", device:
     model = _build_model(timm, name, source)
     digest = state_dict_sha256(model)
     model.reset_classifier(0)
-    if precision != "fp32":
-        _keep_stem_in_fp32(model, torch_device.type)
-    model.eval().to(torch_device).to(memory_format=torch.channels_last)
+    model.eval()
     cfg = timm.data.resolve_model_data_config(model)
     input_size = tuple(int(v) for v in cfg["input_size"][1:])
+    model, folded = fold_batchnorm(model, input_size)
+    if precision != "fp32":
+        _keep_stem_in_fp32(model, torch_device.type)
+    model.to(torch_device).to(memory_format=torch.channels_last)
     crop_pct = float(cfg.get("crop_pct") or 1.0)
     return Backbone(name=name, model=model, weights=source, weights_sha256=digest, device=torch_device,
                     precision=precision, input_size=input_size,
                     resize_short=int(math.floor(min(input_size) / crop_pct)),
                     interpolation=str(cfg.get("interpolation", "bilinear")),
-                    mean=tuple(float(v) for v in cfg["mean"]), std=tuple(float(v) for v in cfg["std"]))
+                    mean=tuple(float(v) for v in cfg["mean"]), std=tuple(float(v) for v in cfg["std"]),
+                    folded_batchnorms=folded)
+
+
+def fold_batchnorm(model: torch.nn.Module, input_size: tuple[int, int]) -> tuple[torch.nn.Module, int]:
+    """The model with every inference-mode BatchNorm that directly follows a convolution folded
+    into that convolution's weights and bias, and how many were folded.
+
+    Frozen BN is an affine map per channel, so ``bn(conv(x)) == conv'(x)`` with rescaled weights:
+    the same embedding without a pass over every activation map (lite0 on the 2-core CPU, bf16,
+    batch 8: 62 -> 90 frames/s, model alone). Pairs are found by running the model once and
+    matching each BN's input to the conv output it is, so it works for any timm model whatever
+    its block names; timm's ``BatchNormAct2d`` keeps its activation. The folded copy is checked
+    against the model on a random input; if they differ (say a conv output also used elsewhere)
+    the model is returned unchanged.
+    """
+    import copy
+
+    from timm.layers import BatchNormAct2d
+
+    folded = copy.deepcopy(model).eval()
+    calls: list[tuple[torch.nn.Module, tuple, torch.Tensor]] = []  # tensors kept alive, so ids stay unique
+    hooks = [m.register_forward_hook(lambda m, i, o: calls.append((m, i, o))) for m in folded.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d))]
+    probe = torch.randn(2, 3, *input_size, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.inference_mode():
+            reference = folded(probe)
+    finally:
+        for h in hooks:
+            h.remove()
+    producer = {id(out): m for m, _, out in calls if isinstance(m, torch.nn.Conv2d)}
+    pairs = [(producer[id(i[0])], m) for m, i, _ in calls
+             if type(m) in (torch.nn.BatchNorm2d, BatchNormAct2d) and i and id(i[0]) in producer
+             and m.track_running_stats and producer[id(i[0])].out_channels == m.num_features]
+    calls.clear()
+    if not pairs or len({id(bn) for _, bn in pairs}) != len(pairs):
+        return model, 0
+    replace = {}
+    with torch.no_grad():
+        for conv, bn in pairs:
+            gamma = bn.weight if bn.affine else torch.ones_like(bn.running_var)
+            beta = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+            scale = gamma / torch.sqrt(bn.running_var + bn.eps)
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+            conv.weight.mul_(scale.view(-1, *([1] * (conv.weight.dim() - 1))))
+            conv.bias = torch.nn.Parameter((bias - bn.running_mean) * scale + beta, requires_grad=False)
+            replace[id(bn)] = (torch.nn.Sequential(bn.drop, bn.act) if type(bn) is BatchNormAct2d
+                               else torch.nn.Identity())
+    for module in list(folded.modules()):
+        for child_name, child in list(module.named_children()):
+            if id(child) in replace:
+                setattr(module, child_name, replace[id(child)])
+    with torch.inference_mode():
+        out = folded(probe)
+    if not torch.allclose(out, reference, rtol=1e-3, atol=1e-4 * float(reference.abs().max())):
+        return model, 0
+    return folded, len(pairs)
 
 
 class _FullPrecision(torch.nn.Module):

@@ -27,7 +27,7 @@ class ExtractConfig:
         dataset_options: adapter options (``unit`` for kth, ``manifest``/``seed`` for folder).
         backbone / weights / device / precision: see :mod:`extract.backbones`.
         every / target_fps / max_frames: frame sampling, see :class:`extract.sampling.Sampling`.
-        batch_size: frames per forward pass; ``None`` = 16 on a CPU, 128 on a GPU.
+        batch_size: frames per forward pass; ``None`` = 8 on a CPU, 128 on a GPU.
         num_workers: decoding processes; ``None`` = 1 on a CPU (the model needs the cores),
             up to 8 on a GPU (decoding is then the bottleneck).
         decode_timeout_s: a decoder silent this long on one video is killed and the video

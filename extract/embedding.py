@@ -35,11 +35,12 @@ class EmbeddedVideo:
 
 
 def auto_batch_size(backbone: Backbone, batch_size: int | None) -> int:
-    """Frames per forward pass: 16 on a CPU (measured: larger batches were not faster on 2 cores),
-    128 on a GPU."""
+    """Frames per forward pass, chosen by measurement (``benchmarks/extract.py --sweep``): 8 on a
+    CPU (2 cores, bf16: 82 frames/s at 8, 77 at 4, 70 at 16, 63 at 32: larger batches spill the
+    caches), 128 on a GPU."""
     if batch_size is not None:
         return max(1, batch_size)
-    return 16 if backbone.device.type == "cpu" else 128
+    return 8 if backbone.device.type == "cpu" else 128
 
 
 def auto_workers(backbone: Backbone, num_workers: int | None) -> int:

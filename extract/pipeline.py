@@ -121,6 +121,7 @@ def cache_settings(index: DatasetIndex, backbone: Backbone, sampling) -> dict:
         "embed_dim": backbone.embed_dim, "dtype": "float16", "preprocess": backbone.preprocess_spec,
         "sampling": json.loads(sampling.to_json()), "sampling_description": sampling.describe(),
         "precision": backbone.precision, "device": str(backbone.device), "missing": index.missing,
+        "inference": f"channels_last; {backbone.folded_batchnorms} BatchNorm layers folded into their convolutions",
         "versions": library_versions(),
     }
 

@@ -37,7 +37,8 @@ File attributes (JSON strings where marked)
     ``missing`` (JSON list of annotated videos absent from the folder), ``backbone`` (timm name),
     ``weights`` (package|hub|none|<path>), ``weights_sha256``, ``embed_dim``, ``dtype``,
     ``preprocess`` (JSON: input size, resize, crop, interpolation, mean, std), ``sampling``
-    (JSON), ``sampling_description``, ``precision``, ``device``, ``settings_fingerprint`` (hash
+    (JSON), ``sampling_description``, ``precision``, ``device``, ``inference`` (memory format and
+    BatchNorm folding, descriptive), ``settings_fingerprint`` (hash
     of everything that changes the numbers), ``versions`` (JSON: harx, torch, timm, decord,
     h5py, numpy), ``created_utc``, ``n_samples``, ``n_frames``, ``n_failed``.
 

@@ -174,3 +174,27 @@ def test_matrix_resize_equals_interpolate_then_crop(size, monkeypatch):
     plain = b.preprocess(frames)
     assert fast.shape == plain.shape == (3, 3, *b.input_size)
     assert float((fast - plain).abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["test_efficientnet", "resnet18", "mobilenetv3_small_100"])
+def test_batchnorm_folding_keeps_the_embedding(name):
+    """Folding frozen BN into the preceding conv changes no output, with non-trivial BN statistics."""
+    import timm
+    import torch
+
+    from extract.backbones import fold_batchnorm
+
+    model = timm.create_model(name, pretrained=False, num_classes=0).eval()
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) * 2 + 0.1)
+            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g))
+    folded, n = fold_batchnorm(model, (64, 64))
+    assert n > 0 and not any(type(m) is torch.nn.BatchNorm2d for m in folded.modules())
+    x = torch.randn(2, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        a, b = model(x), folded(x)
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
