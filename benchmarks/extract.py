@@ -20,8 +20,9 @@ folder, adds the videos under ``--folder`` if given, and measures on those same 
    10 x N videos (each clip linked 10 times under distinct names); the child also times where
    the run's wall time goes (decode wait, preprocess, model, HDF5 writes, finalize);
 4. naive: the tutorial loop -- ``cv2.VideoCapture.read()`` one frame at a time, fp32, batch 1,
-   the same backbone and the same preprocessing math applied per frame, ``model.eval()`` under
-   ``torch.inference_mode()``; capped at the first ``--naive-frames`` frames (default 200) or
+   the same backbone and weights as ``timm.create_model`` gives them (no BatchNorm folding, default
+   memory format: what a tutorial runs) and the same preprocessing math applied per frame,
+   ``model.eval()`` under ``torch.inference_mode()``; capped at the first ``--naive-frames`` frames (default 200) or
    ``--seconds``, whichever comes first.
 
 To keep the default run within about 5 minutes on an idle 2-core CPU, timed loops stop after
@@ -294,6 +295,18 @@ def sweep(backbone, videos, seconds: float) -> dict[int, float]:
 
 # ----------------------------------------------------------------------------- 4. naive loop
 
+def tutorial_model(backbone32):
+    """The model as a tutorial runs it: ``timm.create_model`` with the same weights, classifier
+    removed, eval mode, and nothing else (no BatchNorm folding, default memory format)."""
+    import timm
+
+    from extract.backbones import _build_model
+
+    model = _build_model(timm, backbone32.name, backbone32.weights)
+    model.reset_classifier(0)
+    return model.eval().to(backbone32.device)
+
+
 def naive_loop(clips, backbone32, max_frames: int, seconds: float):
     """The tutorial loop: read a frame, preprocess it, run the fp32 model at batch 1; stops after
     ``max_frames`` frames or ``seconds``, whichever comes first."""
@@ -306,8 +319,7 @@ def naive_loop(clips, backbone32, max_frames: int, seconds: float):
         cv2 = None
         print("  note: OpenCV (cv2) is not installed; the naive loop reads single frames with decord "
               "(vr[i]) instead of cv2.VideoCapture.read()", file=sys.stderr)
-    model, device = backbone32.model, backbone32.device
-    model = model.to(memory_format=torch.contiguous_format).eval()  # as a tutorial leaves it
+    model, device = tutorial_model(backbone32), backbone32.device
     mean = torch.tensor(backbone32.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(backbone32.std, device=device).view(1, 3, 1, 1)
     crop_h, crop_w = backbone32.input_size

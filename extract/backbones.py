@@ -178,17 +178,46 @@ class Backbone:
             cache[(h, w)] = (rows, cols)
         return cache[(h, w)]
 
-    @torch.inference_mode()
     def embed(self, frames: np.ndarray | torch.Tensor) -> np.ndarray:
         """uint8 frames ``(N, H, W, 3)`` -> float32 embeddings ``(N, embed_dim)``."""
+        return self.embed_async(frames).result()
+
+    @torch.inference_mode()
+    def embed_async(self, frames: np.ndarray | torch.Tensor) -> "PendingEmbeddings":
+        """Start embedding a batch; ``.result()`` waits for it. On a GPU the work is queued and
+        this returns at once, so the caller can prepare (and queue) the next batch meanwhile: the
+        uint8 frames go up from pinned memory without blocking, resize and normalisation run on
+        the GPU, and the embeddings come back into pinned memory behind an event. On a CPU it
+        computes at once."""
         x = torch.from_numpy(frames) if isinstance(frames, np.ndarray) else frames
+        cuda = self.device.type == "cuda"
+        if cuda and not x.is_cuda:
+            x = x.pin_memory()
         x = self.preprocess(x)
         if self.dtype is not None:
             with torch.autocast(device_type=self.device.type, dtype=self.dtype):
                 y = self.model(x)
         else:
             y = self.model(x)
-        return y.float().cpu().numpy()
+        if not cuda:
+            return PendingEmbeddings(y.float().cpu())
+        out = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
+        out.copy_(y.float(), non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return PendingEmbeddings(out, done)
+
+
+class PendingEmbeddings:
+    """Embeddings of one batch, ready once ``event`` (a CUDA event, or None) has completed."""
+
+    def __init__(self, tensor: torch.Tensor, event=None):
+        self.tensor, self.event = tensor, event
+
+    def result(self) -> np.ndarray:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.tensor.numpy()
 
 
 def create_backbone(name: str = DEFAULT_BACKBONE, weights: str = "auto", device: str = "auto",
@@ -219,6 +248,8 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str = "auto", device:
     if precision != "fp32":
         _keep_stem_in_fp32(model, torch_device.type)
     model.to(torch_device).to(memory_format=torch.channels_last)
+    if torch_device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one input size per run: let cuDNN pick its fastest kernels
     crop_pct = float(cfg.get("crop_pct") or 1.0)
     return Backbone(name=name, model=model, weights=source, weights_sha256=digest, device=torch_device,
                     precision=precision, input_size=input_size,

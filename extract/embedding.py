@@ -3,7 +3,8 @@ shared by ``harx extract`` and ``harx predict`` so both embed a video the same w
 
 Batches are formed within one video's frame stream only, so a video's embeddings do not depend
 on which videos came before it (a resumed cache equals an uninterrupted one, and a predicted
-video matches its cached twin). Frames arrive from the decoding workers in bounded chunks and are
+video matches its cached twin). On a GPU one batch stays queued on the device while the next is
+assembled (see :meth:`~extract.backbones.Backbone.embed_async`). Frames arrive from the decoding workers in bounded chunks and are
 embedded as soon as a batch is full: memory holds one video's embeddings, never its frames.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backbones import Backbone
+from .backbones import Backbone, PendingEmbeddings
 from .decode import DecodeJob, Frames, VideoDecoder, VideoEnd, VideoInfo, VideoStart
 
 
@@ -65,15 +66,26 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
         pending: list[np.ndarray] = []
         pending_n = written = 0
 
+        inflight: list[tuple[int, PendingEmbeddings]] = []  # batches queued on the device, oldest first
+
+        def collect(keep: int) -> None:
+            while len(inflight) > keep:
+                at, pending = inflight.pop(0)
+                rows = pending.result()
+                emb[at:at + len(rows)] = rows
+
         def flush(final: bool) -> None:
             nonlocal pending, pending_n, written
             while pending_n >= batch or (final and pending_n):
                 frames = np.concatenate(pending) if len(pending) > 1 else pending[0]
                 take = min(batch, pending_n)
-                emb[written:written + take] = backbone.embed(frames[:take])
+                inflight.append((written, backbone.embed_async(frames[:take])))
+                collect(keep=1)  # one batch stays queued while the next is prepared
                 written += take
                 rest = frames[take:]
                 pending, pending_n = ([rest] if len(rest) else []), len(rest)
+            if final:
+                collect(keep=0)
 
         for event in decoder.decode(jobs):
             if isinstance(event, VideoStart):
