@@ -396,7 +396,8 @@ def timed(key, fn):
             C[key] += 1
     return wrapper
 
-Backbone.embed = timed("embed", Backbone.embed)
+# The pipeline calls embed_async (synchronous on a CPU, so its time is the batch's compute time).
+Backbone.embed_async = timed("embed", Backbone.embed_async)
 Backbone.preprocess = timed("preprocess", Backbone.preprocess)
 for name in ("add_sample", "add_failure", "maybe_commit"):
     setattr(FeatureWriter, name, timed("write", getattr(FeatureWriter, name)))
