@@ -98,11 +98,12 @@ def _open_reader(path: str, threads: int, max_short_side: int | None):
     if max_short_side and min(h, w) > max_short_side:
         scale = max_short_side / min(h, w)
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        vr = VideoReader(path, ctx=cpu(0), width=size[1], height=size[0], num_threads=threads)
+        vr = _reopen_reader(path, threads, size, (h, w))
     return vr, size, (h, w)
 
 
 def _reopen_reader(path: str, threads: int, size: tuple[int, int], source_size: tuple[int, int]):
+    """A reader of ``path`` decoding at ``size`` (FFmpeg scales when it differs from the source)."""
     from decord import VideoReader, cpu
 
     if size == source_size:

@@ -135,14 +135,13 @@ def find_videos(inputs: Sequence[str | Path]) -> list[Path]:
     Raises:
         DatasetNotFoundError: an input matches nothing, or a folder holds no video.
     """
-    from extract.datasets.folder import VIDEO_EXTENSIONS
+    from extract.datasets.folder import VIDEO_EXTENSIONS, is_video_file
 
     found: list[Path] = []
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            videos = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                            and p.suffix.lower() in VIDEO_EXTENSIONS)
+            videos = sorted(p for p in path.rglob("*") if p.is_file() and is_video_file(p))
             if not videos:
                 raise DatasetNotFoundError(f"{path} holds no video files ({', '.join(sorted(VIDEO_EXTENSIONS))})")
             found.extend(videos)
@@ -171,15 +170,9 @@ def load_run(run: str | Path) -> tuple[TemporalHead, dict, dict]:
         RunFolderError: not a run folder, an unfinished run, or a run whose extraction settings
             are recorded nowhere it can still read.
     """
-    run_dir = Path(run).expanduser()
-    if not run_dir.is_dir():
-        raise RunFolderError(f"run folder {run_dir} not found; pass the folder harx fit printed")
-    try:
-        config = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        raise RunFolderError(f"{run_dir} has no readable config.json; it is not a harx run folder") from None
-    if not (run_dir / "best.pt").is_file():
-        raise RunFolderError(f"{run_dir} has no best.pt: the run did not finish; fit it again")
+    from .run import open_run
+
+    run_dir, config = open_run(run)
     head = TemporalHead.load(run_dir / "best.pt")
     extraction = config.get("extraction") or head.checkpoint_meta_.get("extraction")
     if not extraction:

@@ -49,7 +49,7 @@ from .errors import RunFolderError
 from .metrics import classification_metrics, video_scores
 from .registry import create_head
 
-__all__ = ["RunResult", "evaluate", "fit", "default_run_dir", "resolve_features", "runs_root"]
+__all__ = ["RunResult", "evaluate", "fit", "default_run_dir", "open_run", "resolve_features", "runs_root"]
 
 METRICS_VERSION = 1
 
@@ -181,19 +181,20 @@ def fit(
         if done is not None:
             return RunResult(path=run_dir, head=head, seed=int(seed), features=store.path,
                              config=done[0], metrics=done[1], reused=True, seconds=time.perf_counter() - started)
+    extraction = store.extraction
     config = {
         "head": head, "params": params, "seed": int(seed), "refit_trainval": bool(refit_trainval),
         "device": dev.type, "precision": prec, "config_hash": config_hash,
         "features": str(store.path.resolve()), "cache_fingerprint": store.fingerprint,
         "dataset": store.attrs.get("dataset"), "unit": store.attrs.get("unit"), "backbone": store.backbone,
-        "embed_dim": store.embed_dim, "class_names": names, "extraction": store.extraction,
+        "embed_dim": store.embed_dim, "class_names": names, "extraction": extraction,
         "command": command if command is None or isinstance(command, str) else shlex.join(map(str, command)),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     _prepare_run_dir(run_dir)
     _write_json(run_dir / "config.json", config)
     ckpt_meta = {"config": config, "cache_fingerprint": store.fingerprint, "backbone": store.backbone,
-                 "extraction": store.extraction,
+                 "extraction": extraction,
                  "embed_dim": store.embed_dim, "class_names": names, "dataset": store.attrs.get("dataset")}
 
     X_train, y_train = store.load("train")
@@ -454,6 +455,24 @@ def _write_outputs(run_dir: Path, metrics: dict, history: list[dict], scored: di
 
 # ----------------------------------------------------------------------------- evaluate
 
+def open_run(run: str | Path) -> tuple[Path, dict]:
+    """A finished run folder and its ``config.json``.
+
+    Raises:
+        RunFolderError: the folder is missing, is not a run folder, or its run did not finish.
+    """
+    run_dir = Path(run).expanduser()
+    if not run_dir.is_dir():
+        raise RunFolderError(f"run folder {run_dir} not found; pass the folder harx fit printed")
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        raise RunFolderError(f"{run_dir} has no readable config.json; it is not a harx run folder") from None
+    if not (run_dir / "best.pt").is_file():
+        raise RunFolderError(f"{run_dir} has no best.pt: the run did not finish; fit it again")
+    return run_dir, config
+
+
 def evaluate(run: str | Path, features: str | Path | None = None, *, device: str | None = None) -> dict:
     """Score a finished run's ``best.pt`` again, on its own cache or on ``features``.
 
@@ -465,15 +484,7 @@ def evaluate(run: str | Path, features: str | Path | None = None, *, device: str
         CacheMismatchError: the cache holds another backbone's features, another width or another
             class list than the run was trained on.
     """
-    run_dir = Path(run)
-    if not run_dir.is_dir():
-        raise RunFolderError(f"run folder {run_dir} not found; pass the folder harx fit printed")
-    try:
-        config = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        raise RunFolderError(f"{run_dir} has no readable config.json; it is not a harx run folder") from None
-    if not (run_dir / "best.pt").is_file():
-        raise RunFolderError(f"{run_dir} has no best.pt: the run did not finish; fit it again")
+    run_dir, config = open_run(run)
     cache = Path(features) if features is not None else Path(config["features"])
     if features is None and not cache.is_file():
         raise DatasetNotFoundError(f"run {run_dir.name} was trained on {cache}, which is gone; pass --features "
