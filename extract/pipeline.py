@@ -10,7 +10,6 @@ uninterrupted one. Finished videos are committed to the cache's part files as th
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field

@@ -26,7 +26,6 @@ from features.errors import CacheMismatchError, DatasetNotFoundError, InvalidOpt
 from features.reader import FeatureStore
 from temporal import fit
 from temporal.annotate import class_colors, frame_labels
-from temporal.errors import RunFolderError
 from temporal.predict import FramePrediction, Predictor, VideoPrediction, WindowPrediction, find_videos
 
 runner = CliRunner()
