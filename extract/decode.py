@@ -133,7 +133,6 @@ class _MemoryGuard:
         self.base = _resident_mb()
         self.frames_per_budget = max(1, int(budget_mb * 2**20 // max(1, frame_bytes)))
         self.since = 0
-        self.reopened = 0
 
     def over(self, frames_read: int, min_frames: int) -> bool:
         """After sending ``frames_read`` more frames; ``min_frames`` must pass between two reopens
@@ -148,7 +147,6 @@ class _MemoryGuard:
 
     def reset(self) -> None:
         self.since = 0
-        self.reopened += 1
 
 
 def _plan(job: DecodeJob, n_reported: int, fps: float) -> tuple[list, list, np.ndarray]:

@@ -4,8 +4,9 @@ shared by ``harx extract`` and ``harx predict`` so both embed a video the same w
 Batches are formed within one video's frame stream only, so a video's embeddings do not depend
 on which videos came before it (a resumed cache equals an uninterrupted one, and a predicted
 video matches its cached twin). On a GPU one batch stays queued on the device while the next is
-assembled (see :meth:`~extract.backbones.Backbone.embed_async`). Frames arrive from the decoding workers in bounded chunks and are
-embedded as soon as a batch is full: memory holds one video's embeddings, never its frames.
+assembled (see :meth:`~extract.backbones.Backbone.embed_async`). Frames arrive from the decoding
+workers in bounded chunks and are embedded as soon as a batch is full: memory holds one video's
+embeddings, never its frames.
 """
 
 from __future__ import annotations
@@ -33,6 +34,25 @@ class EmbeddedVideo:
     @property
     def n_decoded(self) -> int:
         return 0 if self.embeddings is None else len(self.embeddings)
+
+    @property
+    def stopped_at(self) -> int | None:
+        """The first sampled source frame that did not decode (a truncated file, a hang), or
+        ``None`` when every one did."""
+        n = self.n_decoded
+        return int(self.info.union[n]) if self.info is not None and n < len(self.info.union) else None
+
+    def range_rows(self, k: int) -> tuple[int, int, np.ndarray, np.ndarray]:
+        """Range ``k`` (a sample's, or a window's) clamped to the frames that decoded: its
+        ``start``, ``stop``, the sampled source frames in it that decoded, and their rows in
+        ``embeddings``."""
+        start, stop = self.info.ranges[k]
+        if self.stopped_at is not None:
+            stop = max(start, min(stop, self.stopped_at))
+        frames = self.info.indices[k]
+        rows = np.searchsorted(self.info.union, frames)
+        keep = rows < self.n_decoded
+        return start, stop, frames[keep], rows[keep]
 
 
 def auto_batch_size(backbone: Backbone, batch_size: int | None) -> int:
@@ -70,8 +90,8 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
 
         def collect(keep: int) -> None:
             while len(inflight) > keep:
-                at, pending = inflight.pop(0)
-                rows = pending.result()
+                at, queued = inflight.pop(0)
+                rows = queued.result()
                 emb[at:at + len(rows)] = rows
 
         def flush(final: bool) -> None:

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from features.errors import HarxError
 from features.paths import library_versions
 from features.writer import FeatureWriter
@@ -168,24 +166,18 @@ def _write_samples(writer: FeatureWriter, samples: list[VideoSample], video: Emb
     container's frame count and the sampled indices. Decoding that stopped early (a truncated
     file, a decoder hang) clamps further, to the frames that arrived; the note says why.
     """
-    info, emb, n_ok = video.info, video.embeddings, video.n_decoded
-    stopped_at = int(info.union[n_ok]) if video.error and n_ok < len(info.union) else None
+    info = video.info
     reason = video.error or f"the video decodes {info.n_reported} frames"
     for k, sample in enumerate(samples):
-        start, stop = info.ranges[k]
-        if stopped_at is not None:
-            stop = max(start, min(stop, stopped_at))
-        idx = info.indices[k]
-        pos = np.searchsorted(info.union, idx)
-        keep = pos < n_ok
+        start, stop, frames, rows = video.range_rows(k)
         annotated = sample.frame_range
         what = "the video" if annotated is None else f"annotated frames {annotated[0] + 1}-{annotated[1]}"
-        if not keep.any():
+        if not len(frames):
             _fail(writer, summary, sample, root, f"no frame of {what} decodes ({reason})")
             continue
         wanted = (0, info.n_reported) if annotated is None else tuple(annotated)
         note = ""
-        if (start, stop) != wanted or not keep.all():
+        if (start, stop) != wanted or len(frames) < len(info.indices[k]):
             note = f"{what} clamped to frames {start + 1}-{stop} ({reason})"
             summary.clamped += 1
         meta = {"sample_id": sample.sample_id, "video_id": sample.video_id or sample.sample_id,
@@ -194,7 +186,7 @@ def _write_samples(writer: FeatureWriter, samples: list[VideoSample], video: Emb
                 "range_start": start, "range_stop": stop,
                 "annotated_start": -1 if annotated is None else annotated[0],
                 "annotated_stop": -1 if annotated is None else annotated[1], "fps": info.fps, "note": note}
-        writer.add_sample(meta, emb[pos[keep]], idx[keep])
+        writer.add_sample(meta, video.embeddings[rows], frames)
         summary.samples_new += 1
 
 

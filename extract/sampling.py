@@ -65,11 +65,6 @@ class Sampling:
         return json.dumps(asdict(self), sort_keys=True)
 
     @property
-    def without_max_frames(self) -> "Sampling":
-        """The same policy over a whole video, where ``max_frames`` applies per window instead."""
-        return Sampling(every=self.every, target_fps=self.target_fps)
-
-    @property
     def slug(self) -> str:
         """Short file-name part, e.g. ``every4`` or ``fps5-max32``."""
         s = f"every{self.every}" if self.target_fps is None else f"fps{self.target_fps:g}"

@@ -25,7 +25,7 @@ from __future__ import annotations
 import glob
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -267,9 +267,8 @@ class Predictor:
             raise CacheMismatchError(f"run {run}: the preprocessing of {ext['backbone']} here differs from the "
                                      f"cache's in {', '.join(differ)} (another timm version?); predictions would "
                                      "not match the training features")
-        if backbone.embed_dim != self.head.n_features_in_:
-            raise CacheMismatchError(f"run {run}'s head takes {self.head.n_features_in_}-d features, but "
-                                     f"{ext['backbone']} gives {backbone.embed_dim}-d")
+        self.head.check_compatible(backbone.embed_dim, self.class_names,
+                                   where=f"the {ext['backbone']} backbone rebuilt for run {run}")
         return backbone
 
     @property
@@ -282,8 +281,7 @@ class Predictor:
                 "window_aggregation": self.head.aggregation, "device": str(self.backbone.device),
                 "precision": self.backbone.precision}
 
-    def predict(self, videos: Iterable[str | Path],
-                on_video: Callable[[VideoPrediction], None] | None = None) -> Iterator[VideoPrediction]:
+    def predict(self, videos: Iterable[str | Path]) -> Iterator[VideoPrediction]:
         """Yield one :class:`VideoPrediction` per video, in order. A video that cannot be read
         gets ``error`` set; the others go on."""
         from extract.decode import DecodeJob
@@ -295,10 +293,7 @@ class Predictor:
                 for k, p in enumerate(paths)]
         for video in embed_videos(self.backbone, jobs, batch_size=self.batch_size, num_workers=self.num_workers,
                                   timeout_s=self.decode_timeout_s, dtype=np.float16):
-            result = self._classify(video, paths[video.job.key])
-            if on_video is not None:
-                on_video(result)
-            yield result
+            yield self._classify(video, paths[video.job.key])
 
     def predict_files(self, videos: Sequence[Path], *, annotate: str | Path | None = None,
                       csv: str | Path | None = None) -> Iterator["PredictedFile"]:
@@ -338,21 +333,17 @@ class Predictor:
         if n_ok == 0:
             result.error = f"no frame decodes ({video.error or 'the video is empty'})"
             return result
-        union = info.union
-        stopped_at = int(union[n_ok]) if n_ok < len(union) else info.n_reported
+        stopped_at = video.stopped_at if video.stopped_at is not None else info.n_reported
         result.n_decoded_to = stopped_at
         if video.error:
             result.note = f"{video.error}; predictions cover frames 1-{stopped_at}"
         fps = result.fps if result.fps > 0 else 25.0
         windows, samples = [], []
-        for (start, stop), idx in zip(info.ranges, info.indices):
-            pos = np.searchsorted(union, idx)
-            pos = pos[pos < n_ok]
-            if len(pos) == 0:
-                continue
-            stop = min(stop, stopped_at)
-            windows.append((start, stop, len(pos)))
-            samples.append(video.embeddings[pos])
+        for k in range(len(info.ranges)):
+            start, stop, _, rows = video.range_rows(k)
+            if len(rows):
+                windows.append((start, stop, len(rows)))
+                samples.append(video.embeddings[rows])
         proba = self.head.predict_proba(samples)
         names = self.class_names
         for (start, stop, n), p in zip(windows, proba):
@@ -365,7 +356,7 @@ class Predictor:
         result.top_k = [(names[i], float(overall[i])) for i in order[:self.top_k]]
         result.probabilities = {names[i]: float(overall[i]) for i in range(len(names))}
         if getattr(self.head, "frame_level", False):
-            result.frames = self._frame_labels(video.embeddings, union[:n_ok], fps)
+            result.frames = self._frame_labels(video.embeddings, info.union[:n_ok], fps)
         return result
 
     def _frame_labels(self, embeddings: np.ndarray, frames: np.ndarray, fps: float) -> list[FramePrediction]:
