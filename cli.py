@@ -8,15 +8,8 @@ kept; rerun the same command to resume). A traceback always means a harx bug.
 
 from __future__ import annotations
 
-import os
-
-# Before torch loads: OpenMP threads that spin-wait between layers stall for ~1 s per forward
-# pass whenever another process (our own decoder, or a neighbour) takes a core; measured 8 vs 80
-# frames/s on the 2-core CPU. Passive waiting costs nothing measurable when the CPU is free.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from contextlib import contextmanager  # noqa: E402
-from enum import Enum  # noqa: E402
+from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 

@@ -36,9 +36,10 @@ every measurement, harx's child process included.
 Prints a table, then as the last line one JSON object (``decode_fps``, ``backbone_fps``,
 ``harx_fps``, ``naive_fps``, ``harx_vs_backbone``, ``harx_vs_naive``, ``rss_mb_small``,
 ``rss_mb_large`` and machine details). Other processes on the machine change every number;
-the JSON records the load average before and after. On a CPU shared with other busy processes,
-torch's OpenMP threads spin-wait at every layer and two of them on two cores can run several
-times slower than one; compare ``--threads 1`` or ``OMP_WAIT_POLICY=PASSIVE python ...``.
+the JSON records the load average before and after. Every loop runs under torch's own OpenMP
+settings (spin-waiting threads), as harx does; the backbone loops, like harx, drop a thread while
+other processes keep a core busy (``extract.runtime.CpuThreads``), the naive loop does not
+(tutorial code does not).
 """
 
 from __future__ import annotations
@@ -60,12 +61,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-# harx sets this before torch loads (see cli.py); so must every measurement here, or the backbone
-# and naive loops would run under another OpenMP wait policy than the harx child they are compared
-# with (measured: 94-110 vs 70 frames/s for the same embed() under the two policies).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 KTH_CLASSES = ("boxing", "handclapping", "handwaving", "jogging", "running", "walking")
 WIDTH, HEIGHT, FPS = 160, 120, 25
@@ -240,18 +236,24 @@ def time_embed(backbone, batches, seconds: float, warmup: int = 2):
     for b in batches[:warmup]:
         backbone.embed(b)
     frames = 0
-    started = time.perf_counter()
-    for b in batches:
-        backbone.embed(b)
-        frames += len(b)
-        if time.perf_counter() - started >= seconds:
-            break
-    return frames, time.perf_counter() - started
+    from extract.runtime import CpuThreads
+
+    with CpuThreads(enabled=backbone.device.type == "cpu") as threads:  # as harx runs it
+        started = time.perf_counter()
+        for b in batches:
+            backbone.embed(b)
+            frames += len(b)
+            threads.update()
+            if time.perf_counter() - started >= seconds:
+                break
+        return frames, time.perf_counter() - started
 
 
 def time_model_only(backbone, batches, seconds: float, max_frames: int = 256):
     """Preprocess some batches first (timed apart), then the model alone on them (cycled)."""
     import torch
+
+    from extract.runtime import CpuThreads
 
     tensors, n = [], 0
     with torch.inference_mode():
@@ -274,18 +276,21 @@ def time_model_only(backbone, batches, seconds: float, max_frames: int = 256):
             forward(x)
         sync(backbone.device)
         frames, k = 0, 0
-        started = time.perf_counter()
-        while True:
-            x = tensors[k % len(tensors)]
-            forward(x)
-            frames += len(x)
-            k += 1
-            if k >= 2 and time.perf_counter() - started >= seconds:
-                break
-            if k >= 4 * len(tensors):
-                break
-        sync(backbone.device)
-    return (n, pre_s), (frames, time.perf_counter() - started)
+        with CpuThreads(enabled=backbone.device.type == "cpu") as threads:
+            started = time.perf_counter()
+            while True:
+                x = tensors[k % len(tensors)]
+                forward(x)
+                frames += len(x)
+                k += 1
+                threads.update()
+                if k >= 2 and time.perf_counter() - started >= seconds:
+                    break
+                if k >= 4 * len(tensors):
+                    break
+            sync(backbone.device)
+            elapsed = time.perf_counter() - started
+    return (n, pre_s), (frames, elapsed)
 
 
 def sweep(backbone, videos, seconds: float) -> dict[int, float]:
@@ -392,6 +397,13 @@ from features.writer import FeatureWriter
 
 T, C = defaultdict(float), defaultdict(int)
 
+import torch
+_set_num_threads = torch.set_num_threads
+def _count_thread_changes(n):  # by extract.runtime.CpuThreads, when other processes take a core
+    C["thread_changes"] += 1
+    _set_num_threads(n)
+torch.set_num_threads = _count_thread_changes
+
 def timed(key, fn):
     def wrapper(*a, **k):
         t = time.perf_counter()
@@ -454,27 +466,35 @@ print(json.dumps({"frames": s.frames, "seconds": s.seconds, "samples_new": s.sam
 
 
 def _tree_rss_kb(root: int) -> tuple[int, int]:
-    """RSS of ``root`` and of its descendants together, from /proc (0 where unreadable)."""
-    parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    """RSS of ``root`` and of its descendants together, from /proc (0 where unreadable).
+
+    Walks ``/proc/PID/task/*/children`` rather than every process, so that sampling every
+    0.1 s costs the measured run next to nothing (a full /proc scan took 3 ms of CPU each time).
+    """
+    page_kb = os.sysconf("SC_PAGE_SIZE") // 1024
+
+    def rss(pid: int) -> int:
         try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-            with open(f"/proc/{entry}/statm") as fh:
-                pages = int(fh.read().split()[1])
+            with open(f"/proc/{pid}/statm") as fh:
+                return int(fh.read().split()[1]) * page_kb
         except (OSError, ValueError, IndexError):
-            continue
-        pid = int(entry)
-        parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
-        rss[pid] = pages * (os.sysconf("SC_PAGE_SIZE") // 1024)
-    tree, frontier = {root}, [root]
+            return 0
+
+    def children(pid: int) -> list[int]:
+        kids = []
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as fh:
+                    kids += [int(k) for k in fh.read().split()]
+        except (OSError, ValueError):
+            pass
+        return kids
+
+    total, frontier = 0, children(root)
     while frontier:
-        frontier = [p for p, pp in parents.items() if pp in frontier and p not in tree]
-        tree.update(frontier)
-    return rss.get(root, 0), sum(rss.get(p, 0) for p in tree if p != root)
+        total += sum(rss(p) for p in frontier)
+        frontier = [k for p in frontier for k in children(p)]
+    return rss(root), total
 
 
 def run_harx(options: dict, home: Path, threads: int | None) -> dict:
@@ -698,7 +718,9 @@ def main(argv: list[str] | None = None) -> int:
             "harx_large_fps": round(fps(large["frames"], large["seconds"]), 2),
             "harx_breakdown_s": breakdown(small),
             "harx_embed_share": round(small["times"].get("embed", 0.0) / small["seconds"], 3),
-            "harx_torch_threads": small["torch_threads"], "harx_cpu_s": round(small["cpu_s"], 1), "harx_worker_cpu_s": round(small["workers_cpu_s"], 1),
+            "harx_torch_threads": small["torch_threads"], "harx_cpu_s": round(small["cpu_s"], 1),
+            "harx_worker_cpu_s": round(small["workers_cpu_s"], 1),
+            "harx_thread_changes": small["calls"].get("thread_changes", 0),
             "naive_vs_harx_cosine": round(cos, 4), "naive_reader": reader,
             "sweep_fps": {str(b): round(v, 2) for b, v in sweep_fps.items()},
             "sweep_best_batch": max(sweep_fps, key=sweep_fps.get) if sweep_fps else None,
@@ -727,7 +749,8 @@ def main(argv: list[str] | None = None) -> int:
     b = result["harx_breakdown_s"]
     print(f"harx N-video run, {small['seconds']:.1f} s: " + ", ".join(f"{k} {v:.1f} s" for k, v in b.items()) +
           f"; embed() is {result['harx_embed_share']:.1%} of the wall time; main process CPU {small['cpu_s']:.1f} s "
-          f"({small['torch_threads']} torch threads), decode workers CPU {small['workers_cpu_s']:.1f} s")
+          f"({small['torch_threads']} torch threads, changed {small['calls'].get('thread_changes', 0)} time(s) "
+          f"for other processes), decode workers CPU {small['workers_cpu_s']:.1f} s")
     print(f"harx / backbone {result['harx_vs_backbone']}, harx / naive {result['harx_vs_naive']}; peak RSS "
           f"(extraction process) {result['rss_mb_small']} MB for {len(clips)} videos, {result['rss_mb_large']} MB "
           f"for {LARGE_FACTOR * len(clips)}; with decode workers {result['rss_tree_mb_small']} / "

@@ -11,11 +11,6 @@ Attributes are imported lazily so that ``python -m extract.decode`` (the decodin
 
 from __future__ import annotations
 
-import os as _os
-
-# Passive OpenMP waiting: see cli.py. Only effective when set before torch is first imported.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 _EXPORTS = {
     "run_extract": "extract.pipeline", "ExtractSummary": "extract.pipeline", "ExtractProgress": "extract.pipeline",
     "ExtractConfig": "extract.config", "make_config": "extract.config",

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backbones import Backbone, PendingEmbeddings
+from .backbones import CPU_BATCH_SIZE, Backbone, PendingEmbeddings
 from .decode import DecodeJob, Frames, VideoDecoder, VideoEnd, VideoInfo, VideoStart
+from .runtime import CpuThreads
 
 
 @dataclass
@@ -61,7 +62,7 @@ def auto_batch_size(backbone: Backbone, batch_size: int | None) -> int:
     caches), 128 on a GPU."""
     if batch_size is not None:
         return max(1, batch_size)
-    return 8 if backbone.device.type == "cpu" else 128
+    return CPU_BATCH_SIZE if backbone.device.type == "cpu" else 128
 
 
 def auto_workers(backbone: Backbone, num_workers: int | None) -> int:
@@ -80,7 +81,8 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
     """
     batch = auto_batch_size(backbone, batch_size)
     jobs = list(jobs)
-    with VideoDecoder(num_workers=auto_workers(backbone, num_workers), timeout_s=timeout_s) as decoder:
+    with VideoDecoder(num_workers=auto_workers(backbone, num_workers), timeout_s=timeout_s) as decoder, \
+            CpuThreads(enabled=backbone.device.type == "cpu") as threads:
         info: VideoInfo | None = None
         emb: np.ndarray | None = None
         pending: list[np.ndarray] = []
@@ -100,6 +102,7 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
                 frames = np.concatenate(pending) if len(pending) > 1 else pending[0]
                 take = min(batch, pending_n)
                 inflight.append((written, backbone.embed_async(frames[:take])))
+                threads.update()
                 collect(keep=1)  # one batch stays queued while the next is prepared
                 written += take
                 rest = frames[take:]

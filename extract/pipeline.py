@@ -118,7 +118,9 @@ def cache_settings(index: DatasetIndex, backbone: Backbone, sampling) -> dict:
         "embed_dim": backbone.embed_dim, "dtype": "float16", "preprocess": backbone.preprocess_spec,
         "sampling": json.loads(sampling.to_json()), "sampling_description": sampling.describe(),
         "precision": backbone.precision, "device": str(backbone.device), "missing": index.missing,
-        "inference": f"channels_last; {backbone.folded_batchnorms} BatchNorm layers folded into their convolutions",
+        "inference": f"channels_last; {backbone.folded_batchnorms} BatchNorm layers folded into their convolutions"
+                     + (f"; {backbone.fused_activations} activations fused into oneDNN convolutions"
+                        if backbone.fused_activations else ""),
         "versions": library_versions(),
     }
 

@@ -11,12 +11,6 @@ Adding one: a family file defining a :class:`~temporal.base.TemporalHead` subcla
 ``@register_head`` entrypoint, plus its import in :func:`temporal.registry._import_families`.
 """
 
-import os as _os
-
-# Passive OpenMP waiting: see cli.py. Only effective when set before torch is first imported.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 from .base import TemporalHead
 from .compare import CompareResult, compare
 from .errors import NotFittedError, RunFolderError

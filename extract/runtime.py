@@ -1,0 +1,136 @@
+"""Process-wide settings that decide CPU inference speed, kept in one place.
+
+Both are about the host, not the model, and both were found by measurement on the 2-core CPU
+(``benchmarks/RESULTS.md``):
+
+* :class:`CpuThreads`: torch's OpenMP threads spin-wait between layers (libgomp's default). On a
+  free CPU that is the fastest policy (lite0, batch 8, bf16: 118-155 frames/s against 118-130 with
+  ``OMP_WAIT_POLICY=PASSIVE``), but when another process keeps a core busy, each barrier waits
+  for a thread the scheduler has parked behind the spinner: 43 frames/s. Instead of giving up the
+  spin everywhere, :class:`CpuThreads` watches how much of our cores other processes use and runs
+  one thread fewer per core they take (67-76 frames/s with a competitor, as passive waiting gets).
+* :func:`keep_freed_memory`: glibc returns large freed blocks to the kernel at once (anything
+  over its mmap threshold, 128 KiB at start). A forward pass allocates and frees the same
+  activation buffers every batch, so each batch faulted its memory in again: ~150,000 page
+  faults/s, 2 s of 6 spent in the kernel, 97 vs 122 frames/s. Raising the thresholds lets glibc
+  reuse those blocks: no faults, and the same peak memory, since the blocks are needed again at
+  the next batch anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+_MMAP_THRESHOLD_MB = 64    # blocks below this come from the heap and are reused (lite0 batch 8: 13 MB at most)
+_TRIM_THRESHOLD_MB = 256   # free heap kept before glibc trims it back to the kernel
+_tuned = False
+
+
+def keep_freed_memory() -> bool:
+    """Raise glibc's mmap and trim thresholds for this process, once; ``True`` if they are set.
+
+    Does nothing off glibc (macOS, Windows, musl), or when the user has tuned malloc through
+    ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or ``GLIBC_TUNABLES``, or set
+    ``HARX_MALLOC_TUNING=0``.
+    """
+    global _tuned
+    if _tuned:
+        return True
+    if not sys.platform.startswith("linux") or os.environ.get("HARX_MALLOC_TUNING") == "0":
+        return False
+    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")):
+        return False
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's <malloc.h>
+    _tuned = bool(mallopt(m_mmap_threshold, _MMAP_THRESHOLD_MB << 20)) and \
+        bool(mallopt(m_trim_threshold, _TRIM_THRESHOLD_MB << 20))
+    return _tuned
+
+
+def threads_for(others: float, cores: int, max_threads: int, taken_share: float = 0.5) -> int:
+    """Threads to run when other processes used ``others`` cores' worth of our ``cores``: one
+    fewer per core they take (``taken_share`` of a core counts as taken), within 1..max_threads."""
+    taken = int(others + 1.0 - taken_share)
+    return max(1, min(max_threads, cores - taken))
+
+
+class CpuThreads:
+    """Keeps torch's CPU threads to the cores other processes leave free; call :meth:`update`
+    after each unit of work (a batch). It re-reads ``/proc/stat`` at most every ``interval_s``.
+
+    "Other processes" means CPU time spent on our cores by anything but this process (our own
+    decoding workers included: they need a core too), averaged over the last interval; a core
+    counts as taken when they used at least ``taken_share`` of one. Never more threads than torch
+    had at the start (the user's ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` is the cap),
+    never fewer than one. Off Linux, when ``/proc/stat`` is unreadable, or with ``enabled=False``
+    (a GPU backbone: its host threads only feed the device), it does nothing.
+    Hypervisor steal is not counted: spinning does not slow a stolen core's return.
+    """
+
+    def __init__(self, interval_s: float = 0.5, taken_share: float = 0.5, enabled: bool = True):
+        import torch
+
+        self._torch, self.enabled = torch, enabled
+        self.interval_s, self.taken_share = interval_s, taken_share
+        self.max_threads = torch.get_num_threads()
+        self.changes = 0
+        try:
+            self._cpus = {f"cpu{c}" for c in os.sched_getaffinity(0)}
+        except (AttributeError, OSError):
+            self._cpus = set()
+        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._last = self._sample() if self._cpus else None
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self._last is not None and self.max_threads > 1
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        """(now, busy CPU-seconds on our cores, this process's CPU-seconds), or None."""
+        busy = 0
+        try:
+            with open("/proc/stat") as stat:
+                for line in stat:
+                    if not line.startswith("cpu"):
+                        break
+                    name, *ticks = line.split()
+                    if name in self._cpus:
+                        t = [int(v) for v in ticks[:8]] + [0] * (8 - len(ticks[:8]))
+                        busy += sum(t) - t[3] - t[4] - t[7]  # all but idle, iowait and steal
+        except (OSError, ValueError):
+            return None
+        own = os.times()
+        return time.monotonic(), busy / self._tick, own.user + own.system
+
+    def __enter__(self) -> "CpuThreads":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Give torch back the thread count it had (a notebook goes on after an extraction)."""
+        if self._torch.get_num_threads() != self.max_threads:
+            self._torch.set_num_threads(self.max_threads)
+
+    def update(self) -> int:
+        """Adjust the thread count if the interval has passed; return the current count."""
+        torch = self._torch
+        if not self.active or time.monotonic() - self._last[0] < self.interval_s:
+            return torch.get_num_threads()
+        now = self._sample()
+        if now is None:
+            self._last = None
+            return torch.get_num_threads()
+        (t0, busy0, own0), (t1, busy1, own1) = self._last, now
+        self._last = now
+        others = max(0.0, (busy1 - busy0) - (own1 - own0)) / max(t1 - t0, 1e-6)  # cores' worth
+        want = threads_for(others, len(self._cpus), self.max_threads, self.taken_share)
+        if want != torch.get_num_threads():
+            torch.set_num_threads(want)
+            self.changes += 1
+        return want
