@@ -628,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         backbone = create_backbone(backbone_name, weights=args.weights, device=args.device,
                                    precision=args.precision)
         batch = auto_batch_size(backbone, args.batch_size)
-        workers = auto_workers(backbone, None)
+        workers = auto_workers(backbone.device, None)
         sampling = Sampling()
 
         # 1. decode

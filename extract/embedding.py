@@ -11,11 +11,13 @@ embeddings, never its frames.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .backbones import CPU_BATCH_SIZE, Backbone, PendingEmbeddings
 from .decode import DecodeJob, Frames, VideoDecoder, VideoEnd, VideoInfo, VideoStart
@@ -65,24 +67,30 @@ def auto_batch_size(backbone: Backbone, batch_size: int | None) -> int:
     return CPU_BATCH_SIZE if backbone.device.type == "cpu" else 128
 
 
-def auto_workers(backbone: Backbone, num_workers: int | None) -> int:
+def auto_workers(device: torch.device, num_workers: int | None) -> int:
     """Decoding processes: one on a CPU (the backbone needs the cores), up to 8 beside a GPU."""
     if num_workers is not None:
         return max(1, num_workers)
-    return 1 if backbone.device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
+    return 1 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: int | None = None,
                  num_workers: int | None = None, timeout_s: float = 30.0,
-                 dtype: np.dtype = np.float32) -> Iterator[EmbeddedVideo]:
+                 dtype: np.dtype = np.float32, decoder: VideoDecoder | None = None) -> Iterator[EmbeddedVideo]:
     """Yield each job's :class:`EmbeddedVideo`, in job order, as soon as it is finished.
 
     A video that stops decoding early (truncated, hung) keeps the frames decoded before that.
+    ``decoder``: one the caller started (and closes) earlier; by default one is made here from
+    ``num_workers`` and ``timeout_s``.
     """
     batch = auto_batch_size(backbone, batch_size)
     jobs = list(jobs)
-    with VideoDecoder(num_workers=auto_workers(backbone, num_workers), timeout_s=timeout_s) as decoder, \
-            CpuThreads(enabled=backbone.device.type == "cpu") as threads:
+    if decoder is None:
+        decoder = VideoDecoder(num_workers=auto_workers(backbone.device, num_workers), timeout_s=timeout_s)
+        owned = decoder
+    else:
+        owned = contextlib.nullcontext()
+    with owned, CpuThreads(enabled=backbone.device.type == "cpu") as threads:
         info: VideoInfo | None = None
         emb: np.ndarray | None = None
         pending: list[np.ndarray] = []

@@ -20,11 +20,11 @@ from features.errors import HarxError
 from features.paths import library_versions
 from features.writer import FeatureWriter
 
-from .backbones import Backbone, create_backbone
+from .backbones import Backbone, create_backbone, resolve_device
 from .config import ExtractConfig, default_cache_path
 from .datasets import DatasetIndex, VideoSample, create_dataset
-from .decode import DecodeJob
-from .embedding import EmbeddedVideo, embed_videos
+from .decode import DecodeJob, VideoDecoder
+from .embedding import EmbeddedVideo, auto_workers, embed_videos
 
 
 @dataclass
@@ -78,6 +78,15 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[ExtractProgress], Non
     """
     sampling = cfg.sampling  # validates the sampling options first: cheapest check
     index = create_dataset(cfg.dataset, cfg.root, **cfg.dataset_options)
+    # Decoding workers start first, so their interpreters load while the model does.
+    workers = auto_workers(resolve_device(cfg.device), cfg.num_workers)
+    with VideoDecoder(num_workers=workers, timeout_s=cfg.decode_timeout_s).start() as decoder:
+        return _build_cache(cfg, sampling, index, decoder, on_progress)
+
+
+def _build_cache(cfg: ExtractConfig, sampling, index: DatasetIndex, decoder: VideoDecoder,
+                 on_progress) -> "ExtractSummary":
+    """run_extract once the dataset is indexed and the decoding workers are starting."""
     backbone = create_backbone(cfg.backbone, weights=cfg.weights, device=cfg.device, precision=cfg.precision)
     out = Path(cfg.out) if cfg.out else default_cache_path(cfg.dataset, index.root, index.unit, backbone.name, sampling)
     settings = cache_settings(index, backbone, sampling)
@@ -94,7 +103,7 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[ExtractProgress], Non
         if not todo and writer.has_final and not writer.committed_parts():
             summary.nothing_to_do = True
         else:
-            _embed_videos(cfg, backbone, todo, index, writer, summary, on_progress, started)
+            _embed_videos(cfg, backbone, todo, index, writer, summary, on_progress, started, decoder)
             writer.finalize(order=[s.sample_id for s in index.samples],
                             extra_attrs={"missing": index.missing, "device": str(backbone.device),
                                          "versions": library_versions()})
@@ -133,7 +142,7 @@ def _group_by_video(samples: list[VideoSample]) -> "OrderedDict[Path, list[Video
 
 
 def _embed_videos(cfg: ExtractConfig, backbone: Backbone, todo, index: DatasetIndex, writer: FeatureWriter,
-                  summary: ExtractSummary, on_progress, started: float) -> None:
+                  summary: ExtractSummary, on_progress, started: float, decoder: VideoDecoder) -> None:
     jobs = [DecodeJob(key=k, path=str(path), ranges=tuple(s.frame_range for s in samples), sampling=cfg.sampling,
                       max_short_side=2 * backbone.resize_short)
             for k, (path, samples) in enumerate(todo.items())]
@@ -147,8 +156,7 @@ def _embed_videos(cfg: ExtractConfig, backbone: Backbone, todo, index: DatasetIn
                                         time.monotonic() - started, current))
 
     progress(0)
-    for video in embed_videos(backbone, jobs, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                              timeout_s=cfg.decode_timeout_s):
+    for video in embed_videos(backbone, jobs, batch_size=cfg.batch_size, decoder=decoder):
         samples = sample_lists[video.job.key]
         if video.info is not None:  # the video opened: keep every frame that decoded
             _write_samples(writer, samples, video, root, summary, label_index)

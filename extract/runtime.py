@@ -67,14 +67,16 @@ class CpuThreads:
 
     "Other processes" means CPU time spent on our cores by anything but this process (our own
     decoding workers included: they need a core too), averaged over the last interval; a core
-    counts as taken when they used at least ``taken_share`` of one. Never more threads than torch
+    counts as taken when they used at least ``taken_share`` of one. The 1 s interval averages
+    out bursts such as a decoding worker's start-up (0.3 s of one core), which at 0.5 s cost a
+    needless drop to one thread at the start of every run. Never more threads than torch
     had at the start (the user's ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` is the cap),
     never fewer than one. Off Linux, when ``/proc/stat`` is unreadable, or with ``enabled=False``
     (a GPU backbone: its host threads only feed the device), it does nothing.
     Hypervisor steal is not counted: spinning does not slow a stolen core's return.
     """
 
-    def __init__(self, interval_s: float = 0.5, taken_share: float = 0.5, enabled: bool = True):
+    def __init__(self, interval_s: float = 1.0, taken_share: float = 0.5, enabled: bool = True):
         import torch
 
         self._torch, self.enabled = torch, enabled
