@@ -16,7 +16,8 @@ folder, adds the videos under ``--folder`` if given, and measures on those same 
    shared machine meets both alike; also the model alone on already preprocessed tensors;
 3. harx: ``run_extract`` on a ``folder`` dataset of the clips (a CSV manifest of links), fresh
    output file, in a child process; frames/s = ``summary.frames / summary.seconds`` (model
-   loading and interpreter start-up excluded). Peak RSS of the extraction process (its VmHWM)
+   loading and interpreter start-up excluded; harx starts its decoding workers while the model
+   loads, so what is left of their start-up shows as decode wait). Peak RSS of the extraction process (its VmHWM)
    and of its process tree (decode workers included, sampled from /proc) for N videos and for
    10 x N videos (each clip linked 10 times under distinct names); the child also times where
    the run's wall time goes (decode wait, preprocess, model, HDF5 writes, finalize);
@@ -437,7 +438,7 @@ class TimedDecoder(embedding.VideoDecoder):
             yield event
 
 TimedDecoder.close = timed("decoder_close", embedding.VideoDecoder.close)
-embedding.VideoDecoder = TimedDecoder
+embedding.VideoDecoder = pipeline.VideoDecoder = TimedDecoder
 
 def vm_hwm_kb():
     # ru_maxrss is no use here: Linux carries the parent's RSS at fork into it across exec.
@@ -490,10 +491,19 @@ def _tree_rss_kb(root: int) -> tuple[int, int]:
             pass
         return kids
 
-    total, frontier = 0, children(root)
+    def cmdline(pid: int) -> bytes:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                return fh.read()
+        except OSError:
+            return b""
+
+    # A child caught between fork and exec still shows its parent's command line and, sharing
+    # the parent's pages, the parent's RSS: it is not memory of its own, so it is skipped.
+    total, frontier = 0, [(root, k) for k in children(root)]
     while frontier:
-        total += sum(rss(p) for p in frontier)
-        frontier = [k for p in frontier for k in children(p)]
+        total += sum(rss(k) for parent, k in frontier if cmdline(k) != cmdline(parent))
+        frontier = [(k, g) for _, k in frontier for g in children(k)]
     return rss(root), total
 
 
