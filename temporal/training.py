@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from extract.runtime import CpuThreads, keep_freed_memory
 from features.errors import InvalidOptionError
 
 from .base import TemporalHead
@@ -426,14 +427,17 @@ class TorchHead(TemporalHead):
                 if isinstance(m, Standardize):
                     m.set_stats(mean, std)
             self.module_ = module.to(device)
-            self._train_loop(train, y, val, y_val, device, precision, rng, on_epoch, phase)
+            if device.type == "cpu":
+                keep_freed_memory()
+            with CpuThreads(enabled=device.type == "cpu") as threads:  # spin-waiting, one thread fewer beside a busy neighbour
+                self._train_loop(train, y, val, y_val, device, precision, rng, on_epoch, phase, threads)
         self.module_.cpu().eval()
         self.fit_seconds_ = time.perf_counter() - started
         return self
 
     def _train_loop(self, train: Sequences, y: np.ndarray, val: Sequences | None, y_val: np.ndarray | None,
                     device: torch.device, precision: str, rng: np.random.Generator,
-                    on_epoch: Callable | None, phase: str) -> None:
+                    on_epoch: Callable | None, phase: str, threads: CpuThreads) -> None:
         module = self.module_
         opt = AdamW(module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -477,6 +481,7 @@ class TorchHead(TemporalHead):
                 loss_sum += float(loss.detach()) * len(b)
                 correct += int((proba.argmax(1) == target).sum())
                 seen += len(b)
+                threads.update()
             val_loss = val_acc = None
             if val is not None:
                 scores = self._predict_sequences(val, val_gather, device, amp_dtype)

@@ -176,3 +176,23 @@ def test_malloc_tuning_is_applied_on_glibc_and_can_be_declined():
     glibc = sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION") is not None
     assert on.stdout.strip() == str(glibc)
     assert off.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_thread_count_does_not_change_an_embedding(precision):
+    """The governor may change torch's thread count mid-run; a cache must not depend on it."""
+    import numpy as np
+
+    from extract.backbones import create_backbone
+
+    frames = np.random.default_rng(1).integers(0, 256, (5, 120, 160, 3), dtype=np.uint8)
+    backbone = create_backbone(precision=precision, device="cpu")
+    start = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = backbone.embed(frames)
+        torch.set_num_threads(max(2, start))
+        two = backbone.embed(frames)
+    finally:
+        torch.set_num_threads(start)
+    assert np.array_equal(one.astype(np.float16), two.astype(np.float16))
