@@ -78,8 +78,8 @@ class CpuThreads:
     two threads (a test holds the embeddings to it).
 
     Measured (``benchmarks/RESULTS.md``): extraction beside a busy process 67-76 frames/s against
-    43 with plain spinning; training is helped less (LSTM 62 s against 72 spinning, 45 with
-    passive waiting, whose two threads get a larger share of a contended CPU).
+    43 with plain spinning; LSTM training (``benchmarks/fit.py``) 29-32 s on a free CPU against
+    76 s with passive waiting, and 45 vs 43 s beside a busy process.
     """
 
     def __init__(self, interval_s: float = 1.0, taken_share: float = 0.5, enabled: bool = True):
