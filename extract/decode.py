@@ -190,7 +190,7 @@ def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_fram
         if len(frames) != len(chunk):
             conn.send(("error", pos, f"decoder returned {len(frames)} frames for {len(chunk)} requested"))
             break
-        conn.send(("frames", pos, frames))
+        _send_frames(conn, pos, frames)
         pos += len(chunk)
         if pos < stop and guard.over(len(chunk), min_frames=2 * step):
             del frames, vr
@@ -223,6 +223,28 @@ def _short(err: BaseException) -> str:
         text = text.split("] ", 2)[-1]
     text = re.sub(r"^\S+\.(?:cc|cpp|h):\d+:\s*(?:Error:\s*)?", "", text)
     return (text[:200] + "...") if len(text) > 200 else (text or type(err).__name__)
+
+
+def _widen_pipe(fd: int) -> None:
+    """Grow a pipe from 64 KiB to up to 1 MiB (Linux), so a chunk of frames crosses in a few
+    writes instead of dozens, each waiting for the other process to be scheduled."""
+    try:
+        import fcntl
+
+        with open("/proc/sys/fs/pipe-max-size") as fh:
+            limit = int(fh.read())
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), min(limit, 1 << 20))
+    except (OSError, ValueError, ImportError):
+        pass  # not Linux, or not allowed: the default pipe works, a little slower
+
+
+def _send_frames(conn: Connection, pos: int, frames: np.ndarray) -> None:
+    """A chunk as a small header, then its raw pixels: no pickling, and the reader receives them
+    straight into their array (one copy fewer on each side; pickled, a 32-frame KTH chunk took
+    5-7 ms of the consumer's time, 3 % of an extraction run)."""
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    conn.send(("frames", pos, frames.shape))
+    conn.send_bytes(frames.reshape(-1))
 
 
 def _worker_main(conn_in: Connection, conn_out: Connection, threads: int, chunk_bytes: int,
@@ -299,6 +321,7 @@ class VideoDecoder:
         multiprocessing's spawn, which re-imports the caller's main script), talking over pipes."""
         down_r, down_w = os.pipe()
         up_r, up_w = os.pipe()
+        _widen_pipe(up_w)
         root = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         args = [sys.executable, "-m", "extract.decode", str(down_r), str(up_w), str(self.threads),
@@ -347,11 +370,20 @@ class VideoDecoder:
             self._send(i, job)
 
     def _recv(self, i: int):
+        """The worker's next message (a ``frames`` one with its pixels read in), ``None`` past
+        the deadline, ``("crash",)`` when the worker is gone."""
         w = self._workers[i]
         if not w.from_worker.poll(self.timeout_s):
             return None
         try:
-            return w.from_worker.recv()
+            msg = w.from_worker.recv()
+            if msg[0] != "frames":
+                return msg
+            frames = np.empty(msg[2], dtype=np.uint8)
+            if not w.from_worker.poll(self.timeout_s):
+                return None
+            w.from_worker.recv_bytes_into(frames.reshape(-1))
+            return ("frames", msg[1], frames)
         except (EOFError, OSError):
             return ("crash",)
 
