@@ -19,6 +19,7 @@ Both are about the host, not the model, and both were found by measurement on th
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -54,6 +55,28 @@ def keep_freed_memory() -> bool:
     return _tuned
 
 
+def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
+    """Cores this container may use by its CPU quota (cgroup v2 ``cpu.max``, v1
+    ``cpu.cfs_quota_us``), or ``None`` when there is no quota. torch sizes its thread pool by the
+    host's cores, not the quota; spinning threads beyond the quota burn it and get throttled."""
+    for path, parse in ((f"{root}/cpu.max", lambda t: t.split()),
+                        (f"{root}/cpu/cpu.cfs_quota_us", lambda t: [t.strip(), _read(f"{root}/cpu/cpu.cfs_period_us")])):
+        try:
+            with open(path) as fh:
+                quota, period = parse(fh.read())
+            if quota in ("max", "-1") or not period:
+                return None
+            return max(int(quota) / int(period), 0.01)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _read(path: str) -> str:
+    with open(path) as fh:
+        return fh.read().strip()
+
+
 def threads_for(others: float, cores: int, max_threads: int, taken_share: float = 0.5) -> int:
     """Threads to run when other processes used ``others`` cores' worth of our ``cores``: one
     fewer per core they take (``taken_share`` of a core counts as taken), within 1..max_threads."""
@@ -67,7 +90,8 @@ class CpuThreads:
 
     "Other processes" means CPU time spent on our cores by anything but this process (our own
     decoding workers included: they need a core too), averaged over the last interval; a core
-    counts as taken when they used at least ``taken_share`` of one. The 1 s interval averages
+    counts as taken when they used at least ``taken_share`` of one. A container's CPU quota caps
+    the threads too (:func:`cgroup_cpu_limit`). The 1 s interval averages
     out bursts such as a decoding worker's start-up (0.3 s of one core), which at 0.5 s cost a
     needless drop to one thread at the start of every run. Never more threads than torch
     had at the start (the user's ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` is the cap),
@@ -87,8 +111,12 @@ class CpuThreads:
 
         self._torch, self.enabled = torch, enabled
         self.interval_s, self.taken_share = interval_s, taken_share
-        self.max_threads = torch.get_num_threads()
+        self.start_threads = torch.get_num_threads()
+        limit = cgroup_cpu_limit() if enabled else None
+        self.max_threads = self.start_threads if limit is None else max(1, min(self.start_threads, math.ceil(limit)))
         self.changes = 0
+        if self.max_threads != self.start_threads:
+            torch.set_num_threads(self.max_threads)
         try:
             self._cpus = {f"cpu{c}" for c in os.sched_getaffinity(0)}
         except (AttributeError, OSError):
@@ -122,8 +150,8 @@ class CpuThreads:
 
     def __exit__(self, *exc) -> None:
         """Give torch back the thread count it had (a notebook goes on after an extraction)."""
-        if self._torch.get_num_threads() != self.max_threads:
-            self._torch.set_num_threads(self.max_threads)
+        if self._torch.get_num_threads() != self.start_threads:
+            self._torch.set_num_threads(self.start_threads)
 
     def update(self) -> int:
         """Adjust the thread count if the interval has passed; return the current count."""

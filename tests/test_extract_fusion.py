@@ -196,3 +196,29 @@ def test_thread_count_does_not_change_an_embedding(precision):
     finally:
         torch.set_num_threads(start)
     assert np.array_equal(one.astype(np.float16), two.astype(np.float16))
+
+
+@pytest.mark.parametrize("files,want", [
+    ({"cpu.max": "max 100000\n"}, None),
+    ({"cpu.max": "150000 100000\n"}, 1.5),
+    ({"cpu.max": "50000 100000\n"}, 0.5),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),
+    ({}, None)])
+def test_container_cpu_quota_is_read_from_cgroup_v1_and_v2(tmp_path, files, want):
+    from extract.runtime import cgroup_cpu_limit
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_cpu_limit(str(tmp_path)) == want
+
+
+def test_threads_are_capped_at_the_container_quota(monkeypatch):
+    import extract.runtime as runtime
+
+    start = torch.get_num_threads()
+    monkeypatch.setattr(runtime, "cgroup_cpu_limit", lambda: 0.5)
+    with runtime.CpuThreads() as threads:
+        assert threads.max_threads == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == start
