@@ -145,8 +145,11 @@ def fuse_convolutions(model: nn.Module, input_shape: tuple[int, int, int, int],
     probe = probe.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         exact = model(probe).float()
-        with autocast:
-            reference = model(probe).float()
+        if autocast_dtype is None:
+            reference = exact  # fp32: the model's own output is the reference; no second pass
+        else:
+            with autocast:
+                reference = model(probe).float()
     try:  # no_grad, not inference_mode: version counters tell an output changed in place (x += skip)
         with torch.no_grad(), autocast:
             fused(probe)

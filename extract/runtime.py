@@ -59,22 +59,19 @@ def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
     """Cores this container may use by its CPU quota (cgroup v2 ``cpu.max``, v1
     ``cpu.cfs_quota_us``), or ``None`` when there is no quota. torch sizes its thread pool by the
     host's cores, not the quota; spinning threads beyond the quota burn it and get throttled."""
-    for path, parse in ((f"{root}/cpu.max", lambda t: t.split()),
-                        (f"{root}/cpu/cpu.cfs_quota_us", lambda t: [t.strip(), _read(f"{root}/cpu/cpu.cfs_period_us")])):
-        try:
-            with open(path) as fh:
-                quota, period = parse(fh.read())
-            if quota in ("max", "-1") or not period:
-                return None
-            return max(int(quota) / int(period), 0.01)
-        except (OSError, ValueError):
-            continue
-    return None
-
-
-def _read(path: str) -> str:
-    with open(path) as fh:
-        return fh.read().strip()
+    try:  # v2: "QUOTA PERIOD", or "max PERIOD"
+        with open(f"{root}/cpu.max") as fh:
+            quota, period = fh.read().split()
+    except (OSError, ValueError):
+        try:  # v1: the two numbers in two files, quota -1 when unlimited
+            with open(f"{root}/cpu/cpu.cfs_quota_us") as fh, open(f"{root}/cpu/cpu.cfs_period_us") as fp:
+                quota, period = fh.read().strip(), fp.read().strip()
+        except OSError:
+            return None
+    try:
+        return None if quota in ("max", "-1") else max(int(quota) / int(period), 0.01)
+    except (ValueError, ZeroDivisionError):
+        return None
 
 
 def threads_for(others: float, cores: int, max_threads: int, taken_share: float = 0.5) -> int:
@@ -114,7 +111,6 @@ class CpuThreads:
         self.start_threads = torch.get_num_threads()
         limit = cgroup_cpu_limit() if enabled else None
         self.max_threads = self.start_threads if limit is None else max(1, min(self.start_threads, math.ceil(limit)))
-        self.changes = 0
         if self.max_threads != self.start_threads:
             torch.set_num_threads(self.max_threads)
         try:
@@ -168,5 +164,4 @@ class CpuThreads:
         want = threads_for(others, len(self._cpus), self.max_threads, self.taken_share)
         if want != torch.get_num_threads():
             torch.set_num_threads(want)
-            self.changes += 1
         return want
