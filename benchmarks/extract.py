@@ -12,10 +12,15 @@ folder, adds the videos under ``--folder`` if given, and measures on those same 
 2. backbone: the ``Backbone`` object the pipeline would build (same model, weights, precision,
    channels_last, batch size), ``backbone.embed(batch)`` in a loop on frames already decoded into
    memory, batched per video as the pipeline does (preprocess included: harx preprocesses on the
-   batched tensors), timed in two halves that bracket the harx run so that load drifting on a
-   shared machine meets both alike; also the model alone on already preprocessed tensors;
+   batched tensors), timed in segments: one before the first harx run and one after each, so
+   that load drifting on a shared machine meets both alike; also the model alone on already
+   preprocessed tensors;
 3. harx: ``run_extract`` on a ``folder`` dataset of the clips (a CSV manifest of links), fresh
-   output file, in a child process; frames/s = ``summary.frames / summary.seconds`` (model
+   output file, in a child process, ``--rounds`` times (default 3). Each run's frames/s is divided
+   by the mean of the backbone segments just before and just after it, and ``harx_vs_backbone`` is
+   the median of these ratios (all of them are in ``harx_vs_backbone_rounds``): on a shared
+   machine one run's ratio moved by up to 30 %, the median of three far less.
+   frames/s = ``summary.frames / summary.seconds`` (model
    loading and interpreter start-up excluded; harx starts its decoding workers while the model
    loads, so what is left of their start-up shows as decode wait). Peak RSS of the extraction process (its VmHWM)
    and of its process tree (decode workers included, sampled from /proc) for N videos and for
@@ -603,8 +608,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="frames sampled per video in the 10 x N run (harx --max-frames; 0 = all; default 16)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads for every measurement, harx's included (default: torch's)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="harx runs, each between two backbone segments; the median ratio is reported (default 3)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
 
     import torch
 
@@ -655,13 +664,13 @@ def main(argv: list[str] | None = None) -> int:
         # Timed in two halves that bracket the harx run (the second half is taken right after
         # it), so that load drifting on a shared machine meets both sides alike.
         batches = per_video_batches(videos, batch)
-        bb_frames, bb_s = time_embed(backbone, batches, args.seconds / 2)
+        segments = [time_embed(backbone, batches, args.seconds / 2)]
         (pre_frames, pre_s), (mo_frames, mo_s) = time_model_only(backbone, batches, args.seconds / 2)
         rows.append(("backbone: model only (preprocessed)", mo_frames, mo_s, fps(mo_frames, mo_s),
                      f"batch {batch}, {backbone.precision}"))
         rows.append(("backbone: preprocess only", pre_frames, pre_s, fps(pre_frames, pre_s),
                      "resize/crop/normalise, batched"))
-        print(f"  backbone, first half done ({fps(bb_frames, bb_s):.1f} f/s)", flush=True)
+        print(f"  backbone, first segment done ({fps(*segments[0]):.1f} f/s)", flush=True)
         sweep_fps = {}
         if args.sweep:
             sweep_fps = sweep(backbone, videos, args.seconds)
@@ -681,21 +690,31 @@ def main(argv: list[str] | None = None) -> int:
         del backbone32
         print(f"  naive done ({fps(nv_frames, nv_s):.1f} f/s; cosine to harx embeddings {cos:.4f})", flush=True)
 
-        # 3. harx extract, N and 10 x N videos, each in a fresh process
+        # 3. harx extract, N videos, in --rounds fresh processes; each round is followed by
+        # another backbone segment, so every harx run is compared with the backbone timed just
+        # before and just after it, and the median of those ratios is reported.
         common = dict(dataset="folder", backbone=backbone_name, weights=args.weights, device=args.device,
                       precision=args.precision, batch_size=args.batch_size)
-        small = run_harx(dict(common, root=str(make_manifest(tmp / "ds-small", clips, 1)),
-                              out=str(tmp / "small.h5")), tmp / "home", args.threads)
-        harx_fps = fps(small["frames"], small["seconds"])
-        rows.append(("harx: run_extract, N videos", small["frames"], small["seconds"], harx_fps,
-                     f"batch {batch}, {workers} worker(s), {small['precision']}"))
-        print(f"  harx N done ({harx_fps:.1f} f/s)", flush=True)
-        after_frames, after_s = time_embed(backbone, batches, args.seconds / 2)
-        rows.insert(2, ("backbone: embed() on decoded frames", bb_frames + after_frames, bb_s + after_s,
-                        fps(bb_frames + after_frames, bb_s + after_s),
-                        f"batch {batch}, {backbone.precision}, preprocess incl.; {fps(bb_frames, bb_s):.1f} f/s "
-                        f"before the harx run, {fps(after_frames, after_s):.1f} right after"))
-        bb_frames, bb_s = bb_frames + after_frames, bb_s + after_s
+        small_root = str(make_manifest(tmp / "ds-small", clips, 1))
+        runs = []
+        for r in range(args.rounds):
+            runs.append(run_harx(dict(common, root=small_root, out=str(tmp / f"small-{r}.h5")),
+                                 tmp / "home", args.threads))
+            segments.append(time_embed(backbone, batches, args.seconds / 2))
+            print(f"  harx round {r + 1}/{args.rounds} done ({fps(runs[-1]['frames'], runs[-1]['seconds']):.1f} f/s; "
+                  f"backbone after it {fps(*segments[-1]):.1f} f/s)", flush=True)
+        seg_fps = [fps(f, s) for f, s in segments]
+        run_fps = [fps(run["frames"], run["seconds"]) for run in runs]
+        ratios = [h / ((seg_fps[r] + seg_fps[r + 1]) / 2) for r, h in enumerate(run_fps)]
+        mid = sorted(range(len(runs)), key=lambda r: ratios[r])[len(runs) // 2]
+        small, harx_fps = runs[mid], run_fps[mid]
+        bb_frames, bb_s = sum(f for f, _ in segments), sum(s for _, s in segments)
+        rows.insert(2, ("backbone: embed() on decoded frames", bb_frames, bb_s, fps(bb_frames, bb_s),
+                        f"batch {batch}, {backbone.precision}, preprocess incl.; segments " +
+                        ", ".join(f"{v:.0f}" for v in seg_fps) + " f/s"))
+        rows.append(("harx: run_extract, N videos (median round)", small["frames"], small["seconds"], harx_fps,
+                     f"batch {batch}, {workers} worker(s), {small['precision']}; rounds " +
+                     ", ".join(f"{v:.0f}" for v in run_fps) + " f/s"))
         large_opts = dict(common, root=str(make_manifest(tmp / "ds-large", clips, LARGE_FACTOR)),
                           out=str(tmp / "large.h5"))
         if args.large_max_frames > 0:
@@ -713,13 +732,14 @@ def main(argv: list[str] | None = None) -> int:
             "backbone_fps": round(backbone_fps, 2),
             "harx_fps": round(harx_fps, 2),
             "naive_fps": round(naive_fps, 2),
-            "harx_vs_backbone": round(harx_fps / backbone_fps, 3) if backbone_fps else None,
+            "harx_vs_backbone": round(ratios[mid], 3),
+            "harx_vs_backbone_rounds": [round(v, 3) for v in ratios],
             "harx_vs_naive": round(harx_fps / naive_fps, 3) if naive_fps else None,
-            "rss_mb_small": mb(small["hwm_kb"]),
+            "rss_mb_small": mb(max(run["hwm_kb"] for run in runs)),
             "rss_mb_large": mb(large["hwm_kb"]),
-            "rss_tree_mb_small": mb(small["tree_peak_kb"]),
+            "rss_tree_mb_small": mb(max(run["tree_peak_kb"] for run in runs)),
             "rss_tree_mb_large": mb(large["tree_peak_kb"]),
-            "workers_rss_mb_small": mb(small["workers_peak_kb"]),
+            "workers_rss_mb_small": mb(max(run["workers_peak_kb"] for run in runs)),
             "workers_rss_mb_large": mb(large["workers_peak_kb"]),
             "decode_fps_steady": round(fps(dec_frames, dec_steady_s), 1),
             "decode_raw_fps": round(fps(raw_frames, raw_s), 1),
@@ -761,7 +781,8 @@ def main(argv: list[str] | None = None) -> int:
           f"; embed() is {result['harx_embed_share']:.1%} of the wall time; main process CPU {small['cpu_s']:.1f} s "
           f"({small['torch_threads']} torch threads, changed {small['calls'].get('thread_changes', 0)} time(s) "
           f"for other processes), decode workers CPU {small['workers_cpu_s']:.1f} s")
-    print(f"harx / backbone {result['harx_vs_backbone']}, harx / naive {result['harx_vs_naive']}; peak RSS "
+    print(f"harx / backbone {result['harx_vs_backbone']} (median of rounds "
+          f"{', '.join(map(str, result['harx_vs_backbone_rounds']))}), harx / naive {result['harx_vs_naive']}; peak RSS "
           f"(extraction process) {result['rss_mb_small']} MB for {len(clips)} videos, {result['rss_mb_large']} MB "
           f"for {LARGE_FACTOR * len(clips)}; with decode workers {result['rss_tree_mb_small']} / "
           f"{result['rss_tree_mb_large']} MB")
