@@ -101,6 +101,18 @@ def _cpu_has_fast_bf16() -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class _CropWeights:
+    """Resize + crop for one frame size: ``rows @ frame[row_span, col_span] @ cols`` (see
+    :meth:`Backbone.preprocess`); ``cols_first`` says which product to take first."""
+
+    rows: torch.Tensor             # (crop_h, used_h), 1/255 included
+    cols: torch.Tensor             # (used_w, crop_w)
+    row_span: tuple[int, int]
+    col_span: tuple[int, int]
+    cols_first: bool
+
+
 @dataclass
 class Backbone:
     """A frozen image model that maps uint8 frames to embeddings; see the module docstring."""
@@ -134,27 +146,42 @@ class Backbone:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(N, H, W, 3)`` -> normalised float ``(N, 3, h, w)``, on the backbone's device.
+        """uint8 ``(N, H, W, 3)`` -> normalised float ``(N, 3, h, w)``, channels_last, on the backbone's device.
 
         Resize-then-crop is linear and separable, so for frames up to 480x360 it runs as two
         matrix products with precomputed weights (rows = the output pixels the crop keeps, made
         by resizing an identity with the same ``F.interpolate`` call): the same numbers (within
-        1e-6) at 2-4x the speed, since no pixel outside the crop is computed. Larger frames go
-        through ``F.interpolate`` directly, which is as fast there.
+        1e-6) at a fraction of the cost, since no pixel outside the crop is computed, the input
+        pixels no kept pixel depends on are never read (a third of a KTH frame's width), the
+        cheaper of the two product orders is taken, and 1/255 rides in the weights. Larger frames
+        go through ``F.interpolate`` directly, which is as fast there. Clamping and normalising
+        are one pass that writes the channels_last tensor the model wants.
         """
-        x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-        h, w = x.shape[-2:]
-        size, (top, left) = self._resize_plan(h, w)
-        mode = self._mode
+        x = frames.to(self.device, non_blocking=True)
+        h, w = x.shape[1:3]
         if h * w <= MATMUL_RESIZE_MAX_PIXELS:
-            rows, cols = self._crop_weights(h, w)
-            x = torch.matmul(torch.matmul(rows, x), cols).clamp_(0.0, 1.0)
+            plan = self._crop_weights(h, w)
+            (top, bottom), (left, right) = plan.row_span, plan.col_span
+            pixels = torch.empty((x.shape[0], 3, bottom - top, right - left), device=x.device)
+            pixels.copy_(x[:, top:bottom, left:right].permute(0, 3, 1, 2))
+            if plan.cols_first:
+                x = torch.matmul(plan.rows, torch.matmul(pixels, plan.cols))
+            else:
+                x = torch.matmul(torch.matmul(plan.rows, pixels), plan.cols)
         else:
-            x = F.interpolate(x, size=size, mode=mode, antialias=True, align_corners=False).clamp_(0.0, 1.0)
+            size, (top, left) = self._resize_plan(h, w)
+            x = x.permute(0, 3, 1, 2).float().div_(255.0)
+            x = F.interpolate(x, size=size, mode=self._mode, antialias=True, align_corners=False)
             x = x[:, :, top:top + self.input_size[0], left:left + self.input_size[1]]
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-        return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+        scale, shift = self._normalisation(x.device)
+        out = torch.empty(x.shape, device=x.device, memory_format=torch.channels_last)
+        return torch.addcmul(shift, x.clamp_(0.0, 1.0), scale, out=out)
+
+    def _normalisation(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x - mean) / std`` as ``x * scale + shift``, per channel."""
+        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
+        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
+        return 1.0 / std, -mean / std
 
     @property
     def _mode(self) -> str:
@@ -166,21 +193,31 @@ class Backbone:
         size = (max(self.input_size[0], round(h * scale)), max(self.input_size[1], round(w * scale)))
         return size, ((size[0] - self.input_size[0]) // 2, (size[1] - self.input_size[1]) // 2)
 
-    def _crop_weights(self, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``rows (crop_h, h)`` and ``cols (w, crop_w)``: resize + centre crop as matrices, cached per frame size."""
+    def _crop_weights(self, h: int, w: int) -> "_CropWeights":
+        """Resize + centre crop of an ``h x w`` frame as two matrices, cached per frame size."""
         cache = self.__dict__.setdefault("_weights_cache", {})
         if (h, w) not in cache:
             size, (top, left) = self._resize_plan(h, w)
 
-            def along(n_in: int, n_out: int, start: int, length: int) -> torch.Tensor:
+            def along(n_in: int, n_out: int, start: int, length: int) -> tuple[torch.Tensor, tuple[int, int]]:
+                """The kept outputs' weights over the span of inputs they use, and that span."""
                 eye = torch.eye(n_in, dtype=torch.float32)[None, None]  # resizing it along dim 2 gives the weights
                 weights = F.interpolate(eye, size=(n_out, n_in), mode=self._mode, antialias=True,
-                                        align_corners=False)[0, 0]
-                return weights[start:start + length].contiguous()
+                                        align_corners=False)[0, 0, start:start + length]
+                used = weights.abs().sum(0).nonzero()
+                lo, hi = int(used.min()), int(used.max()) + 1
+                return weights[:, lo:hi], (lo, hi)
 
-            rows = along(h, size[0], top, self.input_size[0]).to(self.device)
-            cols = along(w, size[1], left, self.input_size[1]).T.contiguous().to(self.device)
-            cache[(h, w)] = (rows, cols)
+            rows, row_span = along(h, size[0], top, self.input_size[0])
+            rows = rows / 255.0
+            cols, col_span = along(w, size[1], left, self.input_size[1])
+            kept_h, kept_w = self.input_size
+            used_h, used_w = row_span[1] - row_span[0], col_span[1] - col_span[0]
+            # multiply-adds per image and channel: columns first, or rows first
+            cols_first = used_h * used_w * kept_w + kept_h * used_h * kept_w <= \
+                kept_h * used_h * used_w + kept_h * used_w * kept_w
+            cache[(h, w)] = _CropWeights(rows.contiguous().to(self.device), cols.T.contiguous().to(self.device),
+                                         row_span, col_span, cols_first)
         return cache[(h, w)]
 
     def embed(self, frames: np.ndarray | torch.Tensor) -> np.ndarray:
