@@ -178,10 +178,14 @@ class Backbone:
         return torch.addcmul(shift, x.clamp_(0.0, 1.0), scale, out=out)
 
     def _normalisation(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x - mean) / std`` as ``x * scale + shift``, per channel."""
-        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
-        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
-        return 1.0 / std, -mean / std
+        """``(x - mean) / std`` as ``x * scale + shift``, per channel; made once per device, since
+        building a CUDA tensor from a list copies from pageable memory, which waits for the queue."""
+        cache = self.__dict__.setdefault("_normalisation_cache", {})
+        if device not in cache:
+            std = torch.tensor(self.std).view(1, 3, 1, 1)
+            mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+            cache[device] = ((1.0 / std).to(device), (-mean / std).to(device))
+        return cache[device]
 
     @property
     def _mode(self) -> str:
