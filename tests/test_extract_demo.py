@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -220,7 +221,29 @@ def test_interrupted_render_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_replaces_older_render_but_not_foreign_folders(tmp_path):
+def _spy_on_encoder(monkeypatch) -> dict[str, list[str]]:
+    """Digests of the frames each clip hands to the H.264 encoder, render after render."""
+    seen: dict[str, list[str]] = defaultdict(list)
+    encode = demo_module.write_h264
+
+    def spy(path, frames, *args, **kwargs):
+        digest = hashlib.sha256()
+
+        def tee():
+            for frame in frames:
+                digest.update(frame.tobytes())
+                yield frame
+
+        n = encode(path, tee(), *args, **kwargs)
+        seen[Path(path).name].append(digest.hexdigest())
+        return n
+
+    monkeypatch.setattr(demo_module, "write_h264", spy)
+    return seen
+
+
+def test_replaces_older_render_but_not_foreign_folders(tmp_path, monkeypatch):
+    encoded = _spy_on_encoder(monkeypatch)
     old = tmp_path / "demo"
     old.mkdir()
     (old / "stale.mp4").write_bytes(b"old")
@@ -235,13 +258,11 @@ def test_replaces_older_render_but_not_foreign_folders(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [running.name, "demo"]  # a live render is left be
 
     again = render_demo(tmp_path / "again", seed=1, **SMALL)
-    for path in sorted(old.rglob("*.mp4")):  # same seed, same content (bytes may differ)
-        first = decord.VideoReader(str(path))[:].asnumpy().astype(int)
-        second = decord.VideoReader(str(again / path.relative_to(old)))[:].asnumpy()
-        diff = np.abs(first - second)
-        # x264 now and then codes a block differently (seen: max 11); a changed render moves
-        # or recolours the figure, which shows as differences of 100 and more.
-        assert diff.max() < 48 and diff.mean() < 0.5, path.name
+    # Same seed, same frames into the encoder. (Not the same bytes out: libx264 codes identical
+    # input a little differently now and then, even single-threaded; seen: a mean pixel
+    # difference of 0.9 in one clip of 40.)
+    assert len(encoded) == len(list(old.rglob("*.mp4"))) > 0
+    assert all(len(digests) == 2 and digests[0] == digests[1] for digests in encoded.values())
     shutil.rmtree(again)
 
     foreign = tmp_path / "mine"
