@@ -300,8 +300,11 @@ class _Ring:
 
     def __init__(self, slot_bytes: int, slots: int):
         try:
-            self.fd = os.memfd_create("harx-frames", 0) if hasattr(os, "memfd_create") else \
-                os.dup(tempfile.TemporaryFile().fileno())
+            if hasattr(os, "memfd_create"):
+                self.fd = os.memfd_create("harx-frames", 0)
+            else:
+                with tempfile.TemporaryFile() as handle:  # unlinked already; our copy of the fd keeps it
+                    self.fd = os.dup(handle.fileno())
             os.ftruncate(self.fd, slot_bytes * slots)
             self.buffer = mmap.mmap(self.fd, slot_bytes * slots)
         except OSError:

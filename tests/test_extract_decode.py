@@ -67,3 +67,28 @@ def test_workers_leave_no_open_files(clips):
         _decode(VideoDecoder(num_workers=2, chunk_frames=8).start(), clips)
         _decode(VideoDecoder(chunk_frames=8, max_jobs_per_worker=1), clips)
     assert set(os.listdir("/proc/self/fd")) - before == set()
+
+
+def test_without_shared_memory_frames_take_the_pipe(clips, monkeypatch):
+    """A system that refuses shared memory (no memfd, a full /dev/shm) still decodes, by pipe."""
+    def refuse(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "memfd_create", refuse, raising=False)
+    decoder = VideoDecoder(chunk_frames=8).start()
+    assert decoder._workers[0].ring is None
+    got = _decode(decoder, clips)
+    for path in map(str, clips):
+        expected = VideoReader(path).get_batch(list(range(len(VideoReader(path))))).asnumpy()
+        np.testing.assert_array_equal(got[path], expected)
+
+
+def test_without_memfd_the_slots_live_in_a_temporary_file(clips, monkeypatch):
+    """Systems without memfd_create (macOS, old kernels) share an unlinked temporary file."""
+    monkeypatch.delattr(os, "memfd_create", raising=False)
+    decoder = VideoDecoder(chunk_frames=8).start()
+    assert decoder._workers[0].ring is not None
+    got = _decode(decoder, clips)
+    for path in map(str, clips):
+        expected = VideoReader(path).get_batch(list(range(len(VideoReader(path))))).asnumpy()
+        np.testing.assert_array_equal(got[path], expected)
