@@ -271,7 +271,10 @@ class _WorkerRing:
         """Write ``frames`` into a free slot and announce it; ``False`` if they do not fit one."""
         if frames.nbytes > self.slot_bytes:
             return False
-        slot = os.read(self.free_fd, 1)[0]
+        token = os.read(self.free_fd, 1)
+        if not token:
+            raise SystemExit(0)  # the consumer is gone (closed or killed): nothing to decode for
+        slot = token[0]
         view = np.frombuffer(self.buffer, np.uint8, frames.nbytes, slot * self.slot_bytes)
         view[:] = frames.reshape(-1)
         conn.send(("slot", pos, frames.shape, slot))
