@@ -602,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folder", type=Path, default=None, help="also measure every video under this folder")
     p.add_argument("--sweep", action="store_true", help="also time backbone.embed at batch 4, 8, 16, 32")
     p.add_argument("--seconds", type=float, default=25.0,
-                   help="cap of the backbone and naive timed loops (default 25; model-only gets half)")
+                   help="cap of the naive loop (default 25); each backbone segment and model-only get half")
     p.add_argument("--naive-frames", type=int, default=200, help="frames the naive loop embeds (default 200)")
     p.add_argument("--large-max-frames", type=int, default=16,
                    help="frames sampled per video in the 10 x N run (harx --max-frames; 0 = all; default 16)")
@@ -661,8 +661,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  decode done ({dec_frames} frames)", flush=True)
 
         # 2. backbone
-        # Timed in two halves that bracket the harx run (the second half is taken right after
-        # it), so that load drifting on a shared machine meets both sides alike.
+        # Timed in segments of up to --seconds / 2: this one, then one right after each harx
+        # round, so that load drifting on a shared machine meets both sides alike.
         batches = per_video_batches(videos, batch)
         segments = [time_embed(backbone, batches, args.seconds / 2)]
         (pre_frames, pre_s), (mo_frames, mo_s) = time_model_only(backbone, batches, args.seconds / 2)
