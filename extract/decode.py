@@ -421,13 +421,14 @@ class VideoDecoder:
                 ring = None  # no shared memory here: every chunk takes the pipe
         ring_fds = ring.worker_fds() if ring is not None else ()
         args = [sys.executable, "-m", "extract.decode", str(down_r), str(up_w), str(self.threads),
-                str(self.chunk_bytes), str(self.chunk_frames), *map(str, ring_fds),
-                str(self.ring_slots) if ring is not None else ""]
+                str(self.chunk_bytes), str(self.chunk_frames)]
+        if ring is not None:
+            args += [*map(str, ring_fds), str(self.ring_slots)]
         # ffmpeg's own complaints about a bad file go nowhere (the error reaches the summary);
         # HARX_DEBUG=1 lets them through.
         quiet = None if os.environ.get("HARX_DEBUG") else subprocess.DEVNULL
         try:
-            process = subprocess.Popen([a for a in args if a], pass_fds=(down_r, up_w, *ring_fds),
+            process = subprocess.Popen(args, pass_fds=(down_r, up_w, *ring_fds),
                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=quiet, env=env)
         except OSError:
             if ring is not None:
@@ -556,10 +557,9 @@ class VideoDecoder:
 
 if __name__ == "__main__":  # a decoding worker started by VideoDecoder._start
     # Run the imported module's function so pickled classes are named extract.decode.*, not __main__.*
-    from extract.decode import _worker_main as worker_main
+    from extract.decode import _worker_main as worker_main, _WorkerRing as WorkerRing
 
-    from extract.decode import _WorkerRing as WorkerRing
-
+    # down_fd up_fd threads chunk_bytes chunk_frames [ring_fd free_fd slots]
     numbers = [int(a) for a in sys.argv[1:]]
     shared = WorkerRing(numbers[5], numbers[6], numbers[3], numbers[7]) if len(numbers) == 8 else None
     worker_main(Connection(numbers[0], writable=False), Connection(numbers[1], readable=False),
