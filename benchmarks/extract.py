@@ -225,9 +225,21 @@ def measure_raw_decord(jobs, chunk: int = 32):
 
 # ----------------------------------------------------------------------------- 2. backbone
 
-def per_video_batches(videos: list[np.ndarray], batch: int) -> list[np.ndarray]:
-    """Batches within one video's frames, as the pipeline forms them."""
-    return [v[i:i + batch] for v in videos for i in range(0, len(v), batch)]
+def per_video_batches(videos: list[np.ndarray], batch: int, pad_multiple: int = 0) -> list[tuple[np.ndarray, int]]:
+    """``(batch, real frames in it)`` within one video's frames, as the pipeline forms them
+    (``extract.embedding.plan_batches``: padded on a GPU, where only real frames are counted)."""
+    from extract.embedding import plan_batches
+
+    batches = []
+    for v in videos:
+        at = 0
+        for take, padded in plan_batches(len(v), batch, pad_multiple):
+            chunk = v[at:at + take]
+            if padded > take:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], padded - take, axis=0)])
+            batches.append((chunk, take))
+            at += take
+    return batches
 
 
 def sync(device) -> None:
@@ -239,16 +251,16 @@ def sync(device) -> None:
 
 def time_embed(backbone, batches, seconds: float, warmup: int = 2):
     """``backbone.embed`` over ``batches`` in order, until they run out or ``seconds`` pass."""
-    for b in batches[:warmup]:
+    for b, _ in batches[:warmup]:
         backbone.embed(b)
     frames = 0
     from extract.runtime import CpuThreads
 
     with CpuThreads(enabled=backbone.device.type == "cpu") as threads:  # as harx runs it
         started = time.perf_counter()
-        for b in batches:
+        for b, n in batches:
             backbone.embed(b)
-            frames += len(b)
+            frames += n
             threads.update()
             if time.perf_counter() - started >= seconds:
                 break
@@ -264,9 +276,9 @@ def time_model_only(backbone, batches, seconds: float, max_frames: int = 256):
     tensors, n = [], 0
     with torch.inference_mode():
         started = time.perf_counter()
-        for b in batches:
-            tensors.append(backbone.preprocess(torch.from_numpy(b)))
-            n += len(b)
+        for b, real in batches:
+            tensors.append((backbone.preprocess(torch.from_numpy(b)), real))
+            n += real
             if n >= max_frames:
                 break
         sync(backbone.device)
@@ -278,16 +290,16 @@ def time_model_only(backbone, batches, seconds: float, max_frames: int = 256):
                     return backbone.model(x).float()
             return backbone.model(x)
 
-        for x in tensors[:2]:
+        for x, _ in tensors[:2]:
             forward(x)
         sync(backbone.device)
         frames, k = 0, 0
         with CpuThreads(enabled=backbone.device.type == "cpu") as threads:
             started = time.perf_counter()
             while True:
-                x = tensors[k % len(tensors)]
+                x, real = tensors[k % len(tensors)]
                 forward(x)
-                frames += len(x)
+                frames += real
                 k += 1
                 threads.update()
                 if k >= 2 and time.perf_counter() - started >= seconds:
@@ -301,10 +313,13 @@ def time_model_only(backbone, batches, seconds: float, max_frames: int = 256):
 
 def sweep(backbone, videos, seconds: float) -> dict[int, float]:
     """frames/s of ``backbone.embed`` per batch size; two rounds in opposite orders, pooled."""
+    from extract.embedding import GPU_PAD_MULTIPLE
+
+    pad = GPU_PAD_MULTIPLE if backbone.device.type == "cuda" else 0
     totals = {b: [0, 0.0] for b in SWEEP_BATCHES}
     for order in (SWEEP_BATCHES, SWEEP_BATCHES[::-1]):
         for b in order:
-            frames, secs = time_embed(backbone, per_video_batches(videos, b), seconds / 2)
+            frames, secs = time_embed(backbone, per_video_batches(videos, b, pad), seconds / 2)
             totals[b][0] += frames
             totals[b][1] += secs
     return {b: f / s for b, (f, s) in totals.items()}
@@ -620,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from extract.backbones import DEFAULT_BACKBONE, create_backbone
-    from extract.embedding import auto_batch_size, auto_workers
+    from extract.embedding import GPU_PAD_MULTIPLE, auto_batch_size, auto_workers
     from extract.sampling import Sampling
 
     backbone_name = args.backbone or DEFAULT_BACKBONE
@@ -663,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         # 2. backbone
         # Timed in segments of up to --seconds / 2: this one, then one right after each harx
         # round, so that load drifting on a shared machine meets both sides alike.
-        batches = per_video_batches(videos, batch)
+        batches = per_video_batches(videos, batch, GPU_PAD_MULTIPLE if backbone.device.type == "cuda" else 0)
         segments = [time_embed(backbone, batches, args.seconds / 2)]
         (pre_frames, pre_s), (mo_frames, mo_s) = time_model_only(backbone, batches, args.seconds / 2)
         rows.append(("backbone: model only (preprocessed)", mo_frames, mo_s, fps(mo_frames, mo_s),

@@ -3,7 +3,8 @@ shared by ``harx extract`` and ``harx predict`` so both embed a video the same w
 
 Batches are formed within one video's frame stream only, so a video's embeddings do not depend
 on which videos came before it (a resumed cache equals an uninterrupted one, and a predicted
-video matches its cached twin). On a GPU one batch stays queued on the device while the next is
+video matches its cached twin); :func:`plan_batches` sizes them (even sizes on a CPU, a padded
+last batch on a GPU) so that a whole data set runs in a few tensor shapes. On a GPU one batch stays queued on the device while the next is
 assembled (see :meth:`~extract.backbones.Backbone.embed_async`). Frames arrive from the decoding
 workers in bounded chunks and are embedded as soon as a batch is full: memory holds one video's
 embeddings, never its frames.
@@ -67,6 +68,33 @@ def auto_batch_size(backbone: Backbone, batch_size: int | None) -> int:
     return CPU_BATCH_SIZE if backbone.device.type == "cpu" else 128
 
 
+# On a GPU a video's last batch is padded up to a multiple of this: cudnn.benchmark tunes its
+# kernels again for every new input shape, so a batch of any size from 1 to 128 would re-tune on
+# most videos of a data set; padded, there are four shapes (32, 64, 96, 128).
+GPU_PAD_MULTIPLE = 32
+
+
+def plan_batches(n_frames: int, batch: int, pad_multiple: int = 0) -> list[tuple[int, int]]:
+    """``(frames, padded size)`` of each batch of one ``n_frames`` video.
+
+    Without padding (a CPU) the sizes are as even as ``batch`` allows (250 frames at 8:
+    26 x 8 + 6 x 7, not 31 x 8 + 2), so every video longer than ``batch * (batch - 1)`` frames
+    runs in the same two shapes and none ends in a batch of 1 or 2, which costs twice as much per
+    frame (oneDNN also builds its kernels again for each new shape: 10 ms on an AMD EPYC, 50-80 ms
+    with AMX). With ``pad_multiple`` (a GPU) batches are full and the last is padded up to a
+    multiple of it (capped at ``batch``).
+    """
+    if n_frames <= 0:
+        return []
+    count = -(-n_frames // batch)
+    if pad_multiple <= 0:
+        small, extra = divmod(n_frames, count)
+        return [(small + 1, small + 1)] * extra + [(small, small)] * (count - extra)
+    last = n_frames - (count - 1) * batch
+    padded = min(batch, -(-last // pad_multiple) * pad_multiple)
+    return [(batch, batch)] * (count - 1) + [(last, padded)]
+
+
 def auto_workers(device: torch.device, num_workers: int | None) -> int:
     """Decoding processes: one on a CPU (the backbone needs the cores), up to 8 beside a GPU."""
     if num_workers is not None:
@@ -76,14 +104,18 @@ def auto_workers(device: torch.device, num_workers: int | None) -> int:
 
 def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: int | None = None,
                  num_workers: int | None = None, timeout_s: float = 30.0,
-                 dtype: np.dtype = np.float32, decoder: VideoDecoder | None = None) -> Iterator[EmbeddedVideo]:
+                 dtype: np.dtype = np.float32, decoder: VideoDecoder | None = None,
+                 pad_multiple: int | None = None) -> Iterator[EmbeddedVideo]:
     """Yield each job's :class:`EmbeddedVideo`, in job order, as soon as it is finished.
 
     A video that stops decoding early (truncated, hung) keeps the frames decoded before that.
     ``decoder``: one the caller started (and closes) earlier; by default one is made here from
-    ``num_workers`` and ``timeout_s``.
+    ``num_workers`` and ``timeout_s``. Batches follow :func:`plan_batches`; ``pad_multiple``
+    defaults to :data:`GPU_PAD_MULTIPLE` on a GPU and 0 (no padding) elsewhere.
     """
     batch = auto_batch_size(backbone, batch_size)
+    if pad_multiple is None:
+        pad_multiple = GPU_PAD_MULTIPLE if backbone.device.type == "cuda" else 0
     jobs = list(jobs)
     if decoder is None:
         decoder = VideoDecoder(num_workers=auto_workers(backbone.device, num_workers), timeout_s=timeout_s)
@@ -95,21 +127,25 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
         emb: np.ndarray | None = None
         pending: list[np.ndarray] = []
         pending_n = written = 0
+        plan: list[tuple[int, int]] = []
 
-        inflight: list[tuple[int, PendingEmbeddings]] = []  # batches queued on the device, oldest first
+        inflight: list[tuple[int, int, PendingEmbeddings]] = []  # batches queued on the device, oldest first
 
         def collect(keep: int) -> None:
             while len(inflight) > keep:
-                at, queued = inflight.pop(0)
-                rows = queued.result()
-                emb[at:at + len(rows)] = rows
+                at, n, queued = inflight.pop(0)
+                emb[at:at + n] = queued.result()[:n]
 
         def flush(final: bool) -> None:
-            nonlocal pending, pending_n, written
-            while pending_n >= batch or (final and pending_n):
+            nonlocal pending, pending_n, written, plan
+            while plan and (pending_n >= plan[0][0] or (final and pending_n)):
                 frames = np.concatenate(pending) if len(pending) > 1 else pending[0]
-                take = min(batch, pending_n)
-                inflight.append((written, backbone.embed_async(frames[:take])))
+                (take, padded), plan = plan[0], plan[1:]
+                take = min(take, pending_n)  # less only where decoding stopped early
+                chunk = frames[:take]
+                if padded > take:  # the video's own last frame again: nothing from another video
+                    chunk = np.concatenate([chunk, np.repeat(chunk[-1:], padded - take, axis=0)])
+                inflight.append((written, take, backbone.embed_async(chunk)))
                 threads.update()
                 collect(keep=1)  # one batch stays queued while the next is prepared
                 written += take
@@ -123,6 +159,7 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
                 info = event.info
                 emb = np.empty((len(info.union), backbone.embed_dim), dtype=dtype)
                 pending, pending_n, written = [], 0, 0
+                plan = plan_batches(len(info.union), batch, pad_multiple)
             elif isinstance(event, Frames):
                 pending.append(event.frames)
                 pending_n += len(event.frames)

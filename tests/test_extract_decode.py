@@ -1,4 +1,5 @@
-"""The decoding workers' frame transport: shared-memory slots, the pipe fallback, no leaks."""
+"""The decoding workers' frame transport (shared-memory slots, the pipe fallback, no leaks) and
+how a video's decoded frames are cut into batches."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from decord import VideoReader
 
 from extract.decode import DecodeJob, Frames, VideoDecoder, VideoEnd
+from extract.embedding import plan_batches
 from extract.sampling import Sampling
 from videos import read_frame_index, stamp_bits, write_video
 
@@ -92,3 +94,40 @@ def test_without_memfd_the_slots_live_in_a_temporary_file(clips, monkeypatch):
     for path in map(str, clips):
         expected = VideoReader(path).get_batch(list(range(len(VideoReader(path))))).asnumpy()
         np.testing.assert_array_equal(got[path], expected)
+
+
+# ----------------------------------------------------------------------------- batches
+
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 15, 16, 17, 56, 57, 100, 250, 401])
+@pytest.mark.parametrize("pad", [0, 4])
+def test_batch_plan_covers_every_frame_once(n, pad):
+    plan = plan_batches(n, 8, pad)
+    assert sum(take for take, _ in plan) == n and len(plan) == -(-n // 8)
+    assert all(1 <= take <= padded <= 8 for take, padded in plan)
+    if pad == 0:  # even sizes, nothing padded
+        assert max(t for t, _ in plan) - min(t for t, _ in plan) <= 1
+        assert all(take == padded for take, padded in plan)
+    else:  # full batches, the last one padded to a multiple of 4
+        assert all(take == padded == 8 for take, padded in plan[:-1])
+        assert plan[-1][1] % 4 == 0 and plan[-1][1] - plan[-1][0] < 4
+
+
+def test_long_videos_share_two_batch_shapes():
+    shapes = {size for n in range(56, 2000) for size, _ in plan_batches(n, 8)}
+    assert shapes == {7, 8}
+    assert plan_batches(250, 8) == [(8, 8)] * 26 + [(7, 7)] * 6
+
+
+def test_padded_batches_give_the_same_embeddings(clips):
+    """The GPU's padding (here forced on the CPU) changes no embedding; frames come from the
+    video itself, so no video's numbers depend on another's."""
+    from extract.backbones import create_backbone
+    from extract.embedding import embed_videos
+
+    backbone = create_backbone("test_efficientnet", weights="none", device="cpu", precision="fp32")
+    jobs = [DecodeJob(key=k, path=str(p), ranges=(None,), sampling=Sampling()) for k, p in enumerate(clips)]
+    plain = {v.job.path: v.embeddings for v in embed_videos(backbone, jobs, batch_size=8)}
+    padded = {v.job.path: v.embeddings for v in embed_videos(backbone, jobs, batch_size=8, pad_multiple=4)}
+    for path in plain:
+        assert plain[path].shape == padded[path].shape == (len(VideoReader(path)), backbone.embed_dim)
+        np.testing.assert_allclose(padded[path], plain[path], atol=1e-5)
