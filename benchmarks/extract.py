@@ -16,10 +16,10 @@ folder, adds the videos under ``--folder`` if given, and measures on those same 
    that load drifting on a shared machine meets both alike; also the model alone on already
    preprocessed tensors;
 3. harx: ``run_extract`` on a ``folder`` dataset of the clips (a CSV manifest of links), fresh
-   output file, in a child process, ``--rounds`` times (default 3). Each run's frames/s is divided
+   output file, in a child process, ``--rounds`` times (default 5). Each run's frames/s is divided
    by the mean of the backbone segments just before and just after it, and ``harx_vs_backbone`` is
    the median of these ratios (all of them are in ``harx_vs_backbone_rounds``): on a shared
-   machine one run's ratio moved by up to 30 %, the median of three far less.
+   machine one round's ratio moved by up to 20 % between rounds of one run (0.86 to 1.06).
    frames/s = ``summary.frames / summary.seconds`` (model
    loading and interpreter start-up excluded; harx starts its decoding workers while the model
    loads, so what is left of their start-up shows as decode wait). Peak RSS of the extraction process (its VmHWM)
@@ -623,8 +623,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="frames sampled per video in the 10 x N run (harx --max-frames; 0 = all; default 16)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads for every measurement, harx's included (default: torch's)")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="harx runs, each between two backbone segments; the median ratio is reported (default 3)")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="harx runs, each between two backbone segments; the median ratio is reported (default 5)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
     args = p.parse_args(argv)
     if args.rounds < 1:
