@@ -30,6 +30,12 @@ def _decode(decoder: VideoDecoder, paths: list[Path]) -> dict[str, np.ndarray]:
     return {path: np.concatenate(c) for path, c in chunks.items()}
 
 
+def _decord_frames(path: str) -> np.ndarray:
+    """Every frame of ``path`` as decord decodes it in one call: what the workers must deliver."""
+    reader = VideoReader(path)
+    return reader.get_batch(list(range(len(reader)))).asnumpy()
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> list[Path]:
     folder = tmp_path_factory.mktemp("transport")
@@ -46,7 +52,7 @@ def test_shared_slots_and_pipe_deliver_what_decord_decodes(clips):
     pipe = _decode(VideoDecoder(chunk_frames=8, ring_slots=0), clips)
     oversized = _decode(VideoDecoder(chunk_bytes=1000), clips)
     for path in map(str, clips):
-        expected = VideoReader(path).get_batch(list(range(len(VideoReader(path))))).asnumpy()
+        expected = _decord_frames(path)
         for got in (slots[path], pipe[path], oversized[path]):
             np.testing.assert_array_equal(got, expected)
         bits = stamp_bits(len(expected))
@@ -57,7 +63,7 @@ def test_a_slow_consumer_keeps_its_frames(clips):
     """Frames handed out stay valid while the worker refills their slot: the consumer holds
     every chunk of a 70-frame video (9 chunks, 3 slots) before looking at any."""
     held = _decode(VideoDecoder(chunk_frames=8, ring_slots=3), clips[:1])[str(clips[0])]
-    expected = VideoReader(str(clips[0])).get_batch(list(range(70))).asnumpy()
+    expected = _decord_frames(str(clips[0]))
     np.testing.assert_array_equal(held, expected)
 
 
@@ -81,7 +87,7 @@ def test_without_shared_memory_frames_take_the_pipe(clips, monkeypatch):
     assert decoder._workers[0].ring is None
     got = _decode(decoder, clips)
     for path in map(str, clips):
-        expected = VideoReader(path).get_batch(list(range(len(VideoReader(path))))).asnumpy()
+        expected = _decord_frames(path)
         np.testing.assert_array_equal(got[path], expected)
 
 
@@ -92,7 +98,7 @@ def test_without_memfd_the_slots_live_in_a_temporary_file(clips, monkeypatch):
     assert decoder._workers[0].ring is not None
     got = _decode(decoder, clips)
     for path in map(str, clips):
-        expected = VideoReader(path).get_batch(list(range(len(VideoReader(path))))).asnumpy()
+        expected = _decord_frames(path)
         np.testing.assert_array_equal(got[path], expected)
 
 
