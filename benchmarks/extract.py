@@ -808,4 +808,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from features.errors import HarxError
+
+    try:
+        sys.exit(main())
+    except HarxError as err:  # a bad --device, --backbone, --weights...: one line, as harx says it
+        sys.exit(f"benchmarks/extract.py: {err}")

@@ -76,6 +76,12 @@ def main() -> None:
     ap.add_argument("--heads", default="lstm,vote")
     ap.add_argument("--keep", action="store_true", help="keep the run folders (default: deleted)")
     args = ap.parse_args()
+    from temporal.registry import list_heads
+
+    heads = [h.strip() for h in args.heads.split(",") if h.strip()]
+    unknown = sorted(set(heads) - set(list_heads()))
+    if not heads or unknown:
+        ap.error(f"--heads: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(list_heads())}")
 
     cache, build_s = build_cache(args.cache)
     from features.reader import FeatureStore
@@ -88,7 +94,7 @@ def main() -> None:
     runs = Path(tempfile.mkdtemp(prefix="harx-bench-runs-"))
     result: dict = {"cpu_count": os.cpu_count(), "samples": len(store), "frames": int(lengths.sum())}
     try:
-        for head in [h.strip() for h in args.heads.split(",") if h.strip()]:
+        for head in heads:
             code = CHILD.format(repo=str(REPO), head=head, cache=str(cache), out=str(runs / head))
             t = time.perf_counter()
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
