@@ -228,16 +228,13 @@ def measure_raw_decord(jobs, chunk: int = 32):
 def per_video_batches(videos: list[np.ndarray], batch: int, pad_multiple: int = 0) -> list[tuple[np.ndarray, int]]:
     """``(batch, real frames in it)`` within one video's frames, as the pipeline forms them
     (``extract.embedding.plan_batches``: padded on a GPU, where only real frames are counted)."""
-    from extract.embedding import plan_batches
+    from extract.embedding import pad_batch, plan_batches
 
     batches = []
     for v in videos:
         at = 0
         for take, padded in plan_batches(len(v), batch, pad_multiple):
-            chunk = v[at:at + take]
-            if padded > take:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], padded - take, axis=0)])
-            batches.append((chunk, take))
+            batches.append((pad_batch(v[at:at + take], padded), take))
             at += take
     return batches
 
@@ -313,9 +310,9 @@ def time_model_only(backbone, batches, seconds: float, max_frames: int = 256):
 
 def sweep(backbone, videos, seconds: float) -> dict[int, float]:
     """frames/s of ``backbone.embed`` per batch size; two rounds in opposite orders, pooled."""
-    from extract.embedding import GPU_PAD_MULTIPLE
+    from extract.embedding import auto_pad_multiple
 
-    pad = GPU_PAD_MULTIPLE if backbone.device.type == "cuda" else 0
+    pad = auto_pad_multiple(backbone.device)
     totals = {b: [0, 0.0] for b in SWEEP_BATCHES}
     for order in (SWEEP_BATCHES, SWEEP_BATCHES[::-1]):
         for b in order:
@@ -635,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from extract.backbones import DEFAULT_BACKBONE, create_backbone
-    from extract.embedding import GPU_PAD_MULTIPLE, auto_batch_size, auto_workers
+    from extract.embedding import auto_batch_size, auto_pad_multiple, auto_workers
     from extract.sampling import Sampling
 
     backbone_name = args.backbone or DEFAULT_BACKBONE
@@ -678,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         # 2. backbone
         # Timed in segments of up to --seconds / 2: this one, then one right after each harx
         # round, so that load drifting on a shared machine meets both sides alike.
-        batches = per_video_batches(videos, batch, GPU_PAD_MULTIPLE if backbone.device.type == "cuda" else 0)
+        batches = per_video_batches(videos, batch, auto_pad_multiple(backbone.device))
         segments = [time_embed(backbone, batches, args.seconds / 2)]
         (pre_frames, pre_s), (mo_frames, mo_s) = time_model_only(backbone, batches, args.seconds / 2)
         rows.append(("backbone: model only (preprocessed)", mo_frames, mo_s, fps(mo_frames, mo_s),

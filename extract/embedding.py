@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -95,6 +96,21 @@ def plan_batches(n_frames: int, batch: int, pad_multiple: int = 0) -> list[tuple
     return [(batch, batch)] * (count - 1) + [(last, padded)]
 
 
+def auto_pad_multiple(device: torch.device, pad_multiple: int | None = None) -> int:
+    """:data:`GPU_PAD_MULTIPLE` on a CUDA device, 0 (no padding) elsewhere, unless given."""
+    if pad_multiple is not None:
+        return max(0, pad_multiple)
+    return GPU_PAD_MULTIPLE if device.type == "cuda" else 0
+
+
+def pad_batch(frames: np.ndarray, size: int) -> np.ndarray:
+    """``frames`` followed by copies of its last frame up to ``size``: padding from the video
+    itself, so nothing of another video enters its batch."""
+    if len(frames) >= size:
+        return frames
+    return np.concatenate([frames, np.repeat(frames[-1:], size - len(frames), axis=0)])
+
+
 def auto_workers(device: torch.device, num_workers: int | None) -> int:
     """Decoding processes: one on a CPU (the backbone needs the cores), up to 8 beside a GPU."""
     if num_workers is not None:
@@ -114,8 +130,7 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
     defaults to :data:`GPU_PAD_MULTIPLE` on a GPU and 0 (no padding) elsewhere.
     """
     batch = auto_batch_size(backbone, batch_size)
-    if pad_multiple is None:
-        pad_multiple = GPU_PAD_MULTIPLE if backbone.device.type == "cuda" else 0
+    pad_multiple = auto_pad_multiple(backbone.device, pad_multiple)
     jobs = list(jobs)
     if decoder is None:
         decoder = VideoDecoder(num_workers=auto_workers(backbone.device, num_workers), timeout_s=timeout_s)
@@ -127,7 +142,7 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
         emb: np.ndarray | None = None
         pending: list[np.ndarray] = []
         pending_n = written = 0
-        plan: list[tuple[int, int]] = []
+        plan: deque[tuple[int, int]] = deque()  # this video's batches still to run
 
         inflight: list[tuple[int, int, PendingEmbeddings]] = []  # batches queued on the device, oldest first
 
@@ -137,15 +152,12 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
                 emb[at:at + n] = queued.result()[:n]
 
         def flush(final: bool) -> None:
-            nonlocal pending, pending_n, written, plan
+            nonlocal pending, pending_n, written
             while plan and (pending_n >= plan[0][0] or (final and pending_n)):
                 frames = np.concatenate(pending) if len(pending) > 1 else pending[0]
-                (take, padded), plan = plan[0], plan[1:]
+                take, padded = plan.popleft()
                 take = min(take, pending_n)  # less only where decoding stopped early
-                chunk = frames[:take]
-                if padded > take:  # the video's own last frame again: nothing from another video
-                    chunk = np.concatenate([chunk, np.repeat(chunk[-1:], padded - take, axis=0)])
-                inflight.append((written, take, backbone.embed_async(chunk)))
+                inflight.append((written, take, backbone.embed_async(pad_batch(frames[:take], padded))))
                 threads.update()
                 collect(keep=1)  # one batch stays queued while the next is prepared
                 written += take
@@ -159,7 +171,7 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
                 info = event.info
                 emb = np.empty((len(info.union), backbone.embed_dim), dtype=dtype)
                 pending, pending_n, written = [], 0, 0
-                plan = plan_batches(len(info.union), batch, pad_multiple)
+                plan = deque(plan_batches(len(info.union), batch, pad_multiple))
             elif isinstance(event, Frames):
                 pending.append(event.frames)
                 pending_n += len(event.frames)
