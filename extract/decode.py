@@ -313,7 +313,7 @@ class _Ring:
         except OSError:
             self.close()
             raise
-        self.slot_bytes, self.slots = slot_bytes, slots
+        self.slot_bytes = slot_bytes
         self.free_r, self.free_w = os.pipe()
         os.write(self.free_w, bytes(range(slots)))  # every slot starts free
 
