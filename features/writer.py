@@ -181,9 +181,13 @@ class FeatureWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        # Any exit, Ctrl-C included, keeps what is finished: commit the open part.
+        # Any exit, Ctrl-C included, keeps what is finished: commit the open part. A parts folder
+        # with no part in it holds nothing to resume (a rerun that found nothing to do); left
+        # behind, it would refuse the next run with other settings as "interrupted".
         self.commit_part()
         self._release_lock()
+        if self.parts_dir.exists() and not self.committed_parts():
+            shutil.rmtree(self.parts_dir, ignore_errors=True)
 
     def open(self) -> None:
         try:

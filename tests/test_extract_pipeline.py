@@ -62,6 +62,10 @@ def test_rerun_is_a_no_op_and_other_settings_are_refused(video_folder, tmp_path)
     again = _extract(video_folder, out, every=4)
     assert again.nothing_to_do and again.samples_new == 0 and again.reused == 14
     assert out.stat().st_mtime_ns == before
+    assert not out.with_name("c.h5.parts").exists()  # a no-op rerun leaves nothing behind
+    out.unlink()  # ...so a run with other settings is not taken for an interrupted one
+    assert _extract(video_folder, out, every=3).samples_new == 12
+    _extract(video_folder, out, every=4, overwrite=True)
     with pytest.raises(CacheMismatchError, match="sampling"):
         _extract(video_folder, out, every=3)
     s = _extract(video_folder, out, every=3, overwrite=True)
