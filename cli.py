@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from features.errors import HarxError
+from harx.features.errors import HarxError
 
 app = typer.Typer(help="Human action recognition on cached CNN frame features: extract once, then fit "
                        "temporal heads in seconds.", no_args_is_help=True, add_completion=False,
@@ -105,7 +105,7 @@ def extract(
     Interrupted runs resume where they stopped; a finished cache is not recomputed. Videos that
     fail to decode are skipped, recorded in the cache with their reason, and listed at the end.
     """
-    from extract import make_config, run_extract
+    from harx.extract import make_config, run_extract
 
     options = {"unit": unit.value if unit else None, "manifest": manifest, "seed": split_seed}
     with user_errors():
@@ -180,7 +180,7 @@ def download(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before downloading.")] = False,
 ):
     """Download, verify (SHA-1) and unpack a dataset; an interrupted download resumes."""
-    from extract.download import download_kth, plan_kth_download
+    from harx.extract.download import download_kth, plan_kth_download
 
     with user_errors():
         if dataset != "kth":
@@ -225,7 +225,7 @@ def info(
     cache: Annotated[Path, typer.Argument(help="A feature cache (.h5) written by harx extract.")],
 ):
     """Describe a feature cache: settings, samples per split and class, failures."""
-    from features import FeatureStore
+    from harx.features import FeatureStore
 
     with user_errors():
         store = FeatureStore(cache)
@@ -323,7 +323,7 @@ def fit(
     """
     import sys
 
-    from temporal import fit as fit_head
+    from harx.temporal import fit as fit_head
 
     with user_errors():
         options = dict(hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional,
@@ -365,7 +365,7 @@ def evaluate(
     features: Annotated[Optional[Path], typer.Option(help="Cache to score on; default: the run's own cache.")] = None,
 ):
     """Score a finished run again (its best checkpoint), on its cache or on another compatible one."""
-    from temporal import evaluate as evaluate_run
+    from harx.temporal import evaluate as evaluate_run
 
     with user_errors():
         metrics = evaluate_run(run, features=features)
@@ -395,7 +395,7 @@ def compare(
 def _run_compare(**kwargs):
     import sys
 
-    from temporal import compare as compare_heads
+    from harx.temporal import compare as compare_heads
 
     def on_run(r) -> None:
         acc = (r.metrics.get("test") or {}).get("accuracy")
@@ -445,7 +445,7 @@ def predict(
     """
     import json
 
-    from temporal.predict import Predictor, find_videos
+    from harx.temporal.predict import Predictor, find_videos
 
     with user_errors():
         paths = find_videos(videos)
@@ -555,9 +555,9 @@ def demo(
 ):
     """The whole pipeline on the built-in demo data, no download: render, extract every frame,
     then compare frame voting with an LSTM over several seeds."""
-    from extract.backbones import DEFAULT_BACKBONE
-    from extract.config import default_cache_path
-    from extract.sampling import Sampling
+    from harx.extract.backbones import DEFAULT_BACKBONE
+    from harx.extract.config import default_cache_path
+    from harx.extract.sampling import Sampling
 
     extract(dataset="demo", root=None, out=None, unit=None, manifest=None, split_seed=None, backbone=None,
             weights=None, device=None, precision=None, every=None, fps=None, max_frames=None,

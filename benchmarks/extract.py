@@ -144,7 +144,7 @@ def make_clips(folder: Path, n: int) -> list[tuple[Path, str]]:
 
 
 def folder_clips(folder: Path) -> list[tuple[Path, str]]:
-    from extract.datasets.folder import is_video_file
+    from harx.extract.datasets.folder import is_video_file
 
     paths = sorted(p for p in Path(folder).expanduser().rglob("*") if p.is_file() and is_video_file(p))
     return [(p.absolute(), p.parent.name or "video") for p in paths]
@@ -174,7 +174,7 @@ def make_manifest(folder: Path, clips: list[tuple[Path, str]], copies: int) -> P
 # ----------------------------------------------------------------------------- 1. decode
 
 def decode_jobs(clips, backbone, sampling):
-    from extract.decode import DecodeJob
+    from harx.extract.decode import DecodeJob
 
     # as extract.pipeline._embed_videos builds them (run through extract.embedding.embed_videos)
     return [DecodeJob(key=k, path=str(path), ranges=(None,), sampling=sampling,
@@ -184,7 +184,7 @@ def decode_jobs(clips, backbone, sampling):
 def measure_harx_decode(jobs, workers: int, keep_bytes: int):
     """Every frame through harx's VideoDecoder; returns (frames, seconds, seconds after the first
     event, per-video frame arrays kept for the backbone measurement)."""
-    from extract.decode import Frames, VideoDecoder, VideoEnd
+    from harx.extract.decode import Frames, VideoDecoder, VideoEnd
 
     kept, current, kept_bytes = [], [], 0
     frames, first = 0, None
@@ -228,7 +228,7 @@ def measure_raw_decord(jobs, chunk: int = 32):
 def per_video_batches(videos: list[np.ndarray], batch: int, pad_multiple: int = 0) -> list[tuple[np.ndarray, int]]:
     """``(batch, real frames in it)`` within one video's frames, as the pipeline forms them
     (``extract.embedding.plan_batches``: padded on a GPU, where only real frames are counted)."""
-    from extract.embedding import pad_batch, plan_batches
+    from harx.extract.embedding import pad_batch, plan_batches
 
     batches = []
     for v in videos:
@@ -251,7 +251,7 @@ def time_embed(backbone, batches, seconds: float, warmup: int = 2):
     for b, _ in batches[:warmup]:
         backbone.embed(b)
     frames = 0
-    from extract.runtime import CpuThreads
+    from harx.extract.runtime import CpuThreads
 
     with CpuThreads(enabled=backbone.device.type == "cpu") as threads:  # as harx runs it
         started = time.perf_counter()
@@ -268,7 +268,7 @@ def time_model_only(backbone, batches, seconds: float, max_frames: int = 256):
     """Preprocess some batches first (timed apart), then the model alone on them (cycled)."""
     import torch
 
-    from extract.runtime import CpuThreads
+    from harx.extract.runtime import CpuThreads
 
     tensors, n = [], 0
     with torch.inference_mode():
@@ -310,7 +310,7 @@ def time_model_only(backbone, batches, seconds: float, max_frames: int = 256):
 
 def sweep(backbone, videos, seconds: float) -> dict[int, float]:
     """frames/s of ``backbone.embed`` per batch size; two rounds in opposite orders, pooled."""
-    from extract.embedding import auto_pad_multiple
+    from harx.extract.embedding import auto_pad_multiple
 
     pad = auto_pad_multiple(backbone.device)
     totals = {b: [0, 0.0] for b in SWEEP_BATCHES}
@@ -329,7 +329,7 @@ def tutorial_model(backbone32):
     removed, eval mode, and nothing else (no BatchNorm folding, default memory format)."""
     import timm
 
-    from extract.backbones import _build_model
+    from harx.extract.backbones import _build_model
 
     model = _build_model(timm, backbone32.name, backbone32.weights)
     model.reset_classifier(0)
@@ -408,10 +408,10 @@ threads = args.pop("threads")
 if threads:
     import torch
     torch.set_num_threads(threads)
-from extract import embedding, pipeline
-from extract.backbones import Backbone
-from extract.config import make_config
-from features.writer import FeatureWriter
+from harx.extract import embedding, pipeline
+from harx.extract.backbones import Backbone
+from harx.extract.config import make_config
+from harx.features.writer import FeatureWriter
 
 T, C = defaultdict(float), defaultdict(int)
 
@@ -631,9 +631,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from extract.backbones import DEFAULT_BACKBONE, create_backbone
-    from extract.embedding import auto_batch_size, auto_pad_multiple, auto_workers
-    from extract.sampling import Sampling
+    from harx.extract.backbones import DEFAULT_BACKBONE, create_backbone
+    from harx.extract.embedding import auto_batch_size, auto_pad_multiple, auto_workers
+    from harx.extract.sampling import Sampling
 
     backbone_name = args.backbone or DEFAULT_BACKBONE
     load_before = os.getloadavg()
@@ -805,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from features.errors import HarxError
+    from harx.features.errors import HarxError
 
     try:
         sys.exit(main())

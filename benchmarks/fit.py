@@ -38,7 +38,7 @@ CHILD = """
 import json, sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, {repo!r})
-from temporal import fit
+from harx.temporal import fit
 r = fit({head!r}, {cache!r}, out={out!r}, seed=0)
 m = r.metrics
 print(json.dumps({{"fit_s": r.seconds, "epochs": m["training"]["epochs_run"], "best_epoch": m["training"]["best_epoch"],
@@ -48,9 +48,9 @@ print(json.dumps({{"fit_s": r.seconds, "epochs": m["training"]["epochs_run"], "b
 
 
 def build_cache(path: Path) -> tuple[Path, float]:
-    from features.errors import HarxError
-    from features.reader import FeatureStore
-    from features.synthetic import make_synthetic_cache
+    from harx.features.errors import HarxError
+    from harx.features.reader import FeatureStore
+    from harx.features.synthetic import make_synthetic_cache
 
     if path.is_file():
         try:
@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--heads", default="lstm,vote")
     ap.add_argument("--keep", action="store_true", help="keep the run folders (default: deleted)")
     args = ap.parse_args()
-    from temporal.registry import list_heads
+    from harx.temporal.registry import list_heads
 
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
     unknown = sorted(set(heads) - set(list_heads()))
@@ -84,7 +84,7 @@ def main() -> None:
         ap.error(f"--heads: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(list_heads())}")
 
     cache, build_s = build_cache(args.cache)
-    from features.reader import FeatureStore
+    from harx.features.reader import FeatureStore
     store = FeatureStore(cache)
     lengths = store.column("row_stop") - store.column("row_start")
     print(f"cache {cache}: {len(store)} samples, {int(lengths.sum())} frames (mean {lengths.mean():.1f}, "

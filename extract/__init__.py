@@ -2,7 +2,7 @@
 
 Notebook use::
 
-    from extract import make_config, run_extract
+    from harx.extract import make_config, run_extract
     summary = run_extract(make_config(dataset="kth", root="data/kth"))
 
 Attributes are imported lazily so that ``python -m extract.decode`` (the decoding worker) and
@@ -12,10 +12,10 @@ Attributes are imported lazily so that ``python -m extract.decode`` (the decodin
 from __future__ import annotations
 
 _EXPORTS = {
-    "run_extract": "extract.pipeline", "ExtractSummary": "extract.pipeline", "ExtractProgress": "extract.pipeline",
-    "ExtractConfig": "extract.config", "make_config": "extract.config",
-    "create_backbone": "extract.backbones", "create_dataset": "extract.datasets", "list_datasets": "extract.datasets",
-    "Sampling": "extract.sampling",
+    "run_extract": "harx.extract.pipeline", "ExtractSummary": "harx.extract.pipeline", "ExtractProgress": "harx.extract.pipeline",
+    "ExtractConfig": "harx.extract.config", "make_config": "harx.extract.config",
+    "create_backbone": "harx.extract.backbones", "create_dataset": "harx.extract.datasets", "list_datasets": "harx.extract.datasets",
+    "Sampling": "harx.extract.sampling",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from features.errors import BackboneError, InvalidOptionError
+from harx.features.errors import BackboneError, InvalidOptionError
 
 from .fusion import fuse_convolutions
 from .runtime import keep_freed_memory

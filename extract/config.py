@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from features.paths import default_cache_dir
+from harx.features.paths import default_cache_dir
 
 from .backbones import DEFAULT_BACKBONE
 from .sampling import Sampling

@@ -420,7 +420,7 @@ class VideoDecoder:
             except OSError:
                 ring = None  # no shared memory here: every chunk takes the pipe
         ring_fds = ring.worker_fds() if ring is not None else ()
-        args = [sys.executable, "-m", "extract.decode", str(down_r), str(up_w), str(self.threads),
+        args = [sys.executable, "-m", "harx.extract.decode", str(down_r), str(up_w), str(self.threads),
                 str(self.chunk_bytes), str(self.chunk_frames)]
         if ring is not None:
             args += [*map(str, ring_fds), str(self.ring_slots)]
@@ -557,7 +557,7 @@ class VideoDecoder:
 
 if __name__ == "__main__":  # a decoding worker started by VideoDecoder._start
     # Run the imported module's function so pickled classes are named extract.decode.*, not __main__.*
-    from extract.decode import _worker_main as worker_main, _WorkerRing as WorkerRing
+    from harx.extract.decode import _worker_main as worker_main, _WorkerRing as WorkerRing
 
     # down_fd up_fd threads chunk_bytes chunk_frames [ring_fd free_fd slots]
     numbers = [int(a) for a in sys.argv[1:]]

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from extract.datasets.kth import parse_sequences
-from features.errors import DatasetFormatError, DownloadError
+from harx.extract.datasets.kth import parse_sequences
+from harx.features.errors import DatasetFormatError, DownloadError
 
 KTH_BASE_URL = "http://www.nada.kth.se/cvap/actions/"
 #: Newer address of the same files; tried when :data:`KTH_BASE_URL` cannot be reached.

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from features.errors import HarxError
-from features.paths import library_versions
-from features.writer import FeatureWriter
+from harx.features.errors import HarxError
+from harx.features.paths import library_versions
+from harx.features.writer import FeatureWriter
 
 from .backbones import Backbone, create_backbone, resolve_device
 from .config import ExtractConfig, default_cache_path

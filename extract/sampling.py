@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from features.errors import InvalidOptionError
+from harx.features.errors import InvalidOptionError
 
 
 @dataclass(frozen=True)

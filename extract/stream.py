@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.errors import HarxError
+from harx.features.errors import HarxError
 
 
 class FrameStream:

@@ -1,6 +1,6 @@
 """Stage two: temporal heads trained on cached frame embeddings, in seconds.
 
-    from temporal import fit, evaluate, compare, create_head, list_heads
+    from harx.temporal import fit, evaluate, compare, create_head, list_heads
     run = fit("lstm", features="kth.h5", seed=0)       # writes a run folder, returns RunResult
     evaluate(run.path)                                  # scores best.pt again
     compare("kth.h5", heads=("vote", "lstm"), seeds=3)  # mean ± std over seeds

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.errors import HarxError
+from harx.features.errors import HarxError
 
 from .predict import VideoPrediction
 
@@ -132,8 +132,8 @@ def annotate_video(prediction: VideoPrediction, out: str | Path, class_names: li
         HarxError: the prediction failed, ``out`` is the input itself, the video no longer opens,
             or no frame decodes.
     """
-    from extract.encode import write_h264
-    from extract.stream import FrameStream
+    from harx.extract.encode import write_h264
+    from harx.extract.stream import FrameStream
 
     src, out = Path(prediction.path), Path(out)
     if not prediction.ok:

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from features.errors import CacheMismatchError, InvalidOptionError
+from harx.features.errors import CacheMismatchError, InvalidOptionError
 
 from .errors import NotFittedError, RunFolderError
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from features.errors import InvalidOptionError
-from features.reader import FeatureStore
+from harx.features.errors import InvalidOptionError
+from harx.features.reader import FeatureStore
 
 from .metrics import METRIC_NAMES
 from .registry import list_heads

@@ -7,7 +7,7 @@ and exits 1. Cache clashes use ``features.errors.CacheMismatchError``; bad optio
 
 from __future__ import annotations
 
-from features.errors import HarxError
+from harx.features.errors import HarxError
 
 __all__ = ["NotFittedError", "RunFolderError"]
 

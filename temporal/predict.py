@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.errors import CacheMismatchError, DatasetNotFoundError, HarxError, InvalidOptionError
+from harx.features.errors import CacheMismatchError, DatasetNotFoundError, HarxError, InvalidOptionError
 
 from .base import TemporalHead
 from .errors import RunFolderError
@@ -135,7 +135,7 @@ def find_videos(inputs: Sequence[str | Path]) -> list[Path]:
     Raises:
         DatasetNotFoundError: an input matches nothing, or a folder holds no video.
     """
-    from extract.datasets.folder import VIDEO_EXTENSIONS, is_video_file
+    from harx.extract.datasets.folder import VIDEO_EXTENSIONS, is_video_file
 
     found: list[Path] = []
     for item in inputs:
@@ -185,7 +185,7 @@ def load_run(run: str | Path) -> tuple[TemporalHead, dict, dict]:
 
 def _extraction_from_cache(run_dir: Path, config: dict) -> dict:
     """Runs fitted before extraction settings were recorded in them: read them from the cache."""
-    from features.reader import FeatureStore
+    from harx.features.reader import FeatureStore
 
     cache = Path(config.get("features", ""))
     if not cache.is_file():
@@ -221,7 +221,7 @@ class Predictor:
     def __init__(self, run: str | Path, *, window_s: float | None = None, stride_s: float | None = None,
                  top_k: int = 3, device: str = "auto", precision: str | None = None, weights: str | None = None,
                  batch_size: int | None = None, num_workers: int | None = None, decode_timeout_s: float = 30.0):
-        from extract.sampling import Sampling
+        from harx.extract.sampling import Sampling
 
         if top_k < 1:
             raise InvalidOptionError(f"--top-k must be >= 1, got {top_k}")
@@ -241,7 +241,7 @@ class Predictor:
             self.head.set_params(device=device)
 
     def _build_backbone(self, device: str, precision: str | None, weights: str | None):
-        from extract.backbones import create_backbone, resolve_device, resolve_precision
+        from harx.extract.backbones import create_backbone, resolve_device, resolve_precision
 
         ext = self.extraction
         source = weights or ext["weights"]
@@ -284,8 +284,8 @@ class Predictor:
     def predict(self, videos: Iterable[str | Path]) -> Iterator[VideoPrediction]:
         """Yield one :class:`VideoPrediction` per video, in order. A video that cannot be read
         gets ``error`` set; the others go on."""
-        from extract.decode import DecodeJob
-        from extract.embedding import embed_videos
+        from harx.extract.decode import DecodeJob
+        from harx.extract.embedding import embed_videos
 
         paths = [Path(v) for v in videos]
         jobs = [DecodeJob(key=k, path=str(p), ranges=(), sampling=self.sampling,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from features.errors import InvalidOptionError
+from harx.features.errors import InvalidOptionError
 
 from .predict import VideoPrediction
 

@@ -141,7 +141,7 @@ class RecurrentHead(TorchHead):
         check_range("proj_size", self.proj_size, 0, None, integer=True)
         check_range("dropout", self.dropout, 0.0, 1.0, open_high=True)
         if self.pooling not in POOLINGS:
-            from features.errors import InvalidOptionError
+            from harx.features.errors import InvalidOptionError
             raise InvalidOptionError(f"pooling must be one of {', '.join(POOLINGS)}; got {self.pooling!r}")
 
     def _build_module(self) -> nn.Module:

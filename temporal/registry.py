@@ -13,7 +13,7 @@ import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from features.errors import InvalidOptionError, UnknownNameError
+from harx.features.errors import InvalidOptionError, UnknownNameError
 
 if TYPE_CHECKING:
     from .base import TemporalHead

@@ -40,9 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from features.errors import CacheMismatchError, DatasetNotFoundError, HarxError, InvalidOptionError
-from features.paths import latest_cache, library_versions
-from features.reader import FeatureStore
+from harx.features.errors import CacheMismatchError, DatasetNotFoundError, HarxError, InvalidOptionError
+from harx.features.paths import latest_cache, library_versions
+from harx.features.reader import FeatureStore
 
 from .base import TemporalHead
 from .errors import RunFolderError
@@ -85,7 +85,7 @@ def resolve_features(features: str | Path | None) -> Path:
         return Path(features).expanduser()
     found = latest_cache()
     if found is None:
-        from features.paths import default_cache_dir
+        from harx.features.paths import default_cache_dir
         raise DatasetNotFoundError(f"no feature cache in {default_cache_dir()}; run harx extract first, "
                                    "or pass --features FILE")
     return Path(found)
@@ -98,7 +98,7 @@ def runs_root(features: Path) -> Path:
     runs = features.parent / "runs"
     if os.access(runs if runs.is_dir() else features.parent, os.W_OK):
         return runs / features.stem
-    from features.paths import harx_home
+    from harx.features.paths import harx_home
     return harx_home() / "runs" / features.stem
 
 

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extract.runtime import CpuThreads, keep_freed_memory
-from features.errors import InvalidOptionError
+from harx.extract.runtime import CpuThreads, keep_freed_memory
+from harx.features.errors import InvalidOptionError
 
 from .base import TemporalHead
 

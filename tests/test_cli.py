@@ -7,7 +7,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from harx.cli import app
 from conftest import TINY
 
 runner = CliRunner()
@@ -105,7 +105,7 @@ def test_kth_layout_with_real_sequences_file(realdata, tmp_path):
                                  *TINY_ARGS])
     assert result.exit_code == 0, result.output
     assert "missing" in result.output and "reused" in result.output
-    from features import FeatureStore
+    from harx.features import FeatureStore
 
     store = FeatureStore(out)
     records = store.samples()

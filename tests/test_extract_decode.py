@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from decord import VideoReader
 
-from extract.decode import DecodeJob, Frames, VideoDecoder, VideoEnd
-from extract.embedding import plan_batches
-from extract.sampling import Sampling
+from harx.extract.decode import DecodeJob, Frames, VideoDecoder, VideoEnd
+from harx.extract.embedding import plan_batches
+from harx.extract.sampling import Sampling
 from videos import read_frame_index, stamp_bits, write_video
 
 
@@ -127,8 +127,8 @@ def test_long_videos_share_two_batch_shapes():
 def test_padded_batches_give_the_same_embeddings(clips):
     """The GPU's padding (here forced on the CPU) changes no embedding; frames come from the
     video itself, so no video's numbers depend on another's."""
-    from extract.backbones import create_backbone
-    from extract.embedding import embed_videos
+    from harx.extract.backbones import create_backbone
+    from harx.extract.embedding import embed_videos
 
     backbone = create_backbone("test_efficientnet", weights="none", device="cpu", precision="fp32")
     jobs = [DecodeJob(key=k, path=str(p), ranges=(None,), sampling=Sampling()) for k, p in enumerate(clips)]

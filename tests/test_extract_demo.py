@@ -15,13 +15,13 @@ import decord
 import numpy as np
 import pytest
 
-import extract.datasets.demo as demo_module
-from extract.datasets import DATASETS, create_dataset
-from extract.datasets.demo import (
+import harx.extract.datasets.demo as demo_module
+from harx.extract.datasets import DATASETS, create_dataset
+from harx.extract.datasets.demo import (
     CLASSES, MOTION_ONLY_PAIRS, PERSON_SPLIT, PERSONS, SCENARIOS, default_demo_root, demo,
     read_marker, render_demo, source_frame,
 )
-from features.errors import InvalidOptionError
+from harx.features.errors import InvalidOptionError
 
 SIZE = (160, 120)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from extract.download import (KTH_SEQUENCES, KTH_ZIPS, UNPACK_MARKER, DownloadEvent,
+from harx.extract.download import (KTH_SEQUENCES, KTH_ZIPS, UNPACK_MARKER, DownloadEvent,
                               download_kth, plan_kth_download)
-from features.errors import DownloadError
+from harx.features.errors import DownloadError
 
 
 @dataclass
@@ -265,7 +265,7 @@ def test_plan(tmp_path, served):
 
 
 def test_not_enough_disk(tmp_path, monkeypatch):
-    import extract.download as dl
+    import harx.extract.download as dl
 
     monkeypatch.setattr(dl.shutil, "disk_usage", lambda _: type("U", (), {"free": 10**6})())
     with pytest.raises(DownloadError, match="not enough disk"):

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from extract.datasets import DATASETS, create_dataset
-from extract.datasets.folder import (
+from harx.extract.datasets import DATASETS, create_dataset
+from harx.extract.datasets.folder import (
     VIDEO_EXTENSIONS, folder, read_manifest, sample_ids, split_groups, split_stratified,
 )
-from features.errors import DatasetFormatError, DatasetNotFoundError, InvalidOptionError
+from harx.features.errors import DatasetFormatError, DatasetNotFoundError, InvalidOptionError
 from videos import write_video  # tests/ is on sys.path under pytest (rootdir-relative)
 
 REPO = Path(__file__).resolve().parents[1]

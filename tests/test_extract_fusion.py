@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from conftest import REPO
-from extract.fusion import FusedConv2d, available, fuse_convolutions
+from harx.extract.fusion import FusedConv2d, available, fuse_convolutions
 
 pytestmark = pytest.mark.skipif(not available(), reason="this torch build has no oneDNN")
 
@@ -30,7 +30,7 @@ def _random_bn_stats(model: nn.Module, seed: int = 1) -> nn.Module:
 def _folded(name: str, size: tuple[int, int], random_stats: bool) -> nn.Module:
     import timm
 
-    from extract.backbones import fold_batchnorm
+    from harx.extract.backbones import fold_batchnorm
 
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False, num_classes=0).eval()
@@ -123,7 +123,7 @@ def test_cpu_backbone_is_fused_and_keeps_the_unfused_embedding(precision, monkey
     """The default backbone as harx builds it (stem kept in fp32 under bf16): same embeddings."""
     import numpy as np
 
-    import extract.backbones as backbones
+    import harx.extract.backbones as backbones
 
     frames = np.random.default_rng(0).integers(0, 256, (4, 120, 160, 3), dtype=np.uint8)
     fused = backbones.create_backbone(precision=precision, device="cpu")
@@ -143,7 +143,7 @@ def test_cpu_backbone_is_fused_and_keeps_the_unfused_embedding(precision, monkey
     (0.0, 2, 2, 2), (0.3, 2, 2, 2), (0.6, 2, 2, 1), (1.0, 2, 2, 1), (1.9, 2, 2, 1),
     (0.0, 16, 8, 8), (9.2, 16, 16, 7), (20.0, 16, 16, 1), (0.0, 2, 1, 1)])
 def test_threads_for_leaves_the_cores_others_take(others, cores, max_threads, want):
-    from extract.runtime import threads_for
+    from harx.extract.runtime import threads_for
 
     assert threads_for(others, cores, max_threads) == want
 
@@ -151,7 +151,7 @@ def test_threads_for_leaves_the_cores_others_take(others, cores, max_threads, wa
 @pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2
                     or torch.get_num_threads() < 2, reason="needs Linux /proc/stat and two cores")
 def test_busy_neighbour_takes_a_thread_and_exit_gives_it_back():
-    from extract.runtime import CpuThreads
+    from harx.extract.runtime import CpuThreads
 
     start = torch.get_num_threads()
     spinner = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 20: pass"])
@@ -183,7 +183,7 @@ def test_thread_count_does_not_change_an_embedding(precision):
     """The governor may change torch's thread count mid-run; a cache must not depend on it."""
     import numpy as np
 
-    from extract.backbones import create_backbone
+    from harx.extract.backbones import create_backbone
 
     frames = np.random.default_rng(1).integers(0, 256, (5, 120, 160, 3), dtype=np.uint8)
     backbone = create_backbone(precision=precision, device="cpu")
@@ -206,7 +206,7 @@ def test_thread_count_does_not_change_an_embedding(precision):
     ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),
     ({}, None)])
 def test_container_cpu_quota_is_read_from_cgroup_v1_and_v2(tmp_path, files, want):
-    from extract.runtime import cgroup_cpu_limit
+    from harx.extract.runtime import cgroup_cpu_limit
 
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -215,7 +215,7 @@ def test_container_cpu_quota_is_read_from_cgroup_v1_and_v2(tmp_path, files, want
 
 
 def test_threads_are_capped_at_the_container_quota(monkeypatch):
-    import extract.runtime as runtime
+    import harx.extract.runtime as runtime
 
     start = torch.get_num_threads()
     monkeypatch.setattr(runtime, "cgroup_cpu_limit", lambda: 0.5)

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-import extract.datasets.kth as kthmod  # importing registers the adapter
-from extract.datasets import DATASETS, create_dataset
-from extract.datasets.kth import (KTH_CLASSES, KTH_SPLIT, KTH_TEST_PERSONS, KTH_TRAIN_PERSONS,
+import harx.extract.datasets.kth as kthmod  # importing registers the adapter
+from harx.extract.datasets import DATASETS, create_dataset
+from harx.extract.datasets.kth import (KTH_CLASSES, KTH_SPLIT, KTH_TEST_PERSONS, KTH_TRAIN_PERSONS,
                                   KTH_VAL_PERSONS, kth, parse_sequences, parse_split_header,
                                   person_split)
-from features.errors import DatasetFormatError, DatasetNotFoundError, InvalidOptionError
+from harx.features.errors import DatasetFormatError, DatasetNotFoundError, InvalidOptionError
 
 
 def _realdata() -> Path:

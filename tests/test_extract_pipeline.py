@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, TINY
-from extract import make_config, run_extract
-from features import FeatureStore
-from features.errors import CacheMismatchError, ForeignCacheError
+from harx.extract import make_config, run_extract
+from harx.features import FeatureStore
+from harx.features.errors import CacheMismatchError, ForeignCacheError
 
 
 def _extract(root: Path, out: Path, **kw):
@@ -94,7 +94,7 @@ def test_hung_decoder_keeps_frames_before_the_hang(video_folder, tmp_path, monke
 
 SCRIPT = textwrap.dedent("""
     import sys
-    from extract import make_config, run_extract
+    from harx.extract import make_config, run_extract
     run_extract(make_config(dataset="folder", root=sys.argv[1], out=sys.argv[2], backbone="test_efficientnet",
                             weights="none", device="cpu", precision="fp32", part_seconds=0,
                             decode_timeout_s=600))
@@ -128,7 +128,7 @@ def test_kill_9_then_resume_equals_uninterrupted_run(video_folder, tmp_path):
 def test_bf16_embeddings_stay_close_to_fp32_on_real_clips(realdata):
     from decord import VideoReader
 
-    from extract.backbones import create_backbone
+    from harx.extract.backbones import create_backbone
 
     clips = [realdata / "kth/jogging/person01_jogging_d1_uncomp.avi",
              realdata / "ucf101/Shotput/v_Shotput_g05_c02.avi"]
@@ -148,7 +148,7 @@ def test_packaged_weights_classify_imagenet_photos():
     import timm
     import torch
 
-    from extract.backbones import _load_by_position, _load_state, create_backbone, package_weights_path
+    from harx.extract.backbones import _load_by_position, _load_state, create_backbone, package_weights_path
 
     b = create_backbone(precision="fp32", device="cpu")
     full = timm.create_model("tf_efficientnet_lite0")
@@ -168,7 +168,7 @@ def test_matrix_resize_equals_interpolate_then_crop(size, monkeypatch):
     resizing the whole frame with F.interpolate and cropping (timm's recipe)."""
     import torch
 
-    import extract.backbones as backbones
+    import harx.extract.backbones as backbones
 
     b = backbones.create_backbone(TINY["backbone"], weights="none", device="cpu", precision="fp32")
     frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, *size, 3), dtype=np.uint8))
@@ -185,7 +185,7 @@ def test_batchnorm_folding_keeps_the_embedding(name):
     import timm
     import torch
 
-    from extract.backbones import fold_batchnorm
+    from harx.extract.backbones import fold_batchnorm
 
     model = timm.create_model(name, pretrained=False, num_classes=0).eval()
     g = torch.Generator().manual_seed(1)

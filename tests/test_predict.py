@@ -17,16 +17,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from harx.cli import app
 from conftest import TINY
-from extract import make_config, run_extract
-from extract.encode import write_h264
-from extract.sampling import sliding_windows
-from features.errors import CacheMismatchError, DatasetNotFoundError, InvalidOptionError
-from features.reader import FeatureStore
-from temporal import fit
-from temporal.annotate import class_colors, frame_labels
-from temporal.predict import FramePrediction, Predictor, VideoPrediction, WindowPrediction, find_videos
+from harx.extract import make_config, run_extract
+from harx.extract.encode import write_h264
+from harx.extract.sampling import sliding_windows
+from harx.features.errors import CacheMismatchError, DatasetNotFoundError, InvalidOptionError
+from harx.features.reader import FeatureStore
+from harx.temporal import fit
+from harx.temporal.annotate import class_colors, frame_labels
+from harx.temporal.predict import FramePrediction, Predictor, VideoPrediction, WindowPrediction, find_videos
 
 runner = CliRunner()
 COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
@@ -356,8 +356,8 @@ def test_decoder_memory_stays_bounded_on_1080p(tmp_path, monkeypatch):
     """decord decodes ahead into memory while its consumer is slow; the worker must drop that
     read-ahead past its budget. 120 frames of 1080p are 750 MB decoded: a slow consumer would
     see all of it held in the worker without the bound."""
-    from extract.decode import DecodeJob, Frames, VideoDecoder
-    from extract.sampling import Sampling
+    from harx.extract.decode import DecodeJob, Frames, VideoDecoder
+    from harx.extract.sampling import Sampling
 
     monkeypatch.setenv("HARX_DECODE_BUDGET_MB", "64")
     frames = colour_frames("red", 4, size=(1920, 1080))
@@ -386,8 +386,8 @@ def test_frame_stream_reads_what_decord_counts(realdata, tmp_path):
     """The annotate pass reads with PyAV (bounded memory); it must see the frames decord counts."""
     from decord import VideoReader
 
-    from extract.stream import FrameStream
-    from features.errors import HarxError
+    from harx.extract.stream import FrameStream
+    from harx.features.errors import HarxError
 
     clips = [realdata / "kth/jogging/person01_jogging_d1_uncomp.avi", realdata / "ucf101/Shotput/v_Shotput_g05_c02.avi",
              *sorted((realdata / "hmdb51").rglob("*.mp4"))[:2]]

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.errors import CacheMismatchError, InvalidOptionError, UnknownNameError
-from features.reader import FeatureStore
-from features.synthetic import make_synthetic_cache, synthetic_class_names
-from temporal import TemporalHead, create_head, head_options, list_heads
-from temporal.errors import NotFittedError
+from harx.features.errors import CacheMismatchError, InvalidOptionError, UnknownNameError
+from harx.features.reader import FeatureStore
+from harx.features.synthetic import make_synthetic_cache, synthetic_class_names
+from harx.temporal import TemporalHead, create_head, head_options, list_heads
+from harx.temporal.errors import NotFittedError
 
 FAST = {"epochs": 3}            # contract tests check behaviour, not accuracy
 

@@ -9,12 +9,12 @@ import json
 import numpy as np
 import pytest
 
-from features.errors import CacheMismatchError
-from features.reader import FeatureStore
-from features.synthetic import make_synthetic_cache
-from features.writer import FeatureWriter
-from temporal import RunFolderError, compare, evaluate, fit
-from temporal.metrics import classification_metrics, video_scores
+from harx.features.errors import CacheMismatchError
+from harx.features.reader import FeatureStore
+from harx.features.synthetic import make_synthetic_cache
+from harx.features.writer import FeatureWriter
+from harx.temporal import RunFolderError, compare, evaluate, fit
+from harx.temporal.metrics import classification_metrics, video_scores
 
 FAST = {"epochs": 3}
 RUN_FILES = {"config.json", "metrics.json", "epochs.csv", "predictions.csv", "best.pt", "last.pt", "curves.png",
@@ -77,7 +77,7 @@ def test_run_folder_holds_everything(vote_run, cache):
 
 
 def test_checkpoints_hold_config_classes_and_fingerprint(vote_run, cache):
-    from temporal import TemporalHead
+    from harx.temporal import TemporalHead
 
     for name in ("best.pt", "last.pt"):
         meta = TemporalHead.read_checkpoint(vote_run.path / name)["meta"]
@@ -201,7 +201,7 @@ def test_evaluate_on_a_missing_or_unfinished_run(tmp_path, vote_run):
 def test_evaluate_when_the_runs_cache_is_gone(tmp_path, vote_run):
     import shutil
 
-    from features.errors import DatasetNotFoundError
+    from harx.features.errors import DatasetNotFoundError
 
     moved = tmp_path / "moved"
     shutil.copytree(vote_run.path, moved)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from features.errors import UnknownNameError
+from harx.features.errors import UnknownNameError
 
 from .base import SPLITS, DatasetIndex, VideoSample
 

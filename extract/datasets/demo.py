@@ -50,8 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
-from features.errors import DatasetFormatError, InvalidOptionError
-from features.paths import harx_home
+from harx.features.errors import DatasetFormatError, InvalidOptionError
+from harx.features.paths import harx_home
 
 from . import register_dataset
 from ..encode import CODEC, write_h264

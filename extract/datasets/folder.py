@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from features.errors import DatasetFormatError, DatasetNotFoundError, InvalidOptionError
+from harx.features.errors import DatasetFormatError, DatasetNotFoundError, InvalidOptionError
 
 from . import register_dataset
 from .base import SPLITS, DatasetIndex, VideoSample

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from features.errors import DatasetFormatError, DatasetNotFoundError, InvalidOptionError
+from harx.features.errors import DatasetFormatError, DatasetNotFoundError, InvalidOptionError
 
 from . import register_dataset
 from .base import DatasetIndex, VideoSample
