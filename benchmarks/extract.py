@@ -44,7 +44,7 @@ Prints a table, then as the last line one JSON object (``decode_fps``, ``backbon
 ``rss_mb_large`` and machine details). Other processes on the machine change every number;
 the JSON records the load average before and after. Every loop runs under torch's own OpenMP
 settings (spin-waiting threads), as harx does; the backbone loops, like harx, drop a thread while
-other processes keep a core busy (``extract.runtime.CpuThreads``), the naive loop does not
+other processes keep a core busy (``harx.runtime.CpuThreads``), the naive loop does not
 (tutorial code does not).
 """
 
@@ -251,7 +251,7 @@ def time_embed(backbone, batches, seconds: float, warmup: int = 2):
     for b, _ in batches[:warmup]:
         backbone.embed(b)
     frames = 0
-    from harx.extract.runtime import CpuThreads
+    from harx.runtime import CpuThreads
 
     with CpuThreads(enabled=backbone.device.type == "cpu") as threads:  # as harx runs it
         started = time.perf_counter()
@@ -268,7 +268,7 @@ def time_model_only(backbone, batches, seconds: float, max_frames: int = 256):
     """Preprocess some batches first (timed apart), then the model alone on them (cycled)."""
     import torch
 
-    from harx.extract.runtime import CpuThreads
+    from harx.runtime import CpuThreads
 
     tensors, n = [], 0
     with torch.inference_mode():
@@ -417,7 +417,7 @@ T, C = defaultdict(float), defaultdict(int)
 
 import torch
 _set_num_threads = torch.set_num_threads
-def _count_thread_changes(n):  # by extract.runtime.CpuThreads, when other processes take a core
+def _count_thread_changes(n):  # by harx.runtime.CpuThreads, when other processes take a core
     C["thread_changes"] += 1
     _set_num_threads(n)
 torch.set_num_threads = _count_thread_changes

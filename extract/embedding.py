@@ -23,7 +23,7 @@ import torch
 
 from .backbones import CPU_BATCH_SIZE, Backbone, PendingEmbeddings
 from .decode import DecodeJob, Frames, VideoDecoder, VideoEnd, VideoInfo, VideoStart
-from .runtime import CpuThreads
+from harx.runtime import CpuThreads
 
 
 @dataclass

@@ -20,7 +20,9 @@ from harx.features.errors import HarxError
 from harx.features.paths import library_versions
 from harx.features.writer import FeatureWriter
 
-from .backbones import Backbone, create_backbone, resolve_device
+from harx.runtime import resolve_device
+
+from .backbones import Backbone, create_backbone
 from .config import ExtractConfig, default_cache_path
 from .datasets import DatasetIndex, VideoSample, create_dataset
 from .decode import DecodeJob, VideoDecoder

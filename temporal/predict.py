@@ -241,7 +241,8 @@ class Predictor:
             self.head.set_params(device=device)
 
     def _build_backbone(self, device: str, precision: str | None, weights: str | None):
-        from harx.extract.backbones import create_backbone, resolve_device, resolve_precision
+        from harx.extract.backbones import create_backbone
+        from harx.runtime import resolve_device, resolve_precision
 
         ext = self.extraction
         source = weights or ext["weights"]

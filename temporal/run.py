@@ -168,9 +168,10 @@ def fit(
     options["random_state"] = int(seed)
     model = create_head(head, store.embed_dim, len(names), **options)
     model._validate_params()                 # bad options fail before any data is read
-    from .training import resolve_device, resolve_precision
+    from harx.runtime import resolve_device, resolve_precision
+
     dev = resolve_device(model.device)
-    prec = resolve_precision(model.precision, dev)
+    prec = resolve_precision(model.precision, dev, cpu_half=False)
     params = model.get_params()
     hashed = {"head": head, "params": params, "seed": int(seed), "refit_trainval": bool(refit_trainval),
               "cache_fingerprint": store.fingerprint, "device": dev.type, "precision": prec}

@@ -42,12 +42,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harx.extract.runtime import CpuThreads, keep_freed_memory
+from harx.runtime import CpuThreads, keep_freed_memory, resolve_device, resolve_precision
 from harx.features.errors import InvalidOptionError
 
 from .base import TemporalHead
 
-__all__ = ["EpochInfo", "InputLinear", "Sequences", "Standardize", "TorchHead", "check_range", "resolve_device"]
+__all__ = ["EpochInfo", "InputLinear", "Sequences", "Standardize", "TorchHead", "check_range"]
 
 #: at most this many padded frames per evaluation batch (bounds memory for 1,000-frame videos)
 EVAL_FRAMES = 16384
@@ -172,35 +172,6 @@ def check_range(key: str, value, low, high=None, integer: bool = False, open_hig
     if not ok:
         rng = f">= {low}" if high is None else f"in [{low}, {high}{')' if open_high else ']'}"
         raise InvalidOptionError(f"{key} must be {'an integer ' if integer else ''}{rng}, got {value!r}")
-
-
-# ----------------------------------------------------------------------------- devices
-
-def resolve_device(device: str | None) -> torch.device:
-    """``auto`` -> CUDA if available, else CPU. Raises InvalidOptionError for a GPU torch cannot see."""
-    device = (device or "auto").lower()
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InvalidOptionError(f"device {device!r} asked for, but torch sees no CUDA GPU; use --device cpu")
-    if device == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise InvalidOptionError("device 'mps' asked for, but torch sees no Apple GPU; use --device cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise InvalidOptionError(f"unknown device {device!r}; use auto, cpu or cuda") from None
-
-
-def resolve_precision(precision: str | None, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` on CUDA with bf16 support (else ``fp16``), ``fp32`` on CPU."""
-    precision = (precision or "auto").lower()
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise InvalidOptionError(f"precision must be auto, fp32, bf16 or fp16; got {precision!r}")
-    if device.type != "cuda":
-        return "fp32"              # mixed precision only on a GPU
-    if precision == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return precision
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -381,7 +352,7 @@ class TorchHead(TemporalHead):
             raise InvalidOptionError(f"lr must be > 0, got {self.lr!r}")
         if not self.weight_decay >= 0:
             raise InvalidOptionError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        resolve_precision(self.precision, resolve_device(self.device))
+        resolve_precision(self.precision, resolve_device(self.device), cpu_half=False)
 
     # -- fit -------------------------------------------------------------------------------------
     def fit(self, X, y, *, X_val=None, y_val=None, class_names: Sequence[str] | None = None,
@@ -413,7 +384,7 @@ class TorchHead(TemporalHead):
             raise InvalidOptionError(f"{len(names)} class names for a head of {self.num_classes} classes")
 
         device = resolve_device(self.device)
-        precision = resolve_precision(self.precision, device)
+        precision = resolve_precision(self.precision, device, cpu_half=False)
         self.classes_ = np.asarray(names)
         self.n_features_in_ = train.dim
         self.history_ = []
@@ -575,7 +546,7 @@ class TorchHead(TemporalHead):
         if seqs.dim != self.n_features_in_:
             raise InvalidOptionError(f"samples have {seqs.dim} features; this head was fitted on {self.n_features_in_}")
         device = resolve_device(self.device)
-        precision = resolve_precision(self.precision, device)
+        precision = resolve_precision(self.precision, device, cpu_half=False)
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         self.module_.to(device)
         try:

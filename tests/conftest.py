@@ -21,6 +21,18 @@ from videos import write_video  # noqa: E402
 TINY = {"backbone": "test_efficientnet", "weights": "none", "device": "cpu", "precision": "fp32"}
 
 
+def _cpu_bf16() -> tuple[bool, bool]:
+    from harx.runtime import cpu_bf16
+
+    return cpu_bf16()
+
+
+#: CPUs differ between machines (AVX2 only; AVX-512 with BF16; AMX): bf16 tests need oneDNN's bf16.
+needs_cpu_bf16 = pytest.mark.skipif(not _cpu_bf16()[1], reason="this CPU's oneDNN has no bf16 kernels "
+                                    "(AVX2 only, no AVX512-BF16/AMX/AVX512BW): harx runs fp32 here")
+BF16 = pytest.param("bf16", marks=needs_cpu_bf16)
+
+
 def realdata_root() -> Path:
     return Path(os.environ.get("HARX_REALDATA", REPO.parent / "shared" / "realdata"))
 

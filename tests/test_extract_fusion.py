@@ -1,5 +1,5 @@
 """CPU inference speed-ups must not change a number: fused oneDNN convolutions against the model
-they replace, and the process settings of ``extract.runtime``."""
+they replace, and the process settings of ``harx.runtime``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import REPO
+from conftest import BF16, REPO, needs_cpu_bf16
 from harx.extract.fusion import FusedConv2d, available, fuse_convolutions
 
 pytestmark = pytest.mark.skipif(not available(), reason="this torch build has no oneDNN")
@@ -65,6 +65,7 @@ def test_fused_model_gives_the_same_embedding(name, size):
     assert torch.allclose(other_batch, b[:2], rtol=1e-4, atol=1e-5 * float(b.abs().max()))
 
 
+@needs_cpu_bf16
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("size", SIZES)
 def test_fused_bf16_model_is_as_close_to_fp32_as_autocast(name, size):
@@ -118,7 +119,7 @@ def test_fusion_that_would_change_the_output_is_refused():
     assert fused is model and n == 0
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", BF16])
 def test_cpu_backbone_is_fused_and_keeps_the_unfused_embedding(precision, monkeypatch):
     """The default backbone as harx builds it (stem kept in fp32 under bf16): same embeddings."""
     import numpy as np
@@ -137,13 +138,13 @@ def test_cpu_backbone_is_fused_and_keeps_the_unfused_embedding(precision, monkey
         assert np.abs(a - b).max() < 1e-4 * np.abs(b).max()
 
 
-# ----------------------------------------------------------------------------- extract.runtime
+# ----------------------------------------------------------------------------- harx.runtime
 
 @pytest.mark.parametrize("others,cores,max_threads,want", [
     (0.0, 2, 2, 2), (0.3, 2, 2, 2), (0.6, 2, 2, 1), (1.0, 2, 2, 1), (1.9, 2, 2, 1),
     (0.0, 16, 8, 8), (9.2, 16, 16, 7), (20.0, 16, 16, 1), (0.0, 2, 1, 1)])
 def test_threads_for_leaves_the_cores_others_take(others, cores, max_threads, want):
-    from harx.extract.runtime import threads_for
+    from harx.runtime import threads_for
 
     assert threads_for(others, cores, max_threads) == want
 
@@ -151,7 +152,7 @@ def test_threads_for_leaves_the_cores_others_take(others, cores, max_threads, wa
 @pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2
                     or torch.get_num_threads() < 2, reason="needs Linux /proc/stat and two cores")
 def test_busy_neighbour_takes_a_thread_and_exit_gives_it_back():
-    from harx.extract.runtime import CpuThreads
+    from harx.runtime import CpuThreads
 
     start = torch.get_num_threads()
     spinner = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 20: pass"])
@@ -167,7 +168,7 @@ def test_busy_neighbour_takes_a_thread_and_exit_gives_it_back():
 
 
 def test_malloc_tuning_is_applied_on_glibc_and_can_be_declined():
-    code = "from extract.runtime import keep_freed_memory; print(keep_freed_memory())"
+    code = "from harx.runtime import keep_freed_memory; print(keep_freed_memory())"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("HARX_MALLOC_TUNING", None)
     on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -178,7 +179,7 @@ def test_malloc_tuning_is_applied_on_glibc_and_can_be_declined():
     assert off.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", BF16])
 def test_thread_count_does_not_change_an_embedding(precision):
     """The governor may change torch's thread count mid-run; a cache must not depend on it."""
     import numpy as np
@@ -206,7 +207,7 @@ def test_thread_count_does_not_change_an_embedding(precision):
     ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),
     ({}, None)])
 def test_container_cpu_quota_is_read_from_cgroup_v1_and_v2(tmp_path, files, want):
-    from harx.extract.runtime import cgroup_cpu_limit
+    from harx.runtime import cgroup_cpu_limit
 
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -215,7 +216,7 @@ def test_container_cpu_quota_is_read_from_cgroup_v1_and_v2(tmp_path, files, want
 
 
 def test_threads_are_capped_at_the_container_quota(monkeypatch):
-    import harx.extract.runtime as runtime
+    import harx.runtime as runtime
 
     start = torch.get_num_threads()
     monkeypatch.setattr(runtime, "cgroup_cpu_limit", lambda: 0.5)

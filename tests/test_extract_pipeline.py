@@ -11,11 +11,12 @@ import textwrap
 import time
 from pathlib import Path
 
+
 import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, needs_cpu_bf16
 from harx.extract import make_config, run_extract
 from harx.features import FeatureStore
 from harx.features.errors import CacheMismatchError, ForeignCacheError
@@ -125,6 +126,7 @@ def test_kill_9_then_resume_equals_uninterrupted_run(video_folder, tmp_path):
     assert not parts.exists()
 
 
+@needs_cpu_bf16
 def test_bf16_embeddings_stay_close_to_fp32_on_real_clips(realdata):
     from decord import VideoReader
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -36,11 +37,14 @@ def test_no_top_level_modules_besides_harx(tmp_path):
 
 
 def test_wheel_holds_only_the_harx_package(tmp_path):
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation",
-                            "-q", "-w", str(tmp_path)], capture_output=True, text=True)
+    src = tmp_path / "src"       # a copy: setuptools writes build/ into the tree it builds
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
+                                                             "*.h5", "harx-out"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
+                            "-q", "-w", str(tmp_path / "dist")], capture_output=True, text=True)
     if built.returncode != 0:
         pytest.skip(f"could not build a wheel here: {built.stderr.strip().splitlines()[-1:]}")
-    wheel = next(tmp_path.glob("harx-*.whl"))
+    wheel = next((tmp_path / "dist").glob("harx-*.whl"))
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     tops = {t for t in tops if not t.endswith(".dist-info")}
     assert tops == {"harx"}

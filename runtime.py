@@ -1,7 +1,12 @@
-"""Process-wide settings that decide CPU inference speed, kept in one place.
+"""The host, as both stages see it: which device and precision to run on, and the process-wide
+settings that decide CPU speed. One place, so that ``harx extract`` and ``harx fit`` resolve
+``--device``/``--precision`` the same way and neither stage imports the other for it.
 
-Both are about the host, not the model, and both were found by measurement on the 2-core CPU
-(``benchmarks/RESULTS.md``):
+* :func:`resolve_device`, :func:`resolve_precision`, :func:`cpu_bf16`: ``auto`` means CUDA, then
+  Apple MPS, then the CPU; half precision only where the hardware has it natively. CPUs differ
+  between machines of one fleet (AVX2 only; AVX-512 with BF16; AMX), so nothing here assumes bf16.
+
+Found by measurement on the 2-core CPU (``benchmarks/RESULTS.md``):
 
 * :class:`CpuThreads`: torch's OpenMP threads spin-wait between layers (libgomp's default). On a
   free CPU that is the fastest policy (lite0, batch 8, bf16: 118-155 frames/s against 118-130 with
@@ -23,6 +28,8 @@ import math
 import os
 import sys
 import time
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 _MMAP_THRESHOLD_MB = 64    # blocks below this come from the heap and are reused (lite0 batch 8: 13 MB at most)
 _TRIM_THRESHOLD_MB = 256   # free heap kept before glibc trims it back to the kernel
@@ -165,3 +172,99 @@ class CpuThreads:
         if want != torch.get_num_threads():
             torch.set_num_threads(want)
         return want
+
+
+# ----------------------------------------------------------------------------- device and precision
+
+def resolve_device(spec: str | None = "auto"):
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; an explicit device must exist.
+
+    Raises:
+        InvalidOptionError: an unknown device, or one torch cannot see (names the fix).
+    """
+    import torch
+
+    from harx.features.errors import InvalidOptionError
+
+    spec = (spec or "auto").lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise InvalidOptionError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidOptionError(f"--device {spec}: no CUDA GPU is visible to torch; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InvalidOptionError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InvalidOptionError("--device mps: Apple MPS is not available here; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise InvalidOptionError(f"unsupported device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def cpu_bf16() -> tuple[bool, bool]:
+    """``(native, supported)`` bf16 on this CPU.
+
+    *native*: the CPU has bf16 instructions (AVX512-BF16 or AMX), so oneDNN's bf16 kernels are
+    faster than fp32 ones. *supported*: oneDNN runs bf16 at all (native, or emulated on
+    AVX512BW/VL/DQ, where it is slower than fp32). An AVX2-only CPU has neither: oneDNN refuses
+    bf16 convolutions there.
+    """
+    import torch
+
+    def probe(name: str) -> bool:
+        fn = getattr(torch.cpu, name, None)
+        try:
+            return bool(fn()) if fn is not None else False
+        except RuntimeError:
+            return False
+
+    try:
+        supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        supported = False
+    native = supported and (probe("_is_avx512_bf16_supported") or probe("_is_amx_tile_supported"))
+    return native, supported
+
+
+def resolve_precision(spec: str | None, device, *, cpu_half: bool = True) -> str:
+    """The precision to run in: ``auto`` is bf16 on CUDA with bf16 support (else fp16), fp16 on
+    MPS, bf16 on a CPU with native bf16 (AVX512-BF16 or AMX), else fp32.
+
+    ``cpu_half=False`` (training: small models, where fp32 is fast and exact) makes every CPU
+    choice fp32.
+
+    Raises:
+        InvalidOptionError: an unknown name, fp16 on a CPU, or bf16 on a CPU whose oneDNN has none.
+    """
+    from harx.features.errors import InvalidOptionError
+
+    spec = (spec or "auto").lower()
+    if spec not in PRECISIONS:
+        raise InvalidOptionError(f"unknown precision {spec!r}; choose one of: {', '.join(PRECISIONS)}")
+    if device.type == "cpu":
+        if not cpu_half:
+            return "fp32"
+        if spec == "fp16":
+            raise InvalidOptionError("--precision fp16 is slow or unsupported on the CPU; use bf16 or fp32")
+        native, supported = cpu_bf16()
+        if spec == "bf16" and not supported:
+            raise InvalidOptionError("--precision bf16: this CPU has no bf16 support in oneDNN (it needs "
+                                     "AVX512-BF16, AMX or AVX512BW/VL/DQ); use --precision fp32 or auto")
+        if spec == "auto":
+            return "bf16" if native else "fp32"
+        return spec
+    if spec != "auto":
+        return spec
+    if device.type == "cuda":
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp16"           # mps
