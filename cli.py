@@ -43,6 +43,23 @@ class Unit(str, Enum):
     video = "video"
 
 
+def _version(value: bool) -> None:
+    if value:
+        from harx import __version__
+
+        console.print(f"harx {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print harx's version and exit.")] = False,
+):
+    """Human action recognition on cached CNN frame features: extract once, then fit temporal heads
+    in seconds."""
+
+
 @contextmanager
 def user_errors():
     """Turn a HarxError into one line on stderr and exit 1; Ctrl-C into exit 130."""
@@ -59,6 +76,16 @@ def user_errors():
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:,.1f} MB"
+
+
+def _say(line: str) -> None:
+    """One result line on stdout, never wrapped or styled (paths stay whole for copy and paste)."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _warn(line: str) -> None:
+    """One diagnostic line on stderr, never wrapped or styled."""
+    err_console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -127,7 +154,8 @@ class _ExtractProgressBar:
 
         self.progress = Progress(TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("videos  {task.fields[fps]:>6.1f} frames/s  {task.fields[failed]} failed"),
-                                 TimeRemainingColumn(), console=err_console, transient=True)
+                                 TimeRemainingColumn(), console=err_console, transient=True,
+                                 disable=not err_console.is_terminal)
         self.progress.__enter__()
         self.task = None
         return self
@@ -143,34 +171,33 @@ class _ExtractProgressBar:
 
 
 def _print_extract_summary(s) -> None:
+    """Plain ``key: value`` lines, never a table: a cache path must survive copy and paste whole."""
     if s.nothing_to_do:
-        console.print(f"cache is complete, nothing to do: {s.out} ({s.samples_total} samples, "
-                      f"{_mb(s.file_bytes)}); use --overwrite to rebuild it")
-    table = Table(title="harx extract", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    rows = [
-        ("cache", str(s.out)),
-        ("dataset", f"{s.dataset} ({s.unit}s); split: {s.split_protocol}"),
-        ("backbone", f"{s.backbone}, weights {s.weights}, {s.precision} on {s.device}"),
-        ("samples", f"{s.samples_total} in dataset: {s.samples_new} embedded now, {s.reused} reused, "
-                    f"{len(s.failed) + s.failed_before} failed"),
-        ("frames", f"{s.frames:,} embedded now at {s.frames_per_s:,.1f} frames/s ({s.seconds:,.1f} s)"),
-        ("file size", _mb(s.file_bytes)),
-    ]
-    if s.clamped:
-        rows.append(("clamped", f"{s.clamped} sample range(s) clamped to the frames that decode (see 'note')"))
-    if s.missing:
-        rows.append(("missing", f"{len(s.missing)} annotated video(s) absent from the folder, e.g. "
-                                f"{', '.join(s.missing[:3])}"))
-    for key, value in rows:
-        table.add_row(key, value)
-    if not s.nothing_to_do:
-        console.print(table)
+        _say(f"cache is complete, nothing to do: {s.out} ({s.samples_total} samples, {_mb(s.file_bytes)}); "
+             "pass --overwrite to rebuild it")
+    else:
+        rows = [
+            ("cache", str(s.out)),
+            ("dataset", f"{s.dataset} ({s.unit}s); split: {s.split_protocol}"),
+            ("backbone", f"{s.backbone}, weights {s.weights}, {s.precision} on {s.device}"),
+            ("samples", f"{s.samples_total} in dataset: {s.samples_new} embedded now, {s.reused} reused, "
+                        f"{len(s.failed) + s.failed_before} failed"),
+            ("frames", f"{s.frames:,} embedded now at {s.frames_per_s:,.1f} frames/s ({s.seconds:,.1f} s)"),
+            ("file size", _mb(s.file_bytes)),
+        ]
+        if s.clamped:
+            rows.append(("clamped", f"{s.clamped} sample range(s) clamped to the frames that decode (see 'note')"))
+        if s.missing:
+            rows.append(("missing", f"{len(s.missing)} annotated video(s) absent from the folder, e.g. "
+                                    f"{', '.join(s.missing[:3])}"))
+        for key, value in rows:
+            _say(f"{key + ':':<10} {value}")
     for sample_id, reason in s.failed[:20]:
-        err_console.print(f"failed: {sample_id}: {reason}", markup=False, highlight=False)
+        _warn(f"failed: {sample_id}: {reason}")
     if len(s.failed) > 20:
-        err_console.print(f"... and {len(s.failed) - 20} more failures (harx info {s.out})", markup=False)
+        _warn(f"... and {len(s.failed) - 20} more failures (harx info {s.out})")
+    for line in getattr(s, "warnings", ()):
+        _warn(f"warning: {line}")
 
 
 @app.command()
@@ -187,16 +214,16 @@ def download(
             raise HarxError(f"harx download knows 'kth' only, got {dataset!r}; other datasets: get them from "
                             "their site and use --dataset folder")
         plan = plan_kth_download(root)
-        console.print(f"KTH into {root}: about {_mb(plan.bytes_to_fetch)} to fetch "
-                      f"({_mb(plan.bytes_present)} already here), about {_mb(plan.disk_needed)} of disk needed "
-                      f"({_mb(plan.disk_free)} free); about {plan.eta_seconds / 60:.0f} min at "
-                      f"{plan.assumed_bandwidth / 1e6:.0f} MB/s.")
+        _say(f"KTH into {root}: about {_mb(plan.bytes_to_fetch)} to fetch "
+             f"({_mb(plan.bytes_present)} already here), about {_mb(plan.disk_needed)} of disk needed "
+             f"({_mb(plan.disk_free)} free); about {plan.eta_seconds / 60:.0f} min at "
+             f"{plan.assumed_bandwidth / 1e6:.0f} MB/s.")
         if plan.bytes_to_fetch and not yes and not typer.confirm("Download now?", default=True):
             raise typer.Exit(code=1)
         with _DownloadProgressBar() as bar:
             summary = download_kth(root, on_progress=bar.update)
-    console.print(f"done in {summary.seconds:.0f} s: fetched {len(summary.fetched)}, reused {len(summary.reused)}, "
-                  f"unpacked {len(summary.unpacked)}. Next: harx extract --dataset kth --root {root}")
+    _say(f"done in {summary.seconds:.0f} s: fetched {len(summary.fetched)}, reused {len(summary.reused)}, "
+         f"unpacked {len(summary.unpacked)}. Next: harx extract --dataset kth --root {root}")
 
 
 class _DownloadProgressBar:
@@ -205,7 +232,8 @@ class _DownloadProgressBar:
                                    TransferSpeedColumn)
 
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                 TransferSpeedColumn(), TimeRemainingColumn(), console=err_console, transient=True)
+                                 TransferSpeedColumn(), TimeRemainingColumn(), console=err_console, transient=True,
+                                 disable=not err_console.is_terminal)
         self.progress.__enter__()
         self.tasks: dict[tuple[str, str], int] = {}
         return self
@@ -230,11 +258,11 @@ def info(
     with user_errors():
         store = FeatureStore(cache)
         a = store.attrs
-        console.print(f"{cache}: {len(store)} samples, {a.get('n_frames'):,} frames, {a.get('n_failed')} failed")
-        console.print(f"dataset {a['dataset']} ({a['unit']}s) from {a['root']}; split: {a.get('split_protocol')}")
-        console.print(f"backbone {a['backbone']} ({a['embed_dim']}-d, weights {a['weights']} "
-                      f"sha256 {str(a['weights_sha256'])[:12]}), {a['precision']}; sampling: "
-                      f"{a.get('sampling_description')}")
+        _say(f"{cache}: {len(store)} samples, {a.get('n_frames'):,} frames, {a.get('n_failed')} failed")
+        _say(f"dataset {a['dataset']} ({a['unit']}s) from {a['root']}; split: {a.get('split_protocol')}")
+        _say(f"backbone {a['backbone']} ({a['embed_dim']}-d, weights {a['weights']} "
+             f"sha256 {str(a['weights_sha256'])[:12]}), {a['precision']}; sampling: "
+             f"{a.get('sampling_description')}")
         table = Table("class", "train", "val", "test")
         split, label = store.column("split"), store.column("label")
         for name in store.class_names:
@@ -242,9 +270,9 @@ def info(
         console.print(table)
         notes = [n for n in store.column("note") if n]
         if notes:
-            console.print(f"{len(notes)} clamped range(s), e.g. {notes[0]}")
+            _say(f"{len(notes)} clamped range(s), e.g. {notes[0]}")
         for f in store.failures[:20]:
-            console.print(f"failed: {f['sample_id']}: {f['reason']}", markup=False, highlight=False)
+            _say(f"failed: {f['sample_id']}: {f['reason']}")
 
 
 HEAD_PANEL = "Head options (None = the head's default)"
@@ -337,9 +365,9 @@ def fit(
 def _print_run(run) -> None:
     m = run.metrics
     proto = m.get("protocol", {})
-    console.print(f"features: {run.features}")
-    console.print(f"run folder: {run.path}" + (" (finished run reused)" if run.reused else f" ({run.seconds:.1f} s)"))
-    console.print(f"protocol: {_protocol_line(proto)}", soft_wrap=True)
+    _say(f"features: {run.features}")
+    _say(f"run folder: {run.path}" + (" (finished run reused)" if run.reused else f" ({run.seconds:.1f} s)"))
+    _say(f"protocol: {_protocol_line(proto)}")
     for split in ("val", "test"):
         scores = m.get(split) or {}
         if scores:
@@ -351,7 +379,7 @@ def _print_run(run) -> None:
             vote = scores.get("majority_vote")
             if vote:
                 line += f"; majority vote {_pct(vote.get('accuracy'))}"
-            console.print(line)
+            _say(line)
 
 
 def _protocol_line(proto: dict) -> str:
@@ -369,12 +397,12 @@ def evaluate(
 
     with user_errors():
         metrics = evaluate_run(run, features=features)
-    console.print(f"protocol: {_protocol_line(metrics.get('protocol', {}))}", soft_wrap=True)
+    _say(f"protocol: {_protocol_line(metrics.get('protocol', {}))}")
     for split in ("val", "test"):
         scores = metrics.get(split) or {}
         if scores:
-            console.print(f"{split:>4}: accuracy {_pct(scores.get('accuracy'))}, mean class accuracy "
-                          f"{_pct(scores.get('mean_class_accuracy'))}, macro-F1 {_pct(scores.get('macro_f1'))}")
+            _say(f"{split:>4}: accuracy {_pct(scores.get('accuracy'))}, mean class accuracy "
+                 f"{_pct(scores.get('mean_class_accuracy'))}, macro-F1 {_pct(scores.get('macro_f1'))}")
 
 
 @app.command()
@@ -405,8 +433,43 @@ def _run_compare(**kwargs):
     with user_errors():
         result = compare_heads(command=["harx", *sys.argv[1:]], on_run=on_run, **kwargs)
     console.print(result.table, markup=False, highlight=False, soft_wrap=True)
-    console.print(f"\nwritten: {result.path}/compare.json, compare.md, compare.csv, compare.png")
+    _say("")
+    _say(f"written: {result.path}/compare.json, compare.md, compare.csv, compare.png")
     return result
+
+
+@app.command()
+def runs(
+    features: Annotated[Optional[str], typer.Option(help="Only runs on this cache: a path, or part of the "
+                                                    "cache's file name (e.g. kth).")] = None,
+    root: Annotated[Optional[list[Path]], typer.Option(help="Folder to search for run folders (repeatable). "
+                                                       "Default: $HARX_HOME/features/runs and "
+                                                       "$HARX_HOME/runs.")] = None,
+):
+    """List the run folders that harx fit and harx compare wrote, newest first."""
+    from harx.temporal.runs import list_runs
+
+    with user_errors():
+        rows = list_runs(root, features=features)
+    if not rows:
+        _warn("no runs found" + (f" on caches matching {features!r}" if features else "")
+              + "; train one with harx fit")
+        return
+    header = ("head", "cache", "seed", "val acc", "test acc", "when (UTC)", "folder")
+    body = [(r.head, Path(r.cache).name, "" if r.seed is None else str(r.seed), _pct(r.val_accuracy).strip(),
+             _pct(r.test_accuracy).strip() if r.finished else "unfinished",
+             r.created_utc.replace("T", " ").replace("+00:00", ""), str(r.path)) for r in rows]
+    for line in _columns([header, *body]):
+        _say(line)
+    units = sorted({r.unit or "sample" for r in rows})
+    _warn(f"{len(rows)} run(s); accuracy per {'/'.join(units)}, on the run's own cache")
+
+
+def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+    """Left-aligned plain-text columns, the last one unpadded: lines may run long, but nothing is
+    cut or wrapped (a folder must survive copy and paste)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]) for row in rows]
 
 
 PREDICT_PANEL = "Outputs"
@@ -486,7 +549,7 @@ class _VideoProgress:
 
             self.progress = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                                      TextColumn("{task.description}"), console=err_console, transient=True,
-                                     redirect_stdout=False)
+                                     redirect_stdout=False, disable=not err_console.is_terminal)
             self.progress.__enter__()
             self.task = self.progress.add_task("", total=self.total)
         return self
@@ -552,6 +615,8 @@ def _segments(timeline) -> str:
 @app.command()
 def demo(
     seeds: Annotated[int, typer.Option(help="Seeds per head in the comparison.")] = 3,
+    overwrite: Annotated[bool, typer.Option(help="Extract the demo cache again, replacing the one there is "
+                                            "(finished runs on the old cache are not reused).")] = False,
 ):
     """The whole pipeline on the built-in demo data, no download: render, extract every frame,
     then compare frame voting with an LSTM over several seeds."""
@@ -561,7 +626,7 @@ def demo(
 
     extract(dataset="demo", root=None, out=None, unit=None, manifest=None, split_seed=None, backbone=None,
             weights=None, device=None, precision=None, every=None, fps=None, max_frames=None,
-            batch_size=None, workers=None, decode_timeout=None, overwrite=False)
+            batch_size=None, workers=None, decode_timeout=None, overwrite=overwrite)
     cache = default_cache_path("demo", None, "video", DEFAULT_BACKBONE, Sampling())
     result = _run_compare(features=cache, heads="vote,lstm", seeds=seeds, out=None, refit_trainval=False,
                           device=None, epochs=None)
