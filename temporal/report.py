@@ -36,7 +36,7 @@ def plot_curves(path: Path, history: Sequence[dict], title: str, best_epoch: int
             continue
         ep = [h["epoch"] for h in rows]
         tag = "" if phase == "select" else " (refit on train+val)"
-        ax_loss.plot(ep, [h["train_loss"] for h in rows], style, color="tab:blue", label=f"train{tag}")
+        ax_loss.plot(ep, [h["train_loss"] for h in rows], style, color="tab:blue", label=f"train crops{tag}")
         ax_acc.plot(ep, [100 * h["train_accuracy"] for h in rows], style, color="tab:blue", label=f"train crops{tag}")
         if any(h["val_loss"] is not None for h in rows):
             ax_loss.plot(ep, [h["val_loss"] for h in rows], style, color="tab:orange", label="validation")
@@ -85,10 +85,17 @@ def plot_confusions(path: Path, panels: Sequence[tuple[str, dict]], class_names:
     return path
 
 
+def _clipped_err(means: Sequence[float], stds: Sequence[float]) -> np.ndarray:
+    """Error bars of ± std that stop at 0 and 100 %: an accuracy cannot leave that range."""
+    m, sd = np.asarray(means, float), np.asarray(stds, float)
+    return np.vstack([np.minimum(sd, m), np.minimum(sd, 100.0 - m)])
+
+
 def plot_compare(path: Path, results: dict, class_names: Sequence[str], title: str) -> Path:
-    """Bars with seed std error bars: summary test metrics per head, and per-class test accuracy."""
+    """Bars with seed std error bars (clipped to 0-100 %): summary test metrics per head, and
+    per-class test accuracy; a dashed line marks chance (1 / number of classes)."""
     heads = list(results)
-    fig = _figure(max(9, 3 + 1.1 * len(class_names) * max(1, len(heads)) / 2), 4.2)
+    fig = _figure(max(9, 3 + 1.1 * len(class_names) * max(1, len(heads)) / 2), 4.6)
     ax_sum, ax_cls = fig.subplots(1, 2, width_ratios=[1, 2])
     width = 0.8 / max(1, len(heads))
     metrics = list(METRIC_NAMES)
@@ -97,19 +104,24 @@ def plot_compare(path: Path, results: dict, class_names: Sequence[str], title: s
         means = [100 * (test[m]["mean"] or 0) for m in metrics]
         stds = [100 * (test[m]["std"] or 0) for m in metrics]
         x = np.arange(len(metrics)) + (k - (len(heads) - 1) / 2) * width
-        ax_sum.bar(x, means, width, yerr=stds, capsize=3, label=h)
+        ax_sum.bar(x, means, width, yerr=_clipped_err(means, stds), capsize=3, label=h)
         per = results[h]["test"]["per_class_accuracy"]
         cm = [100 * (per[c]["mean"] or 0) for c in class_names]
         cs = [100 * (per[c]["std"] or 0) for c in class_names]
         x = np.arange(len(class_names)) + (k - (len(heads) - 1) / 2) * width
-        ax_cls.bar(x, cm, width, yerr=cs, capsize=2, label=h)
-    ax_sum.set_xticks(np.arange(len(metrics)), [METRIC_NAMES[m] for m in metrics], fontsize=8)
-    ax_sum.set(ylabel="test (%)", ylim=(0, 105), title="test metrics, mean ± std over seeds")
-    ax_cls.set_xticks(np.arange(len(class_names)), class_names, rotation=30, ha="right", fontsize=8)
-    ax_cls.set(ylabel="test accuracy (%)", ylim=(0, 105), title="per-class test accuracy")
+        ax_cls.bar(x, cm, width, yerr=_clipped_err(cm, cs), capsize=2, label=h)
+    chance = 100.0 / max(1, len(class_names))
     for ax in (ax_sum, ax_cls):
+        ax.axhline(chance, color="gray", ls="--", lw=1, label=f"chance ({chance:.0f}%)")
+    ax_sum.set_xticks(np.arange(len(metrics)), [METRIC_NAMES[m] for m in metrics], rotation=25, ha="right",
+                      fontsize=8)
+    ax_sum.set(ylabel="test (%)", title="test metrics, mean ± std over seeds")
+    ax_cls.set_xticks(np.arange(len(class_names)), class_names, rotation=30, ha="right", fontsize=8)
+    ax_cls.set(ylabel="test accuracy (%)", title="per-class test accuracy")
+    for ax in (ax_sum, ax_cls):          # head-room above 100 % holds the legend, clear of the bars
+        ax.set(ylim=(0, 122), yticks=range(0, 101, 20))
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", ncol=len(heads) + 1, frameon=False)
         ax.title.set_fontsize(9)
     fig.suptitle(title, fontsize=10)
     fig.savefig(path)
