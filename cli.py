@@ -276,6 +276,23 @@ def info(
 
 
 HEAD_PANEL = "Head options (None = the head's default)"
+
+#: Each head's own training defaults, for --help only (the head classes are the source; a test
+#: holds this table to their signatures, so the help cannot drift from what runs).
+HEAD_DEFAULTS = {
+    "batch_size": {"vote": 64, "lstm": 32, "gru": 32, "meanpool": 32},
+    "lr": {"vote": 3e-3, "lstm": 2e-3, "gru": 2e-3, "meanpool": 1e-3},
+    "crop_frames": {"vote": 16, "lstm": 32, "gru": 32, "meanpool": 64},
+}
+AUTO_STEPS = 400     # TorchHead.auto_steps: optimiser steps that the automatic epoch count aims at
+
+
+def _per_head(option: str) -> str:
+    """'64 (vote), 32 (lstm, gru, meanpool)': each default once, with the heads that use it."""
+    by_value: dict = {}
+    for head, value in HEAD_DEFAULTS[option].items():
+        by_value.setdefault(value, []).append(head)
+    return ", ".join(f"{v:g} ({', '.join(h)})" for v, h in by_value.items())
 TRAIN_PANEL = "Training"
 
 
@@ -322,15 +339,25 @@ def fit(
     refit_trainval: Annotated[bool, typer.Option(help="After choosing the epoch count on val, retrain on "
                                                  "train+val for that many epochs (as many KTH papers do).",
                                                  rich_help_panel=TRAIN_PANEL)] = False,
-    epochs: Annotated[Optional[int], typer.Option(help="Most epochs (early stopping on val).",
+    epochs: Annotated[Optional[int], typer.Option(help="Most epochs; early stopping on val may end sooner. "
+                                                  f"Default: from the data, about {AUTO_STEPS} optimiser steps "
+                                                  "(an epoch is ceil(train samples / batch size) steps), "
+                                                  "within 10-200 epochs.",
                                                   rich_help_panel=TRAIN_PANEL)] = None,
-    patience: Annotated[Optional[int], typer.Option(rich_help_panel=TRAIN_PANEL)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(rich_help_panel=TRAIN_PANEL)] = None,
-    lr: Annotated[Optional[float], typer.Option(rich_help_panel=TRAIN_PANEL)] = None,
-    crop_frames: Annotated[Optional[int], typer.Option(help="Random temporal crop length in training "
-                                                       "(evaluation always sees whole samples).",
+    patience: Annotated[Optional[int], typer.Option(help="Epochs without a clear val improvement before "
+                                                    "stopping. Default: a quarter of the epochs, at least 4.",
+                                                    rich_help_panel=TRAIN_PANEL)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=f"Samples per optimiser step. Default: "
+                                                      f"{_per_head('batch_size')}.",
+                                                      rich_help_panel=TRAIN_PANEL)] = None,
+    lr: Annotated[Optional[float], typer.Option(help=f"AdamW learning rate. Default: {_per_head('lr')}.",
+                                                rich_help_panel=TRAIN_PANEL)] = None,
+    crop_frames: Annotated[Optional[int], typer.Option(help="Random temporal crop length in training (evaluation "
+                                                       "always sees whole samples). Default: "
+                                                       f"{_per_head('crop_frames')}.",
                                                        rich_help_panel=TRAIN_PANEL)] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda[:N], mps.", rich_help_panel=TRAIN_PANEL)] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto (CUDA, then MPS, then the CPU), cpu, cuda[:N], mps.",
+                                                  rich_help_panel=TRAIN_PANEL)] = None,
     hidden_size: Annotated[Optional[int], typer.Option(rich_help_panel=HEAD_PANEL)] = None,
     num_layers: Annotated[Optional[int], typer.Option("--layers", rich_help_panel=HEAD_PANEL)] = None,
     bidirectional: Annotated[Optional[bool], typer.Option("--bidirectional/--unidirectional",

@@ -88,3 +88,21 @@ def test_unfinished_run_is_listed_as_such(extracted, tmp_path):
     (tmp_path / "runs" / "other" / "config.json").write_text('{"not": "a harx run"}')
     listed = list_runs([tmp_path / "runs"])
     assert [(r.path, r.finished, r.test_accuracy) for r in listed] == [(broken.resolve(), False, None)]
+
+
+def test_fit_help_defaults_are_the_heads_own():
+    """The per-head defaults quoted in `harx fit --help` are those the head classes run with."""
+    import harx.cli as cli
+    from harx.temporal import head_options, list_heads
+    from harx.temporal.training import TorchHead
+
+    assert set(list_heads()) == set(cli.HEAD_DEFAULTS["lr"])
+    for option, per_head in cli.HEAD_DEFAULTS.items():
+        for head, value in per_head.items():
+            assert head_options(head)[option] == value, (head, option)
+    assert TorchHead.auto_steps == cli.AUTO_STEPS
+    result = runner.invoke(app, ["fit", "--help"], env={"COLUMNS": "250"})
+    text = " ".join(result.output.split())
+    for option in ("batch_size", "lr", "crop_frames"):
+        assert cli._per_head(option) in text
+    assert f"about {cli.AUTO_STEPS} optimiser steps" in text and "at least 4" in text
