@@ -215,7 +215,8 @@ def cpu_bf16() -> tuple[bool, bool]:
     *native*: the CPU has bf16 instructions (AVX512-BF16 or AMX), so oneDNN's bf16 kernels are
     faster than fp32 ones. *supported*: oneDNN runs bf16 at all (native, or emulated on
     AVX512BW/VL/DQ, where it is slower than fp32). An AVX2-only CPU has neither: oneDNN refuses
-    bf16 convolutions there.
+    bf16 convolutions there. ``ONEDNN_MAX_CPU_ISA`` (oneDNN's own cap, e.g. ``AVX2``) is honoured,
+    which also lets one machine stand in for an older class.
     """
     import torch
 
@@ -231,6 +232,11 @@ def cpu_bf16() -> tuple[bool, bool]:
     except (AttributeError, RuntimeError):
         supported = False
     native = supported and (probe("_is_avx512_bf16_supported") or probe("_is_amx_tile_supported"))
+    # A user (or a test of another machine class) may cap oneDNN's instruction set below the CPU's.
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if cap and cap not in ("ALL", "DEFAULT"):
+        native = native and ("BF16" in cap or "AMX" in cap or "AVX10" in cap)
+        supported = supported and (cap.startswith(("AVX512", "AVX10")) or cap == "AVX2_VNNI_2")
     return native, supported
 
 

@@ -71,3 +71,15 @@ def test_default_backbone_on_an_avx2_cpu_runs_fused_fp32(avx2_only):
     assert backbone.fused_activations > 0
     emb = backbone.embed(np.random.default_rng(0).integers(0, 256, (3, 120, 160, 3), dtype=np.uint8))
     assert emb.shape == (3, backbone.embed_dim) and np.isfinite(emb).all()
+
+
+@pytest.mark.parametrize("cap,native,supported", [("AVX2", False, False), ("avx512_core", False, True),
+                                                  ("AVX512_CORE_BF16", None, None), ("ALL", None, None)])
+def test_onednn_isa_cap_is_honoured(monkeypatch, cap, native, supported):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    free = runtime.cpu_bf16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    capped = runtime.cpu_bf16()
+    expect = (free[0] if native is None else native and free[0], free[1] if supported is None else supported and free[1])
+    assert capped == expect
