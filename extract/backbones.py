@@ -249,7 +249,7 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str = "auto", device:
     if torch_device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one input size per run: let cuDNN pick its fastest kernels
     fused = 0
-    if torch_device.type == "cpu":  # cuDNN fuses on its own; on a CPU this is worth 1.5x (extract/fusion.py)
+    if torch_device.type == "cpu":  # cuDNN fuses on its own; on a CPU see extract/fusion.py
         autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         model, fused = fuse_convolutions(model, (CPU_BATCH_SIZE, 3, *input_size), autocast_dtype)
     crop_pct = float(cfg.get("crop_pct") or 1.0)
@@ -266,8 +266,8 @@ def fold_batchnorm(model: torch.nn.Module, input_size: tuple[int, int]) -> tuple
     into that convolution's weights and bias, and how many were folded.
 
     Frozen BN is an affine map per channel, so ``bn(conv(x)) == conv'(x)`` with rescaled weights:
-    the same embedding without a pass over every activation map (lite0 on the 2-core CPU, bf16,
-    batch 8: 62 -> 90 frames/s, model alone). Pairs are found by running the model once and
+    the same embedding without a pass over every activation map (measured in
+    ``benchmarks/RESULTS.md``). Pairs are found by running the model once and
     matching each BN's input to the conv output it is, so it works for any timm model whatever
     its block names; timm's ``BatchNormAct2d`` keeps its activation. The folded copy is checked
     against the model on a random input; if they differ (say a conv output also used elsewhere)

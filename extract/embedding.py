@@ -61,9 +61,9 @@ class EmbeddedVideo:
 
 
 def auto_batch_size(backbone: Backbone, batch_size: int | None) -> int:
-    """Frames per forward pass, chosen by measurement (``benchmarks/extract.py --sweep``): 8 on a
-    CPU (2 cores, bf16: 82 frames/s at 8, 77 at 4, 70 at 16, 63 at 32: larger batches spill the
-    caches), 128 on a GPU."""
+    """Frames per forward pass, chosen by measurement (``benchmarks/extract.py --sweep``, numbers
+    in ``benchmarks/RESULTS.md``): small on a CPU, where larger batches spill the caches; large on
+    a GPU, which needs many frames in flight to be busy."""
     if batch_size is not None:
         return max(1, batch_size)
     return CPU_BATCH_SIZE if backbone.device.type == "cpu" else 128
@@ -80,9 +80,9 @@ def plan_batches(n_frames: int, batch: int, pad_multiple: int = 0) -> list[tuple
 
     Without padding (a CPU) the sizes are as even as ``batch`` allows (250 frames at 8:
     26 x 8 + 6 x 7, not 31 x 8 + 2), so every video longer than ``batch * (batch - 1)`` frames
-    runs in the same two shapes and none ends in a batch of 1 or 2, which costs twice as much per
-    frame (oneDNN also builds its kernels again for each new shape: 10 ms on an AMD EPYC, 50-80 ms
-    with AMX). With ``pad_multiple`` (a GPU) batches are full and the last is padded up to a
+    runs in the same two shapes and none ends in a batch of 1 or 2, which costs about twice as much
+    per frame (and oneDNN builds its kernels again for each new shape, most expensively with AMX).
+    With ``pad_multiple`` (a GPU) batches are full and the last is padded up to a
     multiple of it (capped at ``batch``).
     """
     if n_frames <= 0:

@@ -1,11 +1,11 @@
 """Convolutions as single oneDNN calls for CPU inference: activation fused in, weights pre-cast
 and pre-packed, TF "same" padding without a padded copy.
 
-Profiling lite0 (bf16, batch 8, 2-core CPU) after BatchNorm folding showed the convolutions at
-58 % of the time and everything around them at 42 %: ReLU6 as a separate pass (21 %; bf16
-element-wise kernels on this CPU are slower than fp32 ones), ``Conv2dSame``'s explicit padding
-(15 %: a zero-filled copy of the activation map before every strided conv), and autocast
-re-casting every weight on every call (6 %). :func:`fuse_convolutions` replaces each
+Profiling lite0 on a CPU after BatchNorm folding showed much of the time around the convolutions
+rather than in them: ReLU6 as a separate pass over every activation map (bf16 element-wise
+kernels are slower than fp32 ones), ``Conv2dSame``'s explicit padding (a zero-filled copy of the
+activation map before every strided conv), and autocast re-casting every weight on every call
+(the profile and the speed-up are in ``benchmarks/RESULTS.md``). :func:`fuse_convolutions` replaces each
 ``nn.Conv2d`` by a :class:`FusedConv2d` that calls ``torch.ops.mkldnn._convolution_pointwise``
 (the op ``torch.compile`` emits for the same pattern on a CPU) with
 
@@ -16,8 +16,7 @@ re-casting every weight on every call (6 %). :func:`fuse_convolutions` replaces 
 * asymmetric "same" padding, which ``Conv2d`` cannot express, turned into symmetric padding by
   growing the kernel by one zero row/column on the side that pads less: the same sums, no copy.
 
-Model alone: 132 -> 200 frames/s; outputs identical to the unfused model in fp32 and bf16 on
-lite0. Pairs are found by running the model once and matching tensors, as
+Outputs are identical to the unfused model's in fp32 and bf16 on lite0. Pairs are found by running the model once and matching tensors, as
 :func:`~extract.backbones.fold_batchnorm` does, so any timm CNN qualifies; the fused model is
 checked against the original on a probe and dropped if they disagree (say a conv output that is
 also used before its activation), as it is when this torch build has no oneDNN.
