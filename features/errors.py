@@ -38,6 +38,14 @@ class ForeignCacheError(HarxError, ValueError):
     """A file that is not a harx feature cache, or of another schema version."""
 
 
+class CorruptCacheError(ForeignCacheError):
+    """A harx cache whose file is damaged (truncated, overwritten, missing datasets or attributes)."""
+
+
+class OutputError(HarxError, OSError):
+    """A file or folder harx must write that cannot be written (read-only, not a folder, in the way)."""
+
+
 class CacheMismatchError(HarxError, ValueError):
     """A cache built with other settings (backbone, classes, sampling) than this run needs."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +18,10 @@ import h5py
 import numpy as np
 
 from .errors import DatasetNotFoundError, ForeignCacheError
-from .schema import FAILURE_COLUMNS, STR_COLUMNS
-from .writer import read_settings
+from .schema import FAILURE_COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, STR_COLUMNS
+from .writer import H5_READ_ERRORS, corrupt_cache, read_settings
+
+REBUILD_HINT = "rebuild it with harx extract --overwrite (and the options it was made with)"
 
 
 @dataclass(frozen=True)
@@ -48,28 +51,79 @@ class SampleRecord:
         return self.row_stop - self.row_start
 
 
+def _strings(dataset: h5py.Dataset) -> list[str]:
+    """A 1-D UTF-8 string dataset as ``str``; ValueError if it holds anything else."""
+    if dataset.ndim != 1 or h5py.check_string_dtype(dataset.dtype) is None:
+        raise ValueError(f"{dataset.name} is {dataset.shape} {dataset.dtype}, not a column of strings")
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in dataset[:]]
+
+
 class FeatureStore:
     """A finished harx feature cache, opened read-only.
 
     Raises:
         DatasetNotFoundError: ``path`` does not exist.
         ForeignCacheError: it is not a complete harx cache of this schema.
+        CorruptCacheError: it is one, but damaged: a dataset or attribute is missing, of the wrong
+            type or shape, or unreadable (also raised later, by a read that meets a damaged block).
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise DatasetNotFoundError(f"{self.path} is a folder; give the .h5 file harx extract wrote")
         if not self.path.is_file():
             raise DatasetNotFoundError(f"feature cache {self.path} not found; run harx extract first")
-        self.attrs = read_settings(self.path, hint="give a cache written by harx extract")
+        self.attrs = read_settings(self.path, hint="give a cache written by harx extract", damaged_hint=REBUILD_HINT)
         if not self.attrs.get("complete"):
             raise ForeignCacheError(f"{self.path} is an unfinished part of a cache; rerun harx extract to finish it")
         self._file: h5py.File | None = None
         self._pid = -1
-        with h5py.File(self.path, "r") as f:
+        with self._reading(), h5py.File(self.path, "r") as f:
             s = f["samples"]
-            self._columns = {k: (np.array([v.decode() for v in s[k][:]], dtype=object) if k in STR_COLUMNS
-                                 else s[k][:]) for k in s}
-            self._failures = {k: [v.decode() for v in f["failures"][k][:]] for k in FAILURE_COLUMNS}
+            self._columns = {k: (np.array(_strings(s[k]), dtype=object) if k in STR_COLUMNS else s[k][:])
+                             for k in (*STR_COLUMNS, *INT_COLUMNS, *FLOAT_COLUMNS)}
+            self._failures = {k: _strings(f["failures"][k]) for k in FAILURE_COLUMNS}
+            self._check_layout(f)
+
+    def _check_layout(self, f: h5py.File) -> None:
+        """What every later read relies on: the attributes' types, the datasets' dtypes and
+        shapes, rows inside ``embeddings``, labels inside ``class_names``."""
+        a, c = self.attrs, self._columns
+        names = a.get("class_names")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"attribute class_names is {names!r}, not a list of names")
+        for key in ("backbone", "settings_fingerprint"):
+            if not isinstance(a.get(key), str):
+                raise ValueError(f"attribute {key} is {a.get(key)!r}, not a string")
+        if not isinstance(a.get("embed_dim"), int) or a["embed_dim"] < 1:
+            raise ValueError(f"attribute embed_dim is {a.get('embed_dim')!r}, not a positive integer")
+        emb, fidx = f["embeddings"], f["frame_index"]
+        if emb.ndim != 2 or emb.shape[1] != a["embed_dim"] or emb.dtype.kind != "f":
+            raise ValueError(f"embeddings is {emb.shape} {emb.dtype}, expected (frames, {a['embed_dim']}) floats")
+        if fidx.shape != emb.shape[:1] or fidx.dtype.kind not in "iu":
+            raise ValueError(f"frame_index is {fidx.shape} {fidx.dtype}, expected ({emb.shape[0]},) integers")
+        n = len(c["sample_id"])
+        for key, column in c.items():
+            kind = column.dtype.kind
+            if column.ndim != 1 or len(column) != n or (key in INT_COLUMNS and kind not in "iu") \
+                    or (key in FLOAT_COLUMNS and kind not in "fiu"):
+                raise ValueError(f"samples/{key} is {column.shape} {column.dtype}, expected {n} values")
+        if len({len(v) for v in self._failures.values()}) > 1:
+            raise ValueError("the failures columns differ in length")
+        start, stop = c["row_start"], c["row_stop"]
+        if n and (start.min() < 0 or (stop < start).any() or stop.max() > emb.shape[0]):
+            raise ValueError(f"sample rows outside embeddings' {emb.shape[0]} rows")
+        if n and (c["label_index"].min() < 0 or c["label_index"].max() >= len(names)):
+            raise ValueError(f"label_index outside the {len(names)} classes")
+
+    @contextmanager
+    def _reading(self):
+        """Turn what h5py raises on a damaged file into one CorruptCacheError naming it."""
+        try:
+            yield
+        except H5_READ_ERRORS as err:
+            raise corrupt_cache(self.path, err, REBUILD_HINT) from None
 
     # -- attributes ------------------------------------------------------------------------------
     @property
@@ -149,11 +203,13 @@ class FeatureStore:
         """Embeddings of sample ``i``, its frames ``[start, stop)``; time is axis 0. Reads only that slice."""
         lo, hi = int(self._columns["row_start"][i]), int(self._columns["row_stop"][i])
         end = hi if stop is None else min(hi, lo + stop)
-        return self._h5()["embeddings"][lo + start:end]
+        with self._reading():
+            return self._h5()["embeddings"][lo + start:end]
 
     def frame_index(self, i: int) -> np.ndarray:
         lo, hi = int(self._columns["row_start"][i]), int(self._columns["row_stop"][i])
-        return self._h5()["frame_index"][lo:hi]
+        with self._reading():
+            return self._h5()["frame_index"][lo:hi]
 
     def load(self, split: str | None = None) -> tuple[list[np.ndarray], np.ndarray]:
         """All samples of a split as ``(list of (frames, D) arrays, label indices)``.
@@ -163,12 +219,14 @@ class FeatureStore:
         """
         idx = self.indices(split)
         starts, stops = self._columns["row_start"][idx], self._columns["row_stop"][idx]
-        emb = self._h5()["embeddings"]
+        with self._reading():
+            emb = self._h5()["embeddings"]
         arrays: list[np.ndarray] = []
         run_lo = 0
         for k in range(1, len(idx) + 1):
             if k == len(idx) or starts[k] != stops[k - 1]:
-                block = emb[int(starts[run_lo]):int(stops[k - 1])]
+                with self._reading():
+                    block = emb[int(starts[run_lo]):int(stops[k - 1])]
                 base = int(starts[run_lo])
                 arrays.extend(block[a - base:b - base] for a, b in zip(starts[run_lo:k], stops[run_lo:k]))
                 run_lo = k

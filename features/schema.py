@@ -39,7 +39,9 @@ File attributes (JSON strings where marked)
     ``preprocess`` (JSON: input size, resize, crop, interpolation, mean, std), ``sampling``
     (JSON), ``sampling_description``, ``precision``, ``device``, ``inference`` (memory format and
     BatchNorm folding, descriptive), ``settings_fingerprint`` (hash
-    of everything that changes the numbers), ``versions`` (JSON: harx, torch, timm, decord,
+    of everything that changes the numbers), ``request_key`` (hash of the options and host
+    that produced the model-made settings, so a rerun is confirmed without a model; see
+    ``extract.reuse``; absent in caches of older harx), ``versions`` (JSON: harx, torch, timm, decord,
     h5py, numpy), ``created_utc``, ``n_samples``, ``n_frames``, ``n_failed``.
 
 All strings are UTF-8. Frame ranges are 0-based and end-exclusive everywhere.

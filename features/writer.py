@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +33,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import CacheMismatchError, ForeignCacheError, HarxError
+from .errors import CacheMismatchError, CorruptCacheError, ForeignCacheError, HarxError, OutputError
 from .schema import (FAILURE_COLUMNS, FLOAT_COLUMNS, FORMAT, INT_COLUMNS, SCHEMA_VERSION,
                      SETTINGS_KEYS, STR_COLUMNS, STR_DTYPE, chunk_rows, decode_attr, encode_attr,
                      settings_fingerprint)
@@ -116,19 +117,91 @@ class _CacheFile:
 
 
 REPLACE_HINT = "use --overwrite to replace it or --out for another file"
+#: What h5py (and decoding what it returns) raises on a damaged file: a missing object is a
+#: KeyError, an unreadable block an OSError, a bad attribute a ValueError (JSON, UTF-8).
+H5_READ_ERRORS = (OSError, KeyError, ValueError, RuntimeError)
 
 
-def read_settings(path: Path, hint: str = REPLACE_HINT) -> dict:
-    """The settings attributes of an existing cache or part; ForeignCacheError if it is not one."""
+def corrupt_cache(path: Path, err: BaseException, hint: str) -> CorruptCacheError:
+    """The one-line error for a damaged cache file: what broke, then the fix."""
+    detail = " ".join(str(err).split()).strip("'\"") or type(err).__name__
+    return CorruptCacheError(f"{path} is damaged ({detail}); {hint}")
+
+
+def read_settings(path: Path, hint: str = REPLACE_HINT, damaged_hint: str | None = None) -> dict:
+    """The settings attributes of an existing cache or part; ForeignCacheError (ending in
+    ``hint``) if it is not one, CorruptCacheError (ending in ``damaged_hint``, default ``hint``)
+    if its attributes cannot be read or decoded."""
     try:
         with h5py.File(path, "r") as f:
-            attrs = {k: decode_attr(k, v) for k, v in f.attrs.items()}
+            raw = dict(f.attrs.items())
     except OSError as err:
         raise ForeignCacheError(f"{path} is not a readable HDF5 file ({' '.join(str(err).split())}); {hint}") from None
-    if attrs.get("format") != FORMAT or attrs.get("schema_version") != SCHEMA_VERSION:
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise corrupt_cache(path, err, damaged_hint or hint) from None
+    try:
+        marks = {k: decode_attr(k, raw.get(k)) for k in ("format", "schema_version")}
+    except ValueError:  # not UTF-8: no harx file
+        marks = {"format": raw.get("format"), "schema_version": raw.get("schema_version")}
+    if marks["format"] != FORMAT or marks["schema_version"] != SCHEMA_VERSION:
         raise ForeignCacheError(f"{path} is not a harx cache of schema {SCHEMA_VERSION} (found format "
-                                f"{attrs.get('format')!r}, schema {attrs.get('schema_version')!r}); {hint}")
-    return attrs
+                                f"{marks['format']!r}, schema {marks['schema_version']!r}); {hint}")
+    try:
+        return {k: decode_attr(k, v) for k, v in raw.items()}
+    except ValueError as err:  # bad JSON or UTF-8 in one attribute
+        raise corrupt_cache(path, err, damaged_hint or hint) from None
+
+
+def read_sample_ids(path: Path, hint: str = REPLACE_HINT) -> tuple[set[str], set[str]]:
+    """The ids of a cache's or part's samples and of its failures: ``(done, failed)``, where
+    ``done`` includes ``failed`` (a failed sample is not retried).
+
+    Raises:
+        CorruptCacheError: the file lacks the columns or cannot be read.
+    """
+    try:
+        with h5py.File(path, "r") as f:
+            done = {_text(s) for s in f["samples/sample_id"][:]}
+            failed = {_text(s) for s in f["failures/sample_id"][:]}
+    except H5_READ_ERRORS as err:
+        raise corrupt_cache(path, err, hint) from None
+    return done | failed, failed
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"a sample id is {type(value).__name__}, not a string")
+
+
+def check_writable(path: str | Path) -> None:
+    """Refuse, in one line and before any work, a cache path that cannot be written: its folder
+    cannot be made or written in (read-only, a file, ``/proc``), the path is a folder, or its
+    ``.parts`` folder is in the way. Tried for real: ``os.access`` is true for root anywhere.
+
+    Raises:
+        OutputError: with the reason and "choose another --out".
+    """
+    path = Path(path)
+    folder, parts = path.parent, path.with_name(path.name + ".parts")
+    if path.is_dir():
+        raise OutputError(f"--out {path} is a folder; give a file path, e.g. {path / 'features.h5'}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create folder {folder} ({err.strerror or err}); choose another --out") from None
+    if parts.exists() and not parts.is_dir():
+        raise OutputError(f"{parts} is a file, where harx keeps the work in progress of {path.name}; "
+                          "remove it or choose another --out")
+    for where in (folder, parts) if parts.is_dir() else (folder,):
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".harx-write-test-", dir=where)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise OutputError(f"cannot write in {where} ({err.strerror or err}); choose another --out") from None
 
 
 def describe_mismatch(have: dict, want: dict) -> str:
@@ -190,12 +263,7 @@ class FeatureWriter:
             shutil.rmtree(self.parts_dir, ignore_errors=True)
 
     def open(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise HarxError(f"cannot create folder {self.path.parent}: {err.strerror}; choose another --out") from None
-        if not os.access(self.path.parent, os.W_OK):
-            raise HarxError(f"no write permission in {self.path.parent}; choose another --out")
+        check_writable(self.path)
         if self.overwrite:
             self._remove_all()
         self._check_existing()
@@ -208,11 +276,10 @@ class FeatureWriter:
         for tmp in self.parts_dir.glob("*.tmp"):
             tmp.unlink()
         for source in self._sources():
-            with h5py.File(source, "r") as f:
-                self.done_ids.update(s.decode() for s in f["samples/sample_id"][:])
-                failed = {s.decode() for s in f["failures/sample_id"][:]}
-                self.done_ids.update(failed)
-                self.failed_ids.update(failed)
+            done, failed = read_sample_ids(source, hint="use --overwrite to rebuild the cache" if source == self.path
+                                           else "use --overwrite to discard the interrupted run and start over")
+            self.done_ids.update(done)
+            self.failed_ids.update(failed)
 
     def _remove_all(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -230,7 +297,13 @@ class FeatureWriter:
             self.has_final = True
         settings_file = self.parts_dir / "settings.json"
         if settings_file.exists():
-            saved = json.loads(settings_file.read_text())
+            try:
+                saved = json.loads(settings_file.read_text())
+                if not isinstance(saved, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, ValueError) as err:
+                raise CorruptCacheError(f"{settings_file} is damaged ({err}); use --overwrite to discard the "
+                                        "interrupted run and start over") from None
             if saved.get("settings_fingerprint") != want:
                 raise CacheMismatchError(
                     f"{self.parts_dir} holds an interrupted run with other settings "
@@ -330,6 +403,9 @@ class FeatureWriter:
         return self.path
 
 
+_MERGE_HINT = "use --overwrite to rebuild the cache from the videos"
+
+
 def _merge(sources: list[Path], order: list[str], out: _CacheFile) -> None:
     files = [h5py.File(p, "r") for p in sources]
     try:
@@ -337,13 +413,17 @@ def _merge(sources: list[Path], order: list[str], out: _CacheFile) -> None:
         failures: dict[str, tuple[str, str]] = {}
         cols = []
         for fi, f in enumerate(files):
-            s = f["samples"]
-            col = {k: s[k][:] for k in s}
+            try:
+                s = f["samples"]
+                col = {k: s[k][:] for k in s}
+                fl = f["failures"]
+                failed = list(zip(fl["sample_id"][:], fl["path"][:], fl["reason"][:]))
+            except H5_READ_ERRORS as err:
+                raise corrupt_cache(sources[fi], err, _MERGE_HINT) from None
             cols.append(col)
             for i, sid in enumerate(col["sample_id"]):
                 where[sid.decode()] = (fi, i)
-            fl = f["failures"]
-            for sid, path, reason in zip(fl["sample_id"][:], fl["path"][:], fl["reason"][:]):
+            for sid, path, reason in failed:
                 failures[sid.decode()] = (path.decode(), reason.decode())
         rank = {sid: i for i, sid in enumerate(order)}
         ids = sorted(set(where) | set(failures), key=lambda sid: (rank.get(sid, len(rank)), sid))
@@ -353,7 +433,11 @@ def _merge(sources: list[Path], order: list[str], out: _CacheFile) -> None:
                 col = cols[fi]
                 lo, hi = int(col["row_start"][i]), int(col["row_stop"][i])
                 meta = {k: (v[i].decode() if k in STR_COLUMNS else v[i]) for k, v in col.items()}
-                out.add_sample(meta, files[fi]["embeddings"][lo:hi], files[fi]["frame_index"][lo:hi])
+                try:
+                    emb, frames = files[fi]["embeddings"][lo:hi], files[fi]["frame_index"][lo:hi]
+                except H5_READ_ERRORS as err:
+                    raise corrupt_cache(sources[fi], err, _MERGE_HINT) from None
+                out.add_sample(meta, emb, frames)
             else:
                 out.add_failure(sid, *failures[sid])
     finally:

@@ -12,7 +12,7 @@ thousands) into class probabilities. It is built by :func:`temporal.create_head`
 Rules (scikit-learn's): ``__init__`` takes keyword-only parameters and only stores them (validation
 waits for ``fit``), so ``get_params()`` is the head's whole configuration; what ``fit`` learns ends in
 ``_`` (``classes_``, ``n_features_in_``, ...); ``fit`` returns ``self``. ``X`` is a list of ``(T, D)``
-arrays (or a :class:`~temporal.training.Sequences`); ``y`` holds integer label indices, the cache's
+arrays (or a :class:`~temporal.sequences.Sequences`); ``y`` holds integer label indices, the cache's
 ``label_index``; ``classes_`` holds the class names in label-index order.
 """
 
@@ -27,9 +27,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from harx.features.errors import CacheMismatchError, InvalidOptionError
+from harx.features.errors import CacheMismatchError, HarxError, InvalidOptionError
 
 from .errors import NotFittedError, RunFolderError
+from .registry import create_head
 
 __all__ = ["TemporalHead", "CHECKPOINT_FORMAT"]
 
@@ -123,11 +124,13 @@ class TemporalHead(ABC):
         """Restore what ``_get_state`` returned (after the parameters and fitted values are set)."""
 
     # -- checkpoints -----------------------------------------------------------------------------
-    def save(self, path: str | Path, meta: dict | None = None) -> Path:
+    def save(self, path: str | Path, meta: dict | None = None, resume: dict | None = None) -> Path:
         """Write a checkpoint atomically (a temporary file, then ``os.replace``).
 
         It holds the head name, parameters, fitted values (``classes_``...), learned state, and
-        ``meta`` (a JSON-like dict: a run's config, the cache's fingerprint and backbone...).
+        ``meta`` (a JSON-like dict: a run's config, the cache's fingerprint and backbone...);
+        ``resume`` (a torch head's ``training_state()``) lets an interrupted fit go on from it.
+        Atomic because a run rewrites ``last.pt`` every epoch and Ctrl-C may come at any time.
         """
         import torch
 
@@ -137,6 +140,8 @@ class TemporalHead(ABC):
         ckpt = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "head": self.name,
                 "params": _plain(self.get_params()), "fitted": fitted, "state": self._get_state(),
                 "meta": _plain(meta or {})}
+        if resume is not None:
+            ckpt["resume"] = resume
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             torch.save(ckpt, tmp)
@@ -169,15 +174,23 @@ class TemporalHead(ABC):
     @classmethod
     def load(cls, path: str | Path) -> "TemporalHead":
         """A fitted head from a checkpoint written by :meth:`save`; its ``meta`` is in ``checkpoint_meta_``."""
-        from .registry import create_head
-
         ckpt = cls.read_checkpoint(path)
-        params = dict(ckpt["params"])
-        head = create_head(ckpt["head"], params.pop("num_features"), params.pop("num_classes"), **params)
-        for k, v in ckpt["fitted"].items():
-            setattr(head, k, np.asarray(v) if k == "classes_" else v)
-        head._set_state(ckpt["state"])
-        head.checkpoint_meta_ = ckpt["meta"]
+        try:
+            params = dict(ckpt["params"])
+            n_classes = params.pop("num_classes")
+            head = create_head(ckpt["head"], params.pop("num_features"), n_classes, **params)
+            for k, v in ckpt["fitted"].items():
+                setattr(head, k, np.asarray(v) if k == "classes_" else v)
+            if len(getattr(head, "classes_", ())) != n_classes:
+                raise ValueError(f"{len(getattr(head, 'classes_', ()))} class names for {n_classes} classes")
+            head._set_state(ckpt["state"])
+            head.checkpoint_meta_ = dict(ckpt["meta"])
+        except HarxError as err:  # a head name or option this harx does not know
+            raise RunFolderError(f"{path}: {err}; fit the run again") from None
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as err:
+            # a harx checkpoint with missing entries or tensors of other shapes than its parameters say
+            raise RunFolderError(f"{path} is a damaged head checkpoint ({type(err).__name__}: "
+                                 f"{' '.join(str(err).split())[:200]}); fit the run again") from None
         return head
 
 
