@@ -172,6 +172,8 @@ def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_fram
                 ring: "_WorkerRing | None" = None) -> None:
     # Any exception decord raises on a file is data about that file (corrupt, truncated, not a
     # video), reported back as the video's error; it must never end the worker or the run.
+    if _injected_hang(job.path) == -1:
+        time.sleep(1e9)  # tests only: a file whose opening hangs (see _injected_hang)
     try:
         vr, size, source_size = _open_reader(job.path, threads, job.max_short_side)
         fps = float(vr.get_avg_fps() or 0.0)
@@ -194,8 +196,15 @@ def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_fram
         try:
             frames = vr.get_batch(chunk.tolist()).asnumpy()
         except Exception as err:  # noqa: BLE001 - see above
-            conn.send(("error", pos, f"decoding stopped at frame {int(chunk[0])}: {_short(err)}"))
-            break
+            # A truncated file fails the whole chunk; keep the frames before the bad one.
+            frames, failed_at = _frame_by_frame(vr, chunk)
+            if failed_at is not None:
+                if len(frames):
+                    if ring is None or not ring.put(conn, pos, frames):
+                        _send_frames(conn, pos, frames)
+                    pos += len(frames)
+                conn.send(("error", pos, f"decoding stopped at frame {failed_at}: {_short(err)}"))
+                break
         if len(frames) != len(chunk):
             conn.send(("error", pos, f"decoder returned {len(frames)} frames for {len(chunk)} requested"))
             break
@@ -213,6 +222,19 @@ def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_fram
     conn.send(("done", pos))
 
 
+def _frame_by_frame(vr, chunk: np.ndarray) -> tuple[np.ndarray, int | None]:
+    """The frames of a failed chunk that decode one at a time, up to the first that does not,
+    and that frame's number (``None`` when all do). On a truncated MJPEG AVI, a 31-frame chunk
+    fails as a whole while its first 10 frames decode singly: without this the video kept none."""
+    frames = []
+    for index in chunk.tolist():
+        try:
+            frames.append(vr.get_batch([index]).asnumpy()[0])
+        except Exception:  # noqa: BLE001 - the caller reports the chunk's error
+            return (np.stack(frames) if frames else np.zeros((0,), np.uint8)), index
+    return np.stack(frames), None
+
+
 # Resident memory a worker may gain over what it had after opening a video; see _MemoryGuard.
 _DECODE_BUDGET_MB = float(os.environ.get("HARX_DECODE_BUDGET_MB", "512"))
 
@@ -220,9 +242,12 @@ _DECODE_BUDGET_MB = float(os.environ.get("HARX_DECODE_BUDGET_MB", "512"))
 def _injected_hang(path: str) -> int | None:
     """Fault injection for tests: ``HARX_FAULT_HANG="name:frame"`` makes the worker hang, as decord
     does on an over-reported frame count, when asked for frame >= ``frame`` of a file whose path
-    contains ``name``. The real hang cannot be produced on demand, but the deadline must be tested."""
+    contains ``name``. The real hang cannot be produced on demand, but the deadline must be tested.
+    ``"name:open"`` (returned as -1) hangs while opening the file, as a probe would meet it."""
     spec = os.environ.get("HARX_FAULT_HANG", "")
     name, _, frame = spec.rpartition(":")
+    if name and name in path and frame == "open":
+        return -1
     return int(frame) if name and name in path and frame.isdigit() else None
 
 

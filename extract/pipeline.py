@@ -9,24 +9,28 @@ uninterrupted one. Finished videos are committed to the cache's part files as th
 
 from __future__ import annotations
 
-import json
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
+from harx.features.coverage import split_warnings
 from harx.features.errors import HarxError
 from harx.features.paths import library_versions
-from harx.features.writer import FeatureWriter
+from harx.features.writer import FeatureWriter, check_writable
 
 from harx.runtime import resolve_device
 
-from .backbones import Backbone, create_backbone
 from .config import ExtractConfig, default_cache_path
 from .datasets import DatasetIndex, VideoSample, create_dataset
 from .decode import DecodeJob, VideoDecoder
-from .embedding import EmbeddedVideo, auto_workers, embed_videos
+from .probe import drop_undecodable
+from .reuse import FinishedCache, finished_cache, index_settings, request_key
+
+if TYPE_CHECKING:  # both import torch, which a finished cache does not need (extract.reuse)
+    from .backbones import Backbone
+    from .embedding import EmbeddedVideo
 
 
 @dataclass
@@ -65,6 +69,7 @@ class ExtractSummary:
     file_bytes: int = 0
     nothing_to_do: bool = False
     split_protocol: str = ""
+    warnings: list[str] = field(default_factory=list)  # e.g. a class with no training sample
 
     @property
     def frames_per_s(self) -> float:
@@ -80,35 +85,54 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[ExtractProgress], Non
     """
     sampling = cfg.sampling  # validates the sampling options first: cheapest check
     index = create_dataset(cfg.dataset, cfg.root, **cfg.dataset_options)
+    out = Path(cfg.out) if cfg.out else default_cache_path(cfg.dataset, index.root, index.unit, cfg.backbone, sampling)
+    # A finished cache is confirmed from its attributes (extract.reuse): no torch, no model.
+    key = request_key(cfg.backbone, cfg.weights, cfg.device, cfg.precision)
+    finished = None if cfg.overwrite else finished_cache(out, index, sampling, cfg.backbone, key)
+    if finished is not None:
+        return _nothing_to_do(finished, index)
+    check_writable(out)  # a bad --out fails now, not after the model loads
+    cfg = replace(cfg, out=out)
+    from .embedding import auto_workers  # imports torch
+
     # Decoding workers start first, so their interpreters load while the model does.
     workers = auto_workers(resolve_device(cfg.device), cfg.num_workers)
     with VideoDecoder(num_workers=workers, timeout_s=cfg.decode_timeout_s).start() as decoder:
+        index = drop_undecodable(index, decoder)  # before a split of harx's is used
         return _build_cache(cfg, sampling, index, decoder, on_progress)
 
 
 def _build_cache(cfg: ExtractConfig, sampling, index: DatasetIndex, decoder: VideoDecoder,
                  on_progress) -> "ExtractSummary":
     """run_extract once the dataset is indexed and the decoding workers are starting."""
+    from .backbones import create_backbone
+
     backbone = create_backbone(cfg.backbone, weights=cfg.weights, device=cfg.device, precision=cfg.precision)
     out = Path(cfg.out) if cfg.out else default_cache_path(cfg.dataset, index.root, index.unit, backbone.name, sampling)
-    settings = cache_settings(index, backbone, sampling)
+    settings = dict(cache_settings(index, backbone, sampling),
+                    request_key=request_key(cfg.backbone, cfg.weights, cfg.device, cfg.precision))
     started = time.monotonic()
     summary = ExtractSummary(out=out, dataset=index.name, unit=index.unit, backbone=backbone.name,
                              weights=backbone.weights, device=str(backbone.device), precision=backbone.precision,
-                             samples_total=len(index.samples), samples_new=0, reused=0, missing=list(index.missing),
+                             samples_total=len(index.samples) + len(index.left_out), samples_new=0, reused=0,
+                             missing=list(index.missing),
                              split_protocol=index.split_protocol)
     with FeatureWriter(out, settings, overwrite=cfg.overwrite, part_seconds=cfg.part_seconds) as writer:
         videos = _group_by_video(index.samples)
         todo = OrderedDict((p, s) for p, s in videos.items() if any(x.sample_id not in writer.done_ids for x in s))
         summary.reused = sum(1 for s in index.samples if s.sample_id in writer.done_ids)
         summary.failed_before = sum(1 for s in index.samples if s.sample_id in writer.failed_ids)
-        if not todo and writer.has_final and not writer.committed_parts():
+        left_out = _record_left_out(writer, index, summary)
+        if not todo and not left_out and writer.has_final and not writer.committed_parts():
             summary.nothing_to_do = True
         else:
             _embed_videos(cfg, backbone, todo, index, writer, summary, on_progress, started, decoder)
             writer.finalize(order=[s.sample_id for s in index.samples],
                             extra_attrs={"missing": index.missing, "device": str(backbone.device),
                                          "versions": library_versions()})
+        summary.warnings = split_warnings(index.class_names, [
+            (s.label, s.split) for s in index.samples
+            if s.sample_id in writer.done_ids and s.sample_id not in writer.failed_ids])
     summary.seconds = time.monotonic() - started
     summary.file_bytes = out.stat().st_size if out.exists() else 0
     if summary.failed and summary.samples_new == 0 and summary.reused == summary.failed_before:
@@ -118,22 +142,45 @@ def _build_cache(cfg: ExtractConfig, sampling, index: DatasetIndex, decoder: Vid
     return summary
 
 
+def _record_left_out(writer: FeatureWriter, index: DatasetIndex, summary: ExtractSummary) -> int:
+    """Record the videos that the split left out for not decoding (see :mod:`extract.probe`) as
+    failures, once; returns how many were new."""
+    root, new = Path(index.root), 0
+    for sample_id, path, reason in index.left_out:
+        if sample_id in writer.failed_ids:
+            summary.reused += 1
+            summary.failed_before += 1
+            continue
+        writer.add_failure(sample_id, _rel(path, root), reason)
+        summary.failed.append((sample_id, reason))
+        new += 1
+    return new
+
+
 def cache_settings(index: DatasetIndex, backbone: Backbone, sampling) -> dict:
     """The cache attributes that decide its numbers (checked on resume) plus descriptive ones."""
     return {
-        "dataset": index.name, "root": str(index.root), "unit": index.unit,
-        "dataset_options": {k: str(v) if isinstance(v, Path) else v for k, v in index.options.items()
-                            if k in ("unit", "seed", "val_fraction", "test_fraction", "manifest", "sequences_file")},
-        "class_names": list(index.class_names), "split_protocol": index.split_protocol,
+        **index_settings(index, sampling),
         "backbone": backbone.name, "weights": backbone.weights, "weights_sha256": backbone.weights_sha256,
-        "embed_dim": backbone.embed_dim, "dtype": "float16", "preprocess": backbone.preprocess_spec,
-        "sampling": json.loads(sampling.to_json()), "sampling_description": sampling.describe(),
-        "precision": backbone.precision, "device": str(backbone.device), "missing": index.missing,
+        "embed_dim": backbone.embed_dim, "preprocess": backbone.preprocess_spec,
+        "precision": backbone.precision, "device": str(backbone.device),
         "inference": f"channels_last; {backbone.folded_batchnorms} BatchNorm layers folded into their convolutions"
                      + (f"; {backbone.fused_activations} activations fused into oneDNN convolutions"
                         if backbone.fused_activations else ""),
         "versions": library_versions(),
     }
+
+
+def _nothing_to_do(finished: FinishedCache, index: DatasetIndex) -> ExtractSummary:
+    """The summary of a rerun whose cache already holds every sample (see extract.reuse)."""
+    a = finished.attrs
+    return ExtractSummary(out=finished.path, dataset=index.name, unit=index.unit, backbone=a.get("backbone", ""),
+                          weights=a.get("weights", ""), device=str(a.get("device", "")),
+                          precision=a.get("precision", ""), samples_total=len(index.samples), samples_new=0,
+                          reused=finished.reused, failed_before=finished.failed_before, missing=list(index.missing),
+                          file_bytes=finished.path.stat().st_size, nothing_to_do=True,
+                          split_protocol=a.get("split_protocol") or index.split_protocol,
+                          warnings=split_warnings(index.class_names, finished.labels_splits))
 
 
 def _group_by_video(samples: list[VideoSample]) -> "OrderedDict[Path, list[VideoSample]]":
@@ -145,6 +192,8 @@ def _group_by_video(samples: list[VideoSample]) -> "OrderedDict[Path, list[Video
 
 def _embed_videos(cfg: ExtractConfig, backbone: Backbone, todo, index: DatasetIndex, writer: FeatureWriter,
                   summary: ExtractSummary, on_progress, started: float, decoder: VideoDecoder) -> None:
+    from .embedding import embed_videos
+
     jobs = [DecodeJob(key=k, path=str(path), ranges=tuple(s.frame_range for s in samples), sampling=cfg.sampling,
                       max_short_side=2 * backbone.resize_short)
             for k, (path, samples) in enumerate(todo.items())]

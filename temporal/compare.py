@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harx.features.errors import InvalidOptionError
+from harx.features.errors import InvalidOptionError, OutputError
 from harx.features.reader import FeatureStore
 
 from .metrics import METRIC_NAMES
@@ -54,6 +54,13 @@ class CompareResult:
     @property
     def n_reused(self) -> int:
         return sum(r.reused for r in self.runs)
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create folder {folder} ({err.strerror or err}); choose another --out") from None
 
 
 def compare(
@@ -107,6 +114,8 @@ def compare(
     path = resolve_features(features)
     store = FeatureStore(path)
     names = store.class_names
+    if out is not None:
+        _make_folder(Path(out))  # a bad --out fails now, not after training every run
 
     runs: list[RunResult] = []
     for head in heads:
@@ -123,7 +132,7 @@ def compare(
     protocol = {
         **{k: p0.get(k) for k in ("dataset", "split_protocol", "unit_scored", "video_level", "sampling", "backbone",
                                    "embed_dim", "class_names", "trained_on", "validation_scores", "cache",
-                                   "cache_fingerprint", "samples")},
+                                   "cache_fingerprint", "samples", "absent_from_training", "warnings")},
         "scored_split": "test (val shown for reference: it chose the epochs)",
         "seeds": seed_list,
         "std": "sample standard deviation over seeds (ddof=1)",
@@ -135,7 +144,7 @@ def compare(
                                         store.fingerprint], sort_keys=True, default=str).encode()).hexdigest()[:6]
     out_dir = Path(out) if out is not None else (
         runs_root(path) / f"compare-{'+'.join(heads)}-{len(seed_list)}seeds-{digest}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _make_folder(out_dir)
     table = compare_markdown(protocol, results, names, confusions)
     doc = {"protocol": protocol, "heads": heads, "seeds": seed_list, "results": results,
            "confusion_differences": confusions,
@@ -240,6 +249,10 @@ def compare_markdown(protocol: dict, results: dict, names: list[str], confusions
              f"trained on {protocol['trained_on']}, epochs chosen on val, scored once on test; "
              f"mean ± std over {len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}); "
              f"cache {protocol['cache']} ({protocol['cache_fingerprint']}).", ""]
+    if protocol.get("absent_from_training"):
+        lines += [f"**Classes absent from training:** {', '.join(protocol['absent_from_training'])} (no training "
+                  "sample: no head has an output for them; their test samples count as errors).", ""]
+    lines += [f"**Warning:** {w}" for w in protocol.get("warnings") or []] + ([""] if protocol.get("warnings") else [])
     lines += ["| metric (%) | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
     rows = [(f"test {label}", "test", None, m) for m, label in METRIC_NAMES.items()]
     if any("video" in results[h].get("test", {}) for h in heads):

@@ -148,6 +148,10 @@ def protocol_lines(p: dict) -> list[str]:
     ]
     if p.get("validation_scores"):
         lines.insert(5, f"- validation scores: {p['validation_scores']}")
+    if p.get("absent_from_training"):
+        lines.append(f"- classes absent from training: {', '.join(p['absent_from_training'])} (no training sample: "
+                     "the head has no output for them, so their test samples count as errors)")
+    lines += [f"- warning: {w}" for w in p.get("warnings") or []]
     return lines
 
 
@@ -169,8 +173,15 @@ def run_markdown(metrics: dict, files: dict[str, str]) -> str:
     rows.append(["samples", *(str(m["n"]) for _, m in cols)])
     lines += _table(["metric", *(s for s, _ in cols)], rows)
     lines += ["", "## Per-class accuracy (%)", ""]
-    rows = [[c, *(pct(m["per_class_accuracy"].get(c)) for _, m in cols)] for c in names]
+    absent = set(p.get("absent_from_training") or [])
+    rows = [[c + (" (not trained)" if c in absent else ""), *(pct(m["per_class_accuracy"].get(c)) for _, m in cols)]
+            for c in names]
     lines += _table(["class", *(s for s, _ in cols)], rows)
+    for split, m in cols:
+        missed = (m.get("absent_from_training") or {}).get("sample_ids") or []
+        if missed:
+            lines += ["", f"{split}: {len(missed)} sample(s) of classes absent from training, counted as errors: "
+                      + ", ".join(missed[:20]) + (f" ... and {len(missed) - 20} more" if len(missed) > 20 else "")]
     t = metrics.get("training", {})
     lines += ["", "## Training", "",
               f"- epochs run: {t.get('epochs_run')} of at most {t.get('max_epochs')}; best (kept) epoch: "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 SPLITS = ("train", "val", "test")
 
@@ -46,6 +47,11 @@ class DatasetIndex:
     ``missing`` names videos that the annotation lists but the folder lacks (a partial download);
     stage one extracts what is present and reports the count. ``split_protocol`` states in words
     how the train/val/test split was made; it is stored in the cache and quoted in every report.
+
+    ``resplit`` is set only where harx made the split (no official one): given the videos that
+    do not decode (path -> why), it returns the index split without them, so a failed video does
+    not take a video's place in train, val or test. Those videos are then in ``left_out`` as
+    ``(sample_id, path, reason)``; stage one records them as failures.
     """
 
     name: str
@@ -56,3 +62,6 @@ class DatasetIndex:
     unit: str = "video"
     missing: list[str] = field(default_factory=list)
     options: dict = field(default_factory=dict)
+    left_out: list[tuple[str, Path, str]] = field(default_factory=list)
+    resplit: Optional[Callable[[dict[Path, str]], "DatasetIndex"]] = field(default=None, repr=False,
+                                                                          compare=False)

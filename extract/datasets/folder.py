@@ -12,6 +12,8 @@ Two ways to say what is in a dataset:
 
 When no split is given it is made here, reproducibly from ``seed``: by group when groups are
 known (a group never spans two splits), else stratified by class. ``split_protocol`` says which.
+Stage one first probes the videos (:mod:`extract.probe`) and splits again without those that do
+not open (``DatasetIndex.resplit``), so a broken file takes no video's place in a split.
 """
 
 from __future__ import annotations
@@ -24,13 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harx.features.errors import DatasetFormatError, DatasetNotFoundError, InvalidOptionError
+from harx.extract.videofiles import VIDEO_EXTENSIONS, is_video_file  # shared with harx predict
 
 from . import register_dataset
 from .base import SPLITS, DatasetIndex, VideoSample
 
-VIDEO_EXTENSIONS = frozenset({
-    ".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".3gp",
-})
 MANIFEST_NAME = "manifest.csv"
 SPLIT_ALIASES = {
     "train": "train", "training": "train",
@@ -58,11 +58,6 @@ class ManifestRow:
     group: str | None = None
     split: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
-
-
-def is_video_file(path: Path) -> bool:
-    """A visible file with a video extension (case-insensitive)."""
-    return not path.name.startswith(".") and path.suffix.lower() in VIDEO_EXTENSIONS
 
 
 def normalize_split(value: str, where: str) -> str | None:
@@ -379,9 +374,12 @@ def sample_ids(paths: list[Path], root: Path) -> list[str]:
 
 
 def build_index(name: str, root: Path, rows: list[ManifestRow], *, source: str, seed: int,
-                val_fraction: float, test_fraction: float,
-                options: dict | None = None) -> DatasetIndex:
+                val_fraction: float, test_fraction: float, options: dict | None = None,
+                undecodable: dict[Path, str] | None = None) -> DatasetIndex:
     """Turn rows into a DatasetIndex: make or check the split, then set missing files aside.
+
+    ``undecodable`` (path -> why) are videos left out of a split made here; ids stay those of
+    the full list. The index's ``resplit`` rebuilds it with such a dict (none for a given split).
 
     Raises:
         DatasetFormatError: a path listed twice, or a split given for some rows only.
@@ -394,25 +392,42 @@ def build_index(name: str, root: Path, rows: list[ManifestRow], *, source: str, 
             f"none of the {len(rows)} videos listed in {source} exists (first: {rows[0].path}); "
             "paths are read relative to the manifest's folder, or give absolute paths")
     # Split and name every listed video, present or not, so that a partial download gives each
-    # video the same split and id as the full one.
-    splits, protocol = _assign_splits(rows, source, val_fraction, test_fraction, seed)
+    # video the same split and id as the full one. A video that does not decode gets no split.
+    undecodable = undecodable or {}
+    kept = [row for row in rows if row.path not in undecodable]
+    splits, protocol = _assign_splits(kept, source, val_fraction, test_fraction, seed)
+    split_of = dict(zip((row.path for row in kept), splits))
     ids = sample_ids([row.path for row in rows], root)
     samples = [
-        VideoSample(sample_id=sid, path=row.path, label=row.label, split=split, group=row.group,
-                    scenario=row.extra.get("scenario"), frame_range=None, video_id=sid)
-        for row, split, sid, present in zip(rows, splits, ids, on_disk) if present
+        VideoSample(sample_id=sid, path=row.path, label=row.label, split=split_of[row.path],
+                    group=row.group, scenario=row.extra.get("scenario"), frame_range=None,
+                    video_id=sid)
+        for row, sid, present in zip(rows, ids, on_disk) if present and row.path in split_of
     ]
+    left_out = [(sid, row.path, undecodable[row.path]) for row, sid in zip(rows, ids)
+                if row.path in undecodable]
+    if left_out:
+        protocol += (f"; {len(left_out)} video(s) that do not decode are left out of the split "
+                     "(recorded as failures)")
     missing = [row.written for row, present in zip(rows, on_disk) if not present]
     class_names = sorted({row.label for row in rows})
     notes = list((options or {}).get("notes", []))
-    empty = sorted(set(class_names) - {s.label for s in samples})
+    absent = set(class_names) - {row.label for row, present in zip(rows, on_disk) if present}
+    empty = sorted(absent)
     if empty:
         notes.append(f"{len(empty)} class(es) have no video on disk: {', '.join(empty)}")
+    dead = sorted(set(class_names) - absent - {s.label for s in samples})
+    if dead:
+        notes.append(f"{len(dead)} class(es) have no video that decodes: {', '.join(dead)}")
     all_options = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction,
                    **(options or {}), "notes": notes}
-    return DatasetIndex(name=name, root=root, class_names=class_names, samples=samples,
-                        split_protocol=protocol, unit="video", missing=missing,
-                        options=all_options)
+    made_here = all(row.split is None for row in rows)
+    return DatasetIndex(
+        name=name, root=root, class_names=class_names, samples=samples, split_protocol=protocol,
+        unit="video", missing=missing, options=all_options, left_out=left_out,
+        resplit=(lambda bad: build_index(name, root, rows, source=source, seed=seed,
+                                         val_fraction=val_fraction, test_fraction=test_fraction,
+                                         options=options, undecodable=bad)) if made_here else None)
 
 
 def _check_duplicates(rows: list[ManifestRow], source: str) -> None:
