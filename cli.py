@@ -407,6 +407,8 @@ def _print_run(run) -> None:
             if vote:
                 line += f"; majority vote {_pct(vote.get('accuracy'))}"
             _say(line)
+    for line in getattr(run, "warnings", ()):
+        _warn(f"warning: {line}")
 
 
 def _protocol_line(proto: dict) -> str:
@@ -430,6 +432,9 @@ def evaluate(
         if scores:
             _say(f"{split:>4}: accuracy {_pct(scores.get('accuracy'))}, mean class accuracy "
                  f"{_pct(scores.get('mean_class_accuracy'))}, macro-F1 {_pct(scores.get('macro_f1'))}")
+    absent = metrics.get("protocol", {}).get("absent_from_training")
+    if absent:
+        _warn(f"warning: the run was not trained on {', '.join(absent)}; their samples count as errors")
 
 
 @app.command()
@@ -647,7 +652,7 @@ def demo(
 ):
     """The whole pipeline on the built-in demo data, no download: render, extract every frame,
     then compare frame voting with an LSTM over several seeds."""
-    from harx.extract.backbones import DEFAULT_BACKBONE
+    from harx.extract.weights import DEFAULT_BACKBONE
     from harx.extract.config import default_cache_path
     from harx.extract.sampling import Sampling
 

@@ -14,6 +14,9 @@ Found by measurement on the 2-core CPU (``benchmarks/RESULTS.md``):
   for a thread the scheduler has parked behind the spinner: 43 frames/s. Instead of giving up the
   spin everywhere, :class:`CpuThreads` watches how much of our cores other processes use and runs
   one thread fewer per core they take (67-76 frames/s with a competitor, as passive waiting gets).
+* :func:`fixed_cpu_threads`: training's numbers depend on torch's thread count, so a fit runs on
+  one count chosen from the CPUs it may use (never from load, unlike :class:`CpuThreads`) and
+  keeps it to the end: the same seed gives the same model beside a busy process too.
 * :func:`keep_freed_memory`: glibc returns large freed blocks to the kernel at once (anything
   over its mmap threshold, 128 KiB at start). A forward pass allocates and frees the same
   activation buffers every batch, so each batch faulted its memory in again: ~150,000 page
@@ -28,6 +31,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -102,8 +107,9 @@ class CpuThreads:
     never fewer than one. Off Linux, when ``/proc/stat`` is unreadable, or with ``enabled=False``
     (a GPU backbone: its host threads only feed the device), it does nothing.
     Hypervisor steal is not counted: spinning does not slow a stolen core's return. Changing
-    the count changes no number: lite0 embeddings and LSTM gradients are bit-identical at one and
-    two threads (a test holds the embeddings to it).
+    the count changes no embedding: lite0's forward pass is bit-identical at one and two threads
+    (a test holds it to that). Training is not: its gradients depend on the thread count (see
+    :func:`fixed_cpu_threads`), so training does not use this class.
 
     Measured (``benchmarks/RESULTS.md``): extraction beside a busy process 67-76 frames/s against
     43 with plain spinning; LSTM training (``benchmarks/fit.py``) 29-32 s on a free CPU against
@@ -172,6 +178,55 @@ class CpuThreads:
         if want != torch.get_num_threads():
             torch.set_num_threads(want)
         return want
+
+
+def fixed_thread_count() -> int:
+    """torch threads for work whose numbers must not depend on the machine's load: training.
+
+    Chosen from the CPUs this process may use, never from load: torch's current count (the
+    user's ``OMP_NUM_THREADS``, or torch's default of one per core), capped by the CPU affinity
+    mask and the container's quota (:func:`cgroup_cpu_limit`). Unless ``OMP_NUM_THREADS`` says
+    otherwise, one core is left free (``n - 1``, at least 1): a fixed count cannot step aside as
+    :class:`CpuThreads` does, and spin-waiting threads on every core stall at each barrier as soon
+    as another process (a decoding worker, a second fit) takes one of them.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    try:
+        n = min(n, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        pass
+    limit = cgroup_cpu_limit()
+    if limit is not None:
+        n = min(n, math.ceil(limit))
+    if not os.environ.get("OMP_NUM_THREADS"):
+        n -= 1
+    return max(1, n)
+
+
+@contextmanager
+def fixed_cpu_threads(enabled: bool = True) -> Iterator[int]:
+    """``with fixed_cpu_threads() as n:`` torch runs on :func:`fixed_thread_count` threads inside,
+    and gets back the count it had afterwards.
+
+    Training needs one thread count from its first step to its last, the same in every run: CPU
+    kernels split their sums by thread (the weight gradient of a small ``Linear`` in MKL's sgemm,
+    ``LayerNorm``'s backward pass, a packed bidirectional LSTM), so the same seed gives other
+    numbers at another count, and runs drift apart after a few epochs. With ``enabled=False``
+    (training on a GPU) it changes nothing and ``n`` is torch's count.
+    """
+    import torch
+
+    start = torch.get_num_threads()
+    n = fixed_thread_count() if enabled else start
+    if n != start:
+        torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        if torch.get_num_threads() != start:
+            torch.set_num_threads(start)
 
 
 # ----------------------------------------------------------------------------- device and precision

@@ -144,7 +144,7 @@ def make_clips(folder: Path, n: int) -> list[tuple[Path, str]]:
 
 
 def folder_clips(folder: Path) -> list[tuple[Path, str]]:
-    from harx.extract.datasets.folder import is_video_file
+    from harx.extract.videofiles import is_video_file
 
     paths = sorted(p for p in Path(folder).expanduser().rglob("*") if p.is_file() and is_video_file(p))
     return [(p.absolute(), p.parent.name or "video") for p in paths]

@@ -7,17 +7,19 @@
     Predictor(run.path).predict(["clip.mp4"])           # new videos: label, top-k, timeline
 
 Heads (``list_heads()``): ``vote`` (per-frame classifier + vote), ``lstm``, ``gru``, ``meanpool``.
-Adding one: a family file defining a :class:`~temporal.base.TemporalHead` subclass and an
-``@register_head`` entrypoint, plus its import in :func:`temporal.registry._import_families`.
+Adding one: a family file in ``heads/`` defining a :class:`~temporal.base.TemporalHead` subclass and
+an ``@register_head`` entrypoint, plus its import in ``heads/__init__.py``.
 """
 
+from . import heads  # noqa: F401  (registers every head before anything looks one up)
 from .base import TemporalHead
 from .compare import CompareResult, compare
 from .errors import NotFittedError, RunFolderError
 from .registry import HEADS, create_head, head_options, list_heads, register_head
 from .predict import Predictor, VideoPrediction, find_videos
 from .run import RunResult, default_run_dir, evaluate, fit, resolve_features
-from .training import EpochInfo, Sequences
+from .sequences import Sequences
+from .training import EpochInfo
 
 __all__ = ["CompareResult", "EpochInfo", "HEADS", "NotFittedError", "Predictor", "RunFolderError", "RunResult",
            "Sequences", "TemporalHead", "VideoPrediction", "compare", "create_head", "default_run_dir", "evaluate",

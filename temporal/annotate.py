@@ -22,7 +22,7 @@ import numpy as np
 
 from harx.features.errors import HarxError
 
-from .predict import VideoPrediction
+from .predictions import VideoPrediction
 
 __all__ = ["AnnotatedVideo", "annotate_video", "class_colors", "frame_labels"]
 

@@ -26,103 +26,24 @@ import glob
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from harx.extract.videofiles import VIDEO_EXTENSIONS, is_video_file
 from harx.features.errors import CacheMismatchError, DatasetNotFoundError, HarxError, InvalidOptionError
 
+from .annotate import annotate_video
 from .base import TemporalHead
 from .errors import RunFolderError
+from .prediction_files import PredictionCSV, annotation_paths
+from .predictions import FramePrediction, PredictedFile, VideoPrediction, WindowPrediction
+from .run import open_run
+from .sequences import Sequences
 
 __all__ = ["FramePrediction", "PredictedFile", "Predictor", "VideoPrediction", "WindowPrediction", "find_videos", "load_run"]
 
 DEFAULT_WINDOW_S = 4.0   # when the run records no sample duration
-
-
-@dataclass
-class WindowPrediction:
-    """One window of the timeline: frames ``[start_frame, stop_frame)`` of the video."""
-
-    start_frame: int
-    stop_frame: int
-    start_s: float
-    end_s: float
-    label: str
-    confidence: float
-    n_embedded: int                       # sampled frames the head saw
-
-    def as_dict(self) -> dict:
-        return {"start_s": round(self.start_s, 3), "end_s": round(self.end_s, 3), "start_frame": self.start_frame,
-                "stop_frame": self.stop_frame, "label": self.label, "confidence": round(self.confidence, 4),
-                "frames_embedded": self.n_embedded}
-
-
-@dataclass
-class FramePrediction:
-    """A frame-level head's label for one sampled frame."""
-
-    frame: int
-    time_s: float
-    label: str
-    confidence: float
-
-    def as_dict(self) -> dict:
-        return {"frame": self.frame, "time_s": round(self.time_s, 3), "label": self.label,
-                "confidence": round(self.confidence, 4)}
-
-
-@dataclass
-class VideoPrediction:
-    """What the run says about one video. ``error`` is set (and ``label`` is ``None``) when the
-    video could not be classified; ``note`` says when only part of it decoded."""
-
-    path: str
-    label: str | None = None
-    confidence: float | None = None
-    top_k: list[tuple[str, float]] = field(default_factory=list)
-    probabilities: dict[str, float] = field(default_factory=dict)
-    timeline: list[WindowPrediction] = field(default_factory=list)
-    frames: list[FramePrediction] | None = None
-    fps: float = 0.0
-    n_frames: int = 0                     # frames the container reports
-    size: tuple[int, int] = (0, 0)        # (width, height) in the file
-    n_decoded_to: int = 0                 # frames [0, n_decoded_to) decoded; less than n_frames on a bad file
-    error: str | None = None
-    note: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def duration_s(self) -> float:
-        return self.n_frames / self.fps if self.fps > 0 else 0.0
-
-    def as_dict(self, protocol: dict | None = None) -> dict:
-        d = {"path": self.path, "label": self.label,
-             "confidence": None if self.confidence is None else round(self.confidence, 4),
-             "top_k": [{"label": k, "confidence": round(p, 4)} for k, p in self.top_k],
-             "probabilities": {k: round(p, 4) for k, p in self.probabilities.items()},
-             "timeline": [w.as_dict() for w in self.timeline]}
-        if self.frames is not None:
-            d["frames"] = [f.as_dict() for f in self.frames]
-        d["video"] = {"fps": round(self.fps, 3), "n_frames": self.n_frames, "width": self.size[0],
-                      "height": self.size[1], "duration_s": round(self.duration_s, 3)}
-        d["error"], d["note"] = self.error, self.note
-        if protocol is not None:
-            d["protocol"] = protocol
-        return d
-
-
-@dataclass
-class PredictedFile:
-    """A prediction and, with ``--annotate``, the annotated video (or why it could not be written)."""
-
-    prediction: VideoPrediction
-    annotated: object | None = None          # temporal.annotate.AnnotatedVideo
-    annotate_error: str | None = None
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -135,8 +56,6 @@ def find_videos(inputs: Sequence[str | Path]) -> list[Path]:
     Raises:
         DatasetNotFoundError: an input matches nothing, or a folder holds no video.
     """
-    from harx.extract.datasets.folder import VIDEO_EXTENSIONS, is_video_file
-
     found: list[Path] = []
     for item in inputs:
         path = Path(item).expanduser()
@@ -170,8 +89,6 @@ def load_run(run: str | Path) -> tuple[TemporalHead, dict, dict]:
         RunFolderError: not a run folder, an unfinished run, or a run whose extraction settings
             are recorded nowhere it can still read.
     """
-    from .run import open_run
-
     run_dir, config = open_run(run)
     head = TemporalHead.load(run_dir / "best.pt")
     extraction = config.get("extraction") or head.checkpoint_meta_.get("extraction")
@@ -302,9 +219,6 @@ class Predictor:
         it finishes) and, with ``annotate``, each video drawn with its predictions (see
         :func:`temporal.prediction_files.annotation_paths` for the names). Output paths are checked
         before any video is decoded."""
-        from .annotate import annotate_video
-        from .prediction_files import PredictionCSV, annotation_paths
-
         targets = annotation_paths(list(videos), annotate) if annotate is not None else {}
         sheet = PredictionCSV(csv, self.top_k, self.protocol) if csv is not None else None
         try:
@@ -362,8 +276,6 @@ class Predictor:
 
     def _frame_labels(self, embeddings: np.ndarray, frames: np.ndarray, fps: float) -> list[FramePrediction]:
         """Each sampled frame classified on its own (frame-level heads: one-frame samples)."""
-        from .training import Sequences
-
         one_each = Sequences(embeddings, np.arange(len(embeddings) + 1, dtype=np.int64))
         proba = self.head.predict_proba(one_each)
         best = proba.argmax(axis=1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harx.features.errors import InvalidOptionError
 
-from .predict import VideoPrediction
+from .predictions import VideoPrediction
 
 __all__ = ["PredictionCSV", "annotation_paths"]
 

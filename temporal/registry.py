@@ -1,9 +1,11 @@
 """The head registry: ``create_head("lstm", num_features, num_classes, hidden_size=256)``.
 
-In the manner of timm's ``register_model``/``create_model``: a head family file (``vote.py``,
-``recurrent.py``, ``meanpool.py``) defines its class and one small entrypoint function per head,
-decorated with :func:`register_head`; the function's name is the head's public name (and the CLI
-word: ``harx fit lstm``). Adding a head is one file plus one import line in ``temporal/__init__.py``.
+In the manner of timm's ``register_model``/``create_model``: a head family file in ``heads/``
+(``vote.py``, ``recurrent.py``, ``meanpool.py``) defines its class and one small entrypoint function
+per head, decorated with :func:`register_head`; the function's name is the head's public name (and
+the CLI word: ``harx fit lstm``). This module imports no family (the families import it, and
+``harx.temporal`` imports ``heads``), so imports go one way. Adding a head is one file plus one
+import line in ``heads/__init__.py``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ def register_head(fn: Callable[..., "TemporalHead"]) -> Callable[..., "TemporalH
 
 def list_heads() -> list[str]:
     """Names of the registered heads, sorted."""
-    _import_families()
     return sorted(HEADS)
 
 
@@ -54,7 +55,6 @@ def create_head(name: str, num_features: int, num_classes: int, **kwargs) -> "Te
         UnknownNameError: ``name`` is not a registered head.
         InvalidOptionError: an option the head does not have.
     """
-    _import_families()
     if name not in HEADS:
         raise UnknownNameError("head", name, sorted(HEADS))
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
@@ -76,8 +76,3 @@ def _returned_class(fn) -> type | None:
     except (NameError, TypeError):
         return None
     return cls if isinstance(cls, type) else None
-
-
-def _import_families() -> None:
-    # Importing the family files registers their heads (as importing timm.models does).
-    from . import meanpool, recurrent, vote  # noqa: F401

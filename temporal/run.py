@@ -13,7 +13,8 @@ optionally refits on train+val for the chosen number of epochs, scores val and t
         predictions.csv    one row per test sample: ids, true and predicted label, confidence,
                            correct, class probabilities (predictions_video.csv: per video, KTH)
         best.pt, last.pt   checkpoints (atomic writes): the model scored on test, and the last
-                           epoch's; each holds the config, class names and cache fingerprint.
+                           epoch's; each holds the config, class names and cache fingerprint, and
+                           last.pt all an interrupted fit needs to go on (optimiser, random state).
                            With refit: select_best.pt / select_last.pt are the train-only phase's.
         curves.png         loss and accuracy per epoch, best epoch marked
         confusion_test.png test confusion matrices (per sample; per video; majority vote)
@@ -22,7 +23,9 @@ optionally refits on train+val for the chosen number of epochs, scores val and t
 The default ``RUN_DIR`` is ``<cache folder>/runs/<cache stem>/<head>-seed<N>-<config hash>``
 (``<harx home>/runs/...`` when the cache's folder is read-only), where the hash covers the head,
 all its options, the seed, refit, device, precision and the cache fingerprint: the same command on
-the same cache names the same folder, and ``reuse=True`` returns it untouched.
+the same cache names the same folder, and ``reuse=True`` returns it untouched. The same command
+after an interruption (Ctrl-C) resumes the run from its ``last.pt``, after the last epoch that
+finished (``RunResult.resumed_from``), and ends with the numbers the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -40,11 +43,13 @@ from pathlib import Path
 
 import numpy as np
 
+from harx.features.coverage import split_warnings
 from harx.features.errors import CacheMismatchError, DatasetNotFoundError, HarxError, InvalidOptionError
 from harx.features.paths import latest_cache, library_versions
 from harx.features.reader import FeatureStore
 
 from .base import TemporalHead
+from .classmap import ClassMap, trained_classes
 from .errors import RunFolderError
 from .metrics import classification_metrics, video_scores
 from .registry import create_head
@@ -66,7 +71,14 @@ class RunResult:
     metrics: dict
     reused: bool = False          # a finished run with this cache and config existed: nothing trained
     seconds: float = 0.0
+    resumed_from: int | None = None   # an interrupted run went on after this epoch ("resumed from epoch N")
+    resumed_phase: str | None = None  # ... of this phase: "select", or "refit" with refit_trainval
     history: list[dict] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the run could not do, e.g. classes without training samples (``protocol.warnings``)."""
+        return list(self.metrics.get("protocol", {}).get("warnings") or [])
 
     @property
     def test_accuracy(self) -> float | None:
@@ -151,7 +163,11 @@ def fit(
     Raises:
         UnknownNameError: unknown head. InvalidOptionError: an option out of range or unknown.
         DatasetNotFoundError, ForeignCacheError: no usable cache.
-        HarxError: the cache has no training samples, or refit without a val split.
+        HarxError: the cache has training samples of fewer than two classes, or refit without a val split.
+
+    The head's classes are those with training samples (``protocol.trained_classes``); a cache class
+    without any is listed in ``protocol.absent_from_training``, its test samples count as errors, and
+    ``protocol.warnings`` (``RunResult.warnings``) names every class a split lacks.
     """
     started = time.perf_counter()
     store = FeatureStore(resolve_features(features))
@@ -162,11 +178,17 @@ def fit(
                         "extract a dataset with a train split")
     if refit_trainval and n_split["val"] == 0:
         raise InvalidOptionError(f"--refit-trainval needs a val split to choose the epochs, and {store.path} has none")
+    # The head gets an output for each class it has training samples of, and for no other.
+    trained = trained_classes(names, store.column("label_index")[store.indices("train")])
+    if len(trained) < 2:
+        raise HarxError(f"{store.path} has training samples of {len(trained)} class ({', '.join(trained)}) of "
+                        f"{len(names)}; a classifier needs two; check the split (harx info {store.path})")
+    classes = ClassMap(names, trained)
     options = dict(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                    crop_frames=crop_frames, max_stride=max_stride, device=device, precision=precision)
     options.update(head_options)
     options["random_state"] = int(seed)
-    model = create_head(head, store.embed_dim, len(names), **options)
+    model = create_head(head, store.embed_dim, len(trained), **options)
     model._validate_params()                 # bad options fail before any data is read
     from harx.runtime import resolve_device, resolve_precision
 
@@ -188,18 +210,24 @@ def fit(
         "device": dev.type, "precision": prec, "config_hash": config_hash,
         "features": str(store.path.resolve()), "cache_fingerprint": store.fingerprint,
         "dataset": store.attrs.get("dataset"), "unit": store.attrs.get("unit"), "backbone": store.backbone,
-        "embed_dim": store.embed_dim, "class_names": names, "extraction": extraction,
+        "embed_dim": store.embed_dim, "class_names": trained, "cache_class_names": names, "extraction": extraction,
         "command": command if command is None or isinstance(command, str) else shlex.join(map(str, command)),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    _prepare_run_dir(run_dir)
-    _write_json(run_dir / "config.json", config)
+    resume = _resume_point(run_dir, config_hash, refit_trainval)
+    if resume is None:
+        _prepare_run_dir(run_dir)
+        _write_json(run_dir / "config.json", config)
+    else:  # the interrupted run's config (its start time and command line)
+        config, resume = resume
     ckpt_meta = {"config": config, "cache_fingerprint": store.fingerprint, "backbone": store.backbone,
                  "extraction": extraction,
-                 "embed_dim": store.embed_dim, "class_names": names, "dataset": store.attrs.get("dataset")}
+                 "embed_dim": store.embed_dim, "class_names": trained, "dataset": store.attrs.get("dataset")}
 
     X_train, y_train = store.load("train")
     X_val, y_val = store.load("val") if n_split["val"] else (None, None)
+    y_train = classes.head_labels(y_train)
+    X_sel, y_sel = _trained_only(classes, X_val, y_val)   # val samples of untrained classes select nothing
     history: list[dict] = []
 
     def epoch_hook(prefix: str, current: TemporalHead):
@@ -207,7 +235,8 @@ def fit(
             history.append(info.as_dict())
             _write_epochs_csv(run_dir / "epochs.csv", history)
             meta = dict(ckpt_meta, epoch=info.epoch, phase=info.phase)
-            current.save(run_dir / f"{prefix}last.pt", dict(meta, checkpoint="last"))
+            state = current.training_state() if hasattr(current, "training_state") else None   # torch heads
+            current.save(run_dir / f"{prefix}last.pt", dict(meta, checkpoint="last"), resume=state)
             if info.best and info.phase == "select":
                 current.save(run_dir / f"{prefix}best.pt", dict(meta, checkpoint="best"))
             if on_epoch is not None:
@@ -215,16 +244,27 @@ def fit(
         return hook
 
     prefix = "select_" if refit_trainval else ""
-    model.fit(X_train, y_train, X_val=X_val, y_val=y_val, class_names=names, on_epoch=epoch_hook(prefix, model))
+    if resume is not None and resume["phase"] == "refit":
+        # selection had finished: its model is select_best.pt, saved before the refit began
+        model = TemporalHead.load(run_dir / "select_best.pt")
+        history.extend(model.history_)
+    else:
+        if resume is not None:
+            history.extend(resume["history"])
+        model.fit(X_train, y_train, X_val=X_sel, y_val=y_sel, class_names=trained, on_epoch=epoch_hook(prefix, model),
+                  resume=resume)
+        model.save(run_dir / f"{prefix}best.pt", dict(ckpt_meta, checkpoint="best", epoch=model.best_epoch_,
+                                                       phase="select"))
     selected = model
-    model.save(run_dir / f"{prefix}best.pt", dict(ckpt_meta, checkpoint="best", epoch=model.best_epoch_,
-                                                   phase="select"))
     final = model
     if refit_trainval:
         options = {k: v for k, v in params.items() if k not in ("num_features", "num_classes")}
-        final = create_head(head, store.embed_dim, len(names), **dict(options, epochs=int(model.best_epoch_)))
-        final.fit(list(X_train) + list(X_val), np.concatenate([y_train, y_val]), class_names=names,
-                  on_epoch=epoch_hook("", final), phase="refit")
+        final = create_head(head, store.embed_dim, len(trained), **dict(options, epochs=int(model.best_epoch_)))
+        refit_resume = resume if resume is not None and resume["phase"] == "refit" else None
+        if refit_resume is not None:
+            history.extend(refit_resume["history"])
+        final.fit(list(X_train) + list(X_sel or []), np.concatenate([y_train, y_train[:0] if y_sel is None else y_sel]),
+                  class_names=trained, on_epoch=epoch_hook("", final), phase="refit", resume=refit_resume)
         final.save(run_dir / "best.pt", dict(ckpt_meta, checkpoint="best", epoch=final.n_epochs_, phase="refit"))
     del X_train
 
@@ -234,13 +274,33 @@ def fit(
                 "patience": int(selected.patience_), "refit_epochs": int(final.n_epochs_) if refit_trainval else None,
                 "fit_seconds": round(float(selected.fit_seconds_ + (final.fit_seconds_ if refit_trainval else 0)), 2),
                 "device": dev.type, "precision": prec,
+                # CPU results depend on the thread count (harx.runtime.fixed_cpu_threads): same count, same numbers
+                "cpu_threads": getattr(selected, "n_threads_", None) if dev.type == "cpu" else None,
                 "n_parameters": int(sum(p.numel() for p in final.module_.parameters()))}
     scored = _score_run(store, selected, final, refit_trainval, X_val=X_val, y_val=y_val)
     metrics = _metrics_document(store, head, selected, final, int(seed), refit_trainval, training, scored,
                                 config_hash, n_split)
+    if refit_trainval and y_val is not None and (classes.head_labels(y_val) < 0).any():
+        metrics["protocol"]["warnings"].append(
+            f"{int((classes.head_labels(y_val) < 0).sum())} val sample(s) of classes absent from train were left "
+            "out of the refit on train+val (the head's classes are those of train)")
     _write_outputs(run_dir, metrics, history, scored)
     return RunResult(path=run_dir, head=head, seed=int(seed), features=store.path, config=config, metrics=metrics,
-                     reused=False, seconds=time.perf_counter() - started, history=history)
+                     reused=False, seconds=time.perf_counter() - started, history=history,
+                     resumed_from=None if resume is None else int(resume["epoch"]),
+                     resumed_phase=None if resume is None else resume["phase"])
+
+
+def _trained_only(classes: ClassMap, X, y) -> tuple[list | None, np.ndarray | None]:
+    """The samples of ``X``/``y`` whose class the head is trained on, labels in the head's indices;
+    ``(None, None)`` when there are none."""
+    if X is None:
+        return None, None
+    labels = classes.head_labels(y)
+    keep = np.flatnonzero(labels >= 0)
+    if len(keep) == 0:
+        return None, None
+    return [X[i] for i in keep], labels[keep]
 
 
 def _prepare_run_dir(run_dir: Path) -> None:
@@ -250,10 +310,40 @@ def _prepare_run_dir(run_dir: Path) -> None:
         raise HarxError(f"cannot create run folder {run_dir}: {err.strerror}; choose another --out") from None
     if not os.access(run_dir, os.W_OK):
         raise HarxError(f"no write permission in {run_dir}; choose another --out")
-    # A rerun into the same folder: the old metrics.json no longer describes it.
+    # A rerun into the same folder: the old metrics.json no longer describes it, and an old
+    # last.pt must not be mistaken for this run's when it is resumed.
     (run_dir / "metrics.json").unlink(missing_ok=True)
-    for stale in ("select_best.pt", "select_last.pt", "predictions_video.csv"):
+    for stale in ("last.pt", "select_best.pt", "select_last.pt", "predictions_video.csv"):
         (run_dir / stale).unlink(missing_ok=True)
+
+
+def _resume_point(run_dir: Path, config_hash: str, refit_trainval: bool) -> tuple[dict, dict] | None:
+    """``(config, training state)`` of an interrupted run of this config in ``run_dir``, or ``None``.
+
+    Interrupted: ``config.json`` of this config and no ``metrics.json``. The state is the one in
+    ``last.pt`` (a refit run: ``last.pt`` once the refit has begun, else ``select_last.pt``), written
+    after the last epoch that finished; a checkpoint without one (older harx) starts the run again.
+    """
+    if (run_dir / "metrics.json").exists():
+        return None
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if config.get("config_hash") != config_hash:
+        return None
+    for name, phase in (("last.pt", "refit"), ("select_last.pt", "select")) if refit_trainval else (("last.pt", "select"),):
+        if not (run_dir / name).is_file() or (phase == "refit" and not (run_dir / "select_best.pt").is_file()):
+            continue
+        try:
+            ckpt = TemporalHead.read_checkpoint(run_dir / name)
+        except HarxError:  # damaged by the interruption: try the next, or start again
+            continue
+        state = ckpt.get("resume")
+        if state is not None and state.get("phase") == phase and \
+                ckpt.get("meta", {}).get("config", {}).get("config_hash") == config_hash:
+            return config, state
+    return None
 
 
 def _finished_run(run_dir: Path, config_hash: str) -> tuple[dict, dict] | None:
@@ -277,13 +367,18 @@ def _score_split(store: FeatureStore, split: str, model: TemporalHead, X=None, y
         return None
     if X is None:
         X, y = store.load(split)
-    scores = model.predict_scores(X)
     names = store.class_names
+    classes = ClassMap(names, model.classes_, where=str(store.path))
+    scores = {k: classes.cache_scores(v) for k, v in model.predict_scores(X).items()}  # untrained classes: 0
     primary = next(iter(scores))
     m = classification_metrics(y, scores[primary], names)
     m["aggregation"] = primary
     for extra, s in list(scores.items())[1:]:
         m[extra] = classification_metrics(y, s, names)
+    untrained = np.flatnonzero(classes.head_labels(y) < 0)
+    if len(untrained):  # always errors: the head has no output for their class
+        m["absent_from_training"] = {"classes": sorted({names[int(y[i])] for i in untrained}),
+                                     "sample_ids": [str(v) for v in store.column("sample_id")[idx][untrained]]}
     video_ids = store.column("video_id")[idx]
     lengths = (store.column("row_stop") - store.column("row_start"))[idx]
     entry = {"sample_id": store.column("sample_id")[idx], "video_id": video_ids, "n_frames": lengths,
@@ -325,6 +420,9 @@ def _protocol(store: FeatureStore, head: str, selected: TemporalHead, final: Tem
                         "<split>.video" if unit == "subsequence" else None),
         "sampling": store.attrs.get("sampling_description"), "backbone": store.backbone,
         "embed_dim": store.embed_dim, "class_names": store.class_names, "head": head,
+        "trained_classes": [str(c) for c in final.classes_],
+        "absent_from_training": ClassMap(store.class_names, final.classes_, where=str(store.path)).absent,
+        "warnings": split_warnings(store.class_names, zip(store.column("label"), store.column("split"))),
         "frame_aggregation": final.aggregation, "trained_on": "train+val" if refit else "train",
         "model_selection": selection,
         "validation_scores": (None if not has_val else
@@ -469,6 +567,9 @@ def open_run(run: str | Path) -> tuple[Path, dict]:
         config = json.loads((run_dir / "config.json").read_text())
     except (OSError, ValueError):
         raise RunFolderError(f"{run_dir} has no readable config.json; it is not a harx run folder") from None
+    if not isinstance(config, dict) or not isinstance(config.get("head"), str) \
+            or not isinstance(config.get("seed"), int):
+        raise RunFolderError(f"{run_dir}/config.json is damaged (no head or seed in it); fit the run again")
     if not (run_dir / "best.pt").is_file():
         raise RunFolderError(f"{run_dir} has no best.pt: the run did not finish; fit it again")
     return run_dir, config
@@ -482,10 +583,12 @@ def evaluate(run: str | Path, features: str | Path | None = None, *, device: str
 
     Raises:
         RunFolderError: ``run`` is not a finished run folder.
-        CacheMismatchError: the cache holds another backbone's features, another width or another
-            class list than the run was trained on.
+        CacheMismatchError: the cache holds another backbone's features, another width, or lacks a
+            class the run was trained on (classes it was not trained on count as errors).
     """
     run_dir, config = open_run(run)
+    if features is None and not isinstance(config.get("features"), str):
+        raise RunFolderError(f"{run_dir}/config.json names no feature cache; pass --features")
     cache = Path(features) if features is not None else Path(config["features"])
     if features is None and not cache.is_file():
         raise DatasetNotFoundError(f"run {run_dir.name} was trained on {cache}, which is gone; pass --features "
@@ -497,8 +600,9 @@ def evaluate(run: str | Path, features: str | Path | None = None, *, device: str
                f"({', '.join(final.classes_)})")
     here = (f"{store.backbone} {store.embed_dim}-d features of {len(store.class_names)} classes "
             f"({', '.join(store.class_names)})")
+    # A cache may hold classes the run was not trained on (their samples count as errors), not fewer.
     if (store.backbone != meta.get("backbone") or store.embed_dim != final.n_features_in_
-            or list(store.class_names) != list(final.classes_)):
+            or not set(map(str, final.classes_)) <= set(store.class_names)):
         raise CacheMismatchError(f"{store.path} holds {here}, but run {run_dir.name} was trained on {trained}; "
                                  f"evaluate it on a cache extracted with --backbone {meta.get('backbone')}, "
                                  "or fit a new run on this cache")

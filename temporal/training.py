@@ -1,4 +1,4 @@
-"""The training loop every torch head shares, and the ragged data it runs on.
+"""The training loop every torch head shares: crops, batches, model selection, the optimiser.
 
 Variable lengths: a batch is a ``(B, L, D)`` tensor of the batch's samples padded to its longest,
 plus their lengths; heads mask the padding (or pack it for RNNs), so no sample is dropped or
@@ -19,12 +19,15 @@ the best epoch's weights are restored. The test split is never passed here. With
 samples, training runs exactly ``epochs`` epochs and the last is kept.
 
 Determinism: a seeded numpy Generator draws crops and batch order; torch's RNG (initial weights,
-dropout) is seeded inside ``torch.random.fork_rng`` (the caller's RNG state is left alone). The
-CPU kernels used here (linear, LSTM/GRU, reductions) are deterministic for a fixed thread count, so
-``torch.use_deterministic_algorithms`` is not switched on: its first call imports torch's compiler
-stack (3 s, more than a whole ``vote`` fit on a small cache); a test checks same seed -> same
-numbers. On CUDA, autocast runs bf16 (or fp16 with a gradient scaler where bf16 is unsupported)
-unless ``precision="fp32"``; on a CPU everything is fp32.
+dropout) is seeded inside ``torch.random.fork_rng`` (the caller's RNG state is left alone). CPU
+kernels split their sums by thread, so a gradient depends on torch's thread count; a fit on the
+CPU therefore runs on one count from start to end, chosen from the CPUs the process may use and
+never from the load (:func:`harx.runtime.fixed_cpu_threads`, recorded in ``n_threads_``): the same
+seed gives the same model whatever else runs on the machine. ``torch.use_deterministic_algorithms``
+is not switched on: its first call imports torch's compiler stack, which costs more than a small
+fit, and the CPU kernels used here are deterministic at a fixed count anyway (tests run the same
+fit twice, once beside a busy process, and compare). On CUDA, autocast runs bf16 (or fp16 with a
+gradient scaler where bf16 is unsupported) unless ``precision="fp32"``; on a CPU everything is fp32.
 """
 
 from __future__ import annotations
@@ -42,126 +45,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harx.runtime import CpuThreads, keep_freed_memory, resolve_device, resolve_precision
+from harx.runtime import fixed_cpu_threads, keep_freed_memory, resolve_device, resolve_precision
 from harx.features.errors import InvalidOptionError
 
 from .base import TemporalHead
+from .errors import NotFittedError
+from .layers import Standardize, masked_mean
+from .sequences import Sequences, as_sequences, feature_stats
 
-__all__ = ["EpochInfo", "InputLinear", "Sequences", "Standardize", "TorchHead", "check_range"]
+__all__ = ["EpochInfo", "TorchHead", "check_range"]
 
 #: at most this many padded frames per evaluation batch (bounds memory for 1,000-frame videos)
 EVAL_FRAMES = 16384
 EVAL_MAX_BATCH = 512
-
-
-# ----------------------------------------------------------------------------- ragged data
-
-@dataclass
-class Sequences:
-    """Samples of different lengths in one array: sample ``i`` is ``data[offsets[i]:offsets[i+1]]``."""
-
-    data: np.ndarray      # (F, D) float16 or float32, frames of all samples in order
-    offsets: np.ndarray   # (N + 1,) int64, offsets[0] == 0, offsets[-1] == F
-
-    @classmethod
-    def from_arrays(cls, arrays: Sequence[np.ndarray]) -> "Sequences":
-        if len(arrays) == 0:
-            raise InvalidOptionError("no samples given")
-        dims = {a.shape[1] if a.ndim == 2 else -1 for a in arrays}
-        if len(dims) != 1 or -1 in dims:
-            raise InvalidOptionError(f"samples must be (frames, features) arrays of one width; "
-                                     f"got widths {sorted(dims)}")
-        lengths = np.array([len(a) for a in arrays], dtype=np.int64)
-        if lengths.min() < 1:
-            raise InvalidOptionError(f"sample {int(np.argmin(lengths))} has no frames")
-        dtype = np.float16 if all(a.dtype == np.float16 for a in arrays) else np.float32
-        data = np.concatenate(arrays).astype(dtype, copy=False)
-        return cls(data, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
-
-    @classmethod
-    def concat(cls, parts: Sequence["Sequences"]) -> "Sequences":
-        dtype = np.float16 if all(p.data.dtype == np.float16 for p in parts) else np.float32
-        data = np.concatenate([p.data for p in parts]).astype(dtype, copy=False)
-        lengths = np.concatenate([p.lengths for p in parts])
-        return cls(data, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    @property
-    def dim(self) -> int:
-        return int(self.data.shape[1])
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.data[self.offsets[i]:self.offsets[i + 1]]
-
-
-def as_sequences(X) -> Sequences:
-    return X if isinstance(X, Sequences) else Sequences.from_arrays(list(X))
-
-
-def feature_stats(seqs: Sequences, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean and standard deviation over all frames (float64 sums, in chunks)."""
-    total = np.zeros(seqs.dim, np.float64)
-    total_sq = np.zeros(seqs.dim, np.float64)
-    n = len(seqs.data)
-    for lo in range(0, n, chunk):
-        block = seqs.data[lo:lo + chunk].astype(np.float32)
-        total += block.sum(0, dtype=np.float64)
-        total_sq += np.einsum("ij,ij->j", block, block, dtype=np.float64)
-    mean = total / n
-    var = np.maximum(total_sq / n - mean ** 2, 0.0)
-    std = np.sqrt(var)
-    std[std < 1e-6] = 1.0          # constant dimensions: leave them alone
-    return mean.astype(np.float32), std.astype(np.float32)
-
-
-class Standardize(nn.Module):
-    """``(x - mean) / std`` with the training set's statistics, kept in the checkpoint."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("inv_std", torch.ones(dim))
-
-    def set_stats(self, mean: np.ndarray, std: np.ndarray) -> None:
-        self.mean.copy_(torch.from_numpy(mean))
-        self.inv_std.copy_(torch.from_numpy(1.0 / std))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) * self.inv_std
-
-
-class InputLinear(nn.Module):
-    """``Linear`` on standardised inputs, ``W ((x - mean) / std) + b``, without a standardised copy of x.
-
-    The standardisation is folded into the weights (``W / std`` and ``b - (W / std) mean``), which
-    saves a full pass over the frames (a third of the time of a ``vote`` epoch on KTH-sized
-    data). With ``dropout`` > 0, training standardises explicitly and drops standardised inputs.
-    """
-
-    def __init__(self, dim_in: int, dim_out: int, dropout: float = 0.0):
-        super().__init__()
-        self.norm = Standardize(dim_in)
-        self.linear = nn.Linear(dim_in, dim_out)
-        self.dropout = dropout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.dropout > 0:
-            return self.linear(F.dropout(self.norm(x), self.dropout, True))
-        w = self.linear.weight * self.norm.inv_std
-        return F.linear(x, w, self.linear.bias - w @ self.norm.mean)
-
-
-def masked_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Mean over time of ``x`` (B, L, H), counting only the first ``lengths[b]`` steps."""
-    L = x.shape[1]
-    mask = (torch.arange(L, device=x.device)[None, :] < lengths.to(x.device)[:, None]).to(x.dtype)
-    return (x * mask[..., None]).sum(1) / lengths.to(x.device, x.dtype)[:, None]
 
 
 def check_range(key: str, value, low, high=None, integer: bool = False, open_high: bool = False) -> None:
@@ -179,20 +75,38 @@ def check_range(key: str, value, low, high=None, integer: bool = False, open_hig
 class AdamW:
     """AdamW (Loshchilov & Hutter, ICLR 2019: decoupled weight decay), as ``torch.optim.AdamW``.
 
-    Written out here because constructing any ``torch.optim`` optimiser imports torch's compiler
-    stack on first use (about 2.5 s on a 2-core CPU): more than a whole small fit. It has the
-    ``param_groups`` attribute that ``torch.amp.GradScaler`` needs.
+    Written out here because constructing a ``torch.optim`` optimiser imports torch's compiler
+    stack (``torch._dynamo``) on first use, which costs more than a small fit on a CPU (measured
+    with torch 2.14.1 on the 2-core machine, fresh processes: 1.0-1.9 s for ``torch.optim.AdamW``'s
+    construction and first step, under 1 ms for this class; ``benchmarks/RESULTS.md``). It has
+    the ``param_groups`` attribute that ``torch.amp.GradScaler`` needs, and a ``state_dict`` for
+    resuming a fit.
     """
 
     def __init__(self, params, lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
         self.param_groups = [{"params": [p for p in params if p.requires_grad], "lr": lr}]
         self.weight_decay, self.betas, self.eps = weight_decay, betas, eps
-        self.state = {}
+        self.state: dict[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] = {}
         self.steps = 0
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.param_groups[0]["params"]:
             p.grad = None
+
+    def state_dict(self) -> dict:
+        """Step count and moment estimates, by parameter position (copies, on the CPU)."""
+        moments = [self.state.get(p) for p in self.param_groups[0]["params"]]
+        return {"steps": self.steps, "lr": self.param_groups[0]["lr"],
+                "exp_avg": [None if s is None else s[0].detach().cpu().clone() for s in moments],
+                "exp_avg_sq": [None if s is None else s[1].detach().cpu().clone() for s in moments]}
+
+    def load_state_dict(self, state: dict) -> None:
+        params = self.param_groups[0]["params"]
+        if len(state["exp_avg"]) != len(params):
+            raise ValueError(f"optimiser state for {len(state['exp_avg'])} parameters, this model has {len(params)}")
+        self.steps, self.param_groups[0]["lr"] = int(state["steps"]), state["lr"]
+        self.state = {p: (m.to(p.device, p.dtype), v.to(p.device, p.dtype))
+                      for p, m, v in zip(params, state["exp_avg"], state["exp_avg_sq"]) if m is not None}
 
     @torch.no_grad()
     def step(self) -> None:
@@ -308,14 +222,15 @@ class TorchHead(TemporalHead):
         crop_frames: frames per training crop (consecutive; random frames for frame-level heads).
         max_stride: largest random stride of a training crop (1 = none).
         device: auto, cpu or cuda. precision: auto, fp32, bf16 or fp16 (GPU only; CPU is fp32).
-        random_state: seed of everything random in fit (same seed -> same model on the CPU).
+        random_state: seed of everything random in fit (same seed -> same model on the same CPU, whatever
+            its load).
     """
 
     frame_level: ClassVar[bool] = False
     #: optimiser steps that automatic ``epochs`` aim at (see :meth:`schedule`)
     auto_steps: ClassVar[int] = 400
     _fitted_attrs = ("classes_", "n_features_in_", "best_epoch_", "n_epochs_", "max_epochs_", "patience_",
-                     "stopped_early_", "history_", "fit_seconds_")
+                     "stopped_early_", "history_", "fit_seconds_", "n_threads_")
 
     def schedule(self, n_train: int) -> tuple[int, int]:
         """``(most epochs, patience)`` for ``n_train`` training samples.
@@ -356,7 +271,8 @@ class TorchHead(TemporalHead):
 
     # -- fit -------------------------------------------------------------------------------------
     def fit(self, X, y, *, X_val=None, y_val=None, class_names: Sequence[str] | None = None,
-            on_epoch: Callable[[EpochInfo], None] | None = None, phase: str = "select") -> "TorchHead":
+            on_epoch: Callable[[EpochInfo], None] | None = None, phase: str = "select",
+            resume: dict | None = None) -> "TorchHead":
         """Train; see the module docstring for crops, early stopping and determinism.
 
         Args:
@@ -366,6 +282,9 @@ class TorchHead(TemporalHead):
             on_epoch: called with an :class:`EpochInfo` after every epoch; at that moment the
                 head's module holds that epoch's weights (a run saves ``last.pt`` then).
             phase: label of the epochs in ``history_`` ("select", or "refit" for a refit run).
+            resume: what :meth:`training_state` returned after an epoch of an interrupted fit
+                with the same parameters and data: training goes on after that epoch, and ends
+                as the uninterrupted fit would have, to the bit.
         """
         self._validate_params()
         started = time.perf_counter()
@@ -397,18 +316,36 @@ class TorchHead(TemporalHead):
             for m in module.modules():
                 if isinstance(m, Standardize):
                     m.set_stats(mean, std)
+            if resume is not None:
+                module.load_state_dict(resume["module"])
+                rng.bit_generator.state = resume["numpy_rng"]
+                torch.set_rng_state(resume["torch_rng"])
+                if device.type == "cuda" and resume.get("cuda_rng") is not None:
+                    torch.cuda.set_rng_state(resume["cuda_rng"], device)
             self.module_ = module.to(device)
             if device.type == "cpu":
                 keep_freed_memory()
-            with CpuThreads(enabled=device.type == "cpu") as threads:  # spin-waiting, one thread fewer beside a busy neighbour
-                self._train_loop(train, y, val, y_val, device, precision, rng, on_epoch, phase, threads)
+            with fixed_cpu_threads(enabled=device.type == "cpu") as threads:  # one count throughout: see runtime
+                self.n_threads_ = threads
+                self._train_loop(train, y, val, y_val, device, precision, rng, on_epoch, phase, resume)
         self.module_.cpu().eval()
-        self.fit_seconds_ = time.perf_counter() - started
+        self.__dict__.pop("_training_state", None)
+        self.fit_seconds_ = time.perf_counter() - started + (resume["fit_seconds"] if resume else 0.0)
         return self
+
+    def training_state(self) -> dict:
+        """Everything an interrupted fit needs to go on, as of the epoch just finished.
+
+        Only valid inside an ``on_epoch`` callback (a run writes it into ``last.pt`` there): the
+        weights, optimiser moments, both random generators, early-stopping state and history.
+        """
+        if getattr(self, "_training_state", None) is None:
+            raise RuntimeError("training_state() is only available inside an on_epoch callback of fit()")
+        return self._training_state()
 
     def _train_loop(self, train: Sequences, y: np.ndarray, val: Sequences | None, y_val: np.ndarray | None,
                     device: torch.device, precision: str, rng: np.random.Generator,
-                    on_epoch: Callable | None, phase: str, threads: CpuThreads) -> None:
+                    on_epoch: Callable | None, phase: str, resume: dict | None) -> None:
         module = self.module_
         opt = AdamW(module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -421,7 +358,33 @@ class TorchHead(TemporalHead):
         max_epochs, patience = self.schedule(len(train))
         self.max_epochs_, self.patience_ = max_epochs, patience
         self.best_epoch_, self.stopped_early_ = max_epochs, False
-        for epoch in range(1, max_epochs + 1):
+        first, started = 1, time.perf_counter()
+        if resume is not None:
+            opt.load_state_dict(resume["optimizer"])
+            if scaler is not None and resume.get("scaler"):
+                scaler.load_state_dict(resume["scaler"])
+            best_key = None if resume["best_key"] is None else tuple(resume["best_key"])
+            best_state, since_best = resume["best_state"], int(resume["since_best"])
+            self.best_epoch_, self.stopped_early_ = int(resume["best_epoch"]), bool(resume["stopped_early"])
+            self.history_ = [dict(row) for row in resume["history"]]
+            self.n_epochs_ = int(resume["epoch"])
+            first = max_epochs + 1 if resume["done"] else self.n_epochs_ + 1
+
+        def state(epoch: int, done: bool) -> dict:
+            # built only when asked (a run asks once an epoch, for last.pt)
+            cpu = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+            return {"epoch": epoch, "done": done, "phase": phase, "module": cpu, "optimizer": opt.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                    "best_key": None if best_key is None else list(best_key),
+                    "best_state": None if best_state is None else {k: v.detach().cpu().clone()
+                                                                   for k, v in best_state.items()},
+                    "since_best": since_best, "best_epoch": self.best_epoch_, "stopped_early": self.stopped_early_,
+                    "history": [dict(row) for row in self.history_], "max_epochs": max_epochs,
+                    "fit_seconds": (resume["fit_seconds"] if resume else 0.0) + time.perf_counter() - started}
+
+        for epoch in range(first, max_epochs + 1):
             t0 = time.perf_counter()
             module.train()
             rows = _train_rows(lengths, offsets, self.crop_frames, self.max_stride, self.frame_level, rng)
@@ -452,7 +415,6 @@ class TorchHead(TemporalHead):
                 loss_sum += float(loss.detach()) * len(b)
                 correct += int((proba.argmax(1) == target).sum())
                 seen += len(b)
-                threads.update()
             val_loss = val_acc = None
             if val is not None:
                 scores = self._predict_sequences(val, val_gather, device, amp_dtype)
@@ -475,11 +437,13 @@ class TorchHead(TemporalHead):
                              seconds=time.perf_counter() - t0, lr=self.lr)
             self.history_.append(info.as_dict())
             self.n_epochs_ = epoch
+            stop = val is not None and since_best >= patience
+            self.stopped_early_ = stop and epoch < max_epochs
             if on_epoch is not None:
                 module.eval()
+                self._training_state = lambda: state(epoch, stop or epoch == max_epochs)  # noqa: B023
                 on_epoch(info)
-            if val is not None and since_best >= patience:
-                self.stopped_early_ = epoch < max_epochs
+            if stop:
                 break
         if best_state is not None:
             module.load_state_dict(best_state)
@@ -550,7 +514,9 @@ class TorchHead(TemporalHead):
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         self.module_.to(device)
         try:
-            return self._predict_sequences(seqs, _Gather(seqs, device), device, amp_dtype)
+            # the count training ran on: a packed bidirectional LSTM's outputs depend on it
+            with fixed_cpu_threads(enabled=device.type == "cpu"):
+                return self._predict_sequences(seqs, _Gather(seqs, device), device, amp_dtype)
         finally:
             self.module_.cpu()
 
@@ -569,5 +535,4 @@ class TorchHead(TemporalHead):
     def _check_is_fitted(self) -> None:
         super()._check_is_fitted()
         if not hasattr(self, "module_"):
-            from .errors import NotFittedError
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit() or load a checkpoint")

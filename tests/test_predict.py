@@ -26,7 +26,8 @@ from harx.features.errors import CacheMismatchError, DatasetNotFoundError, Inval
 from harx.features.reader import FeatureStore
 from harx.temporal import fit
 from harx.temporal.annotate import class_colors, frame_labels
-from harx.temporal.predict import FramePrediction, Predictor, VideoPrediction, WindowPrediction, find_videos
+from harx.temporal.predict import Predictor, find_videos
+from harx.temporal.predictions import FramePrediction, VideoPrediction, WindowPrediction
 
 runner = CliRunner()
 COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}

@@ -116,6 +116,56 @@ def test_on_epoch_reports_progress(cache, tmp_path):
     assert all(e.val_accuracy is not None and e.seconds >= 0 and e.train_loss > 0 for e in seen)
 
 
+def _without_timings(doc):
+    """metrics.json minus what differs between two identical runs: timings, dates, versions."""
+    if isinstance(doc, dict):
+        return {k: _without_timings(v) for k, v in doc.items()
+                if not ("seconds" in k or k in ("created_utc", "versions"))}
+    return [_without_timings(v) for v in doc] if isinstance(doc, list) else doc
+
+
+@pytest.mark.parametrize("head, refit, stop_at", [("lstm", False, ("select", 3)),
+                                                  ("meanpool", True, ("select", 2)),
+                                                  ("meanpool", True, ("refit", 2))])
+def test_an_interrupted_fit_resumes_and_ends_as_an_uninterrupted_one(cache, tmp_path, head, refit, stop_at):
+    options = dict(seed=4, epochs=5, refit_trainval=refit)
+    clean = fit(head, cache, tmp_path / "clean", **options)
+
+    def ctrl_c(info):            # what Ctrl-C does, after that epoch's last.pt is written
+        if (info.phase, info.epoch) == stop_at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(head, cache, tmp_path / "cut", on_epoch=ctrl_c, **options)
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    seen = []
+    again = fit(head, cache, tmp_path / "cut", on_epoch=seen.append, **options)
+    assert (again.resumed_phase, again.resumed_from) == stop_at and clean.resumed_from is None
+    assert (seen[0].phase, seen[0].epoch) == (stop_at[0], stop_at[1] + 1)   # no epoch is trained twice
+    assert _without_timings(again.metrics) == _without_timings(clean.metrics)
+    for name in ("predictions.csv", "epochs.csv"):
+        rows = [[{k: v for k, v in r.items() if k != "seconds"} for r in _rows(run.path / name)]
+                for run in (clean, again)]
+        assert rows[0] == rows[1], name
+    assert again.config["config_hash"] == clean.config["config_hash"]
+
+
+def test_a_finished_or_other_config_run_is_not_resumed(cache, tmp_path):
+    stopped = []
+
+    def ctrl_c(info):
+        if info.epoch == 2:
+            stopped.append(info)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit("meanpool", cache, tmp_path / "r", seed=0, epochs=4, on_epoch=ctrl_c)
+    other = fit("meanpool", cache, tmp_path / "r", seed=1, epochs=4)       # another seed: starts again
+    assert other.resumed_from is None and len(other.history) == 4
+    done = fit("meanpool", cache, tmp_path / "r", seed=1, epochs=4)        # finished: trained again, not resumed
+    assert done.resumed_from is None
+
+
 # ----------------------------------------------------------------------------- honesty of the protocol
 
 def _copy_with_other_test(src, dst, seed=0):

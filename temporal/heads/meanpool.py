@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from .registry import register_head
-from .training import Standardize, TorchHead, check_range, masked_mean
+from ..layers import Standardize, masked_mean
+from ..registry import register_head
+from ..training import TorchHead, check_range
 
 __all__ = ["MeanPoolHead"]
 

@@ -22,8 +22,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .registry import register_head
-from .training import InputLinear, Standardize, TorchHead, check_range, masked_mean
+from ..layers import InputLinear, Standardize, masked_mean
+from ..registry import register_head
+from ..training import TorchHead, check_range
 
 __all__ = ["GRUHead", "LSTMHead", "RecurrentHead"]
 

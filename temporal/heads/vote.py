@@ -14,8 +14,9 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from .registry import register_head
-from .training import InputLinear, TorchHead, check_range
+from ..layers import InputLinear
+from ..registry import register_head
+from ..training import TorchHead, check_range
 
 __all__ = ["FrameVote"]
 
