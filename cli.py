@@ -61,16 +61,17 @@ def main(
 
 
 @contextmanager
-def user_errors():
-    """Turn a HarxError into one line on stderr and exit 1; Ctrl-C into exit 130."""
+def user_errors(resumable: bool = True):
+    """Turn a HarxError into one line on stderr and exit 1; Ctrl-C into exit 130, saying whether
+    a rerun resumes (extract, download, fit and compare keep finished work; predict starts over)."""
     try:
         yield
     except HarxError as err:
         err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
     except KeyboardInterrupt:
-        err_console.print("interrupted: finished work is kept; run the same command again to resume",
-                          markup=False, highlight=False, soft_wrap=True)
+        err_console.print("interrupted: finished work is kept; run the same command again to resume"
+                          if resumable else "interrupted", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(code=130) from None
 
 
@@ -394,6 +395,9 @@ def _print_run(run) -> None:
     proto = m.get("protocol", {})
     _say(f"features: {run.features}")
     _say(f"run folder: {run.path}" + (" (finished run reused)" if run.reused else f" ({run.seconds:.1f} s)"))
+    if getattr(run, "resumed_from", None) is not None:
+        _warn(f"resumed an interrupted run after its {run.resumed_phase} epoch {run.resumed_from}; "
+              "the numbers are those of an uninterrupted run")
     _say(f"protocol: {_protocol_line(proto)}")
     for split in ("val", "test"):
         scores = m.get(split) or {}
@@ -424,7 +428,7 @@ def evaluate(
     """Score a finished run again (its best checkpoint), on its cache or on another compatible one."""
     from harx.temporal import evaluate as evaluate_run
 
-    with user_errors():
+    with user_errors(resumable=False):
         metrics = evaluate_run(run, features=features)
     _say(f"protocol: {_protocol_line(metrics.get('protocol', {}))}")
     for split in ("val", "test"):
@@ -465,6 +469,8 @@ def _run_compare(**kwargs):
     with user_errors():
         result = compare_heads(command=["harx", *sys.argv[1:]], on_run=on_run, **kwargs)
     console.print(result.table, markup=False, highlight=False, soft_wrap=True)
+    for line in dict.fromkeys(w for r in result.runs for w in r.warnings):   # once each, in order
+        _warn(f"warning: {line}")
     _say("")
     _say(f"written: {result.path}/compare.json, compare.md, compare.csv, compare.png")
     return result
@@ -542,7 +548,7 @@ def predict(
 
     from harx.temporal.predict import Predictor, find_videos
 
-    with user_errors():
+    with user_errors(resumable=False):
         paths = find_videos(videos)
         predictor = Predictor(run, window_s=window, stride_s=stride, top_k=top_k, device=device,
                               precision=precision.value if precision else None, weights=weights,

@@ -145,3 +145,7 @@ def test_cli_prints_the_warnings(vote_run, no_box, tmp_path):
     assert f"warning: {NO_TRAINING}" in result.output
     result = CliRunner().invoke(app, ["evaluate", "--run", str(vote_run.path)])
     assert result.exit_code == 0 and "warning: the run was not trained on box" in result.output
+    result = CliRunner().invoke(app, ["compare", "--features", str(no_box), "--heads", "vote", "--seeds", "1",
+                                      "--epochs", "2", "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.output
+    assert result.output.count(f"warning: {NO_TRAINING}") == 1
