@@ -9,18 +9,18 @@ settings that decide CPU speed. One place, so that ``harx extract`` and ``harx f
 Found by measurement on the 2-core CPU (``benchmarks/RESULTS.md``):
 
 * :class:`CpuThreads`: torch's OpenMP threads spin-wait between layers (libgomp's default). On a
-  free CPU that is the fastest policy (lite0, batch 8, bf16: 118-155 frames/s against 118-130 with
-  ``OMP_WAIT_POLICY=PASSIVE``), but when another process keeps a core busy, each barrier waits
-  for a thread the scheduler has parked behind the spinner: 43 frames/s. Instead of giving up the
-  spin everywhere, :class:`CpuThreads` watches how much of our cores other processes use and runs
-  one thread fewer per core they take (67-76 frames/s with a competitor, as passive waiting gets).
+  free CPU that is the fastest policy, but when another process keeps a core busy, each barrier
+  waits for a thread the scheduler has parked behind the spinner, and extraction slows to a
+  fraction. Instead of giving up the spin everywhere (``OMP_WAIT_POLICY=PASSIVE``),
+  :class:`CpuThreads` watches how much of our cores other processes use and runs one thread fewer
+  per core they take. Extraction only: its numbers do not depend on the thread count.
 * :func:`fixed_cpu_threads`: training's numbers depend on torch's thread count, so a fit runs on
   one count chosen from the CPUs it may use (never from load, unlike :class:`CpuThreads`) and
   keeps it to the end: the same seed gives the same model beside a busy process too.
 * :func:`keep_freed_memory`: glibc returns large freed blocks to the kernel at once (anything
   over its mmap threshold, 128 KiB at start). A forward pass allocates and frees the same
-  activation buffers every batch, so each batch faulted its memory in again: ~150,000 page
-  faults/s, 2 s of 6 spent in the kernel, 97 vs 122 frames/s. Raising the thresholds lets glibc
+  activation buffers every batch, so each batch faulted its memory in again, and a third of the
+  time went to the kernel's page-fault handling. Raising the thresholds lets glibc
   reuse those blocks: no faults, and the same peak memory, since the blocks are needed again at
   the next batch anyway.
 """
@@ -110,10 +110,7 @@ class CpuThreads:
     the count changes no embedding: lite0's forward pass is bit-identical at one and two threads
     (a test holds it to that). Training is not: its gradients depend on the thread count (see
     :func:`fixed_cpu_threads`), so training does not use this class.
-
-    Measured (``benchmarks/RESULTS.md``): extraction beside a busy process 67-76 frames/s against
-    43 with plain spinning; LSTM training (``benchmarks/fit.py``) 29-32 s on a free CPU against
-    76 s with passive waiting, and 45 vs 43 s beside a busy process.
+    The speeds behind these choices are in ``benchmarks/RESULTS.md``.
     """
 
     def __init__(self, interval_s: float = 1.0, taken_share: float = 0.5, enabled: bool = True):
