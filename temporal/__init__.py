@@ -18,9 +18,11 @@ from .errors import NotFittedError, RunFolderError
 from .registry import HEADS, create_head, head_options, list_heads, register_head
 from .predict import Predictor, VideoPrediction, find_videos
 from .run import RunResult, default_run_dir, evaluate, fit, resolve_features
+from .runs import RunRow, list_runs
 from .sequences import Sequences
 from .training import EpochInfo
 
 __all__ = ["CompareResult", "EpochInfo", "HEADS", "NotFittedError", "Predictor", "RunFolderError", "RunResult",
-           "Sequences", "TemporalHead", "VideoPrediction", "compare", "create_head", "default_run_dir", "evaluate",
-           "find_videos", "fit", "head_options", "list_heads", "register_head", "resolve_features"]
+           "RunRow", "Sequences", "TemporalHead", "VideoPrediction", "compare", "create_head", "default_run_dir", "evaluate",
+           "find_videos", "fit", "head_options", "list_heads", "list_runs", "register_head",
+           "resolve_features"]

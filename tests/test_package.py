@@ -22,6 +22,13 @@ def test_import_harx_gives_version_and_notebook_api(tmp_path):
     assert api == "True True"
 
 
+def test_every_name_import_harx_offers_resolves():
+    import harx
+
+    for name in harx.__all__:
+        assert getattr(harx, name) is not None, name
+
+
 def test_plain_import_of_harx_does_not_load_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", "import sys, harx; print('torch' in sys.modules)"],
                          cwd=tmp_path, capture_output=True, text=True, check=True)
