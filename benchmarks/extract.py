@@ -64,8 +64,6 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import numpy as np
 
@@ -403,7 +401,6 @@ CHILD = r"""
 import json, resource, sys, time
 from collections import defaultdict
 args = json.loads(sys.argv[1])
-sys.path.insert(0, args.pop("repo"))
 threads = args.pop("threads")
 if threads:
     import torch
@@ -526,9 +523,8 @@ def _tree_rss_kb(root: int) -> tuple[int, int]:
 
 def run_harx(options: dict, home: Path, threads: int | None) -> dict:
     """``run_extract`` in a child process; its report plus the sampled peak RSS of its tree."""
-    env = dict(os.environ, HARX_HOME=str(home), PYTHONPATH=os.pathsep.join(
-        filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    payload = json.dumps(dict(options, repo=str(REPO), threads=threads), default=str)
+    env = dict(os.environ, HARX_HOME=str(home))
+    payload = json.dumps(dict(options, threads=threads), default=str)
     proc = subprocess.Popen([sys.executable, "-c", CHILD, payload], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     peak = {"tree": 0, "workers": 0}
@@ -624,6 +620,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="harx runs, each between two backbone segments; the median ratio is reported (default 5)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
     args = p.parse_args(argv)
+    import importlib.util
+
+    if importlib.util.find_spec("cv2") is None:   # the tutorials' loop, and the clips, need OpenCV
+        print("error: benchmarks/extract.py needs OpenCV: .venv/bin/pip install -e '.[bench]'", file=sys.stderr)
+        return 1
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
 

@@ -27,8 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 KTH_SIZE = dict(n_samples=2391, mean_frames=95, min_frames=24, max_frames=400, embed_dim=1280, n_classes=6,
                 unit="subsequence", subsequences_per_video=4, n_groups=25, split_fractions=(8, 8, 9), seed=0,
@@ -37,7 +35,6 @@ KTH_SIZE = dict(n_samples=2391, mean_frames=95, min_frames=24, max_frames=400, e
 CHILD = """
 import json, sys, time
 t0 = time.perf_counter()
-sys.path.insert(0, {repo!r})
 from harx.temporal import fit
 r = fit({head!r}, {cache!r}, out={out!r}, seed=0)
 m = r.metrics
@@ -95,7 +92,7 @@ def main() -> None:
     result: dict = {"cpu_count": os.cpu_count(), "samples": len(store), "frames": int(lengths.sum())}
     try:
         for head in heads:
-            code = CHILD.format(repo=str(REPO), head=head, cache=str(cache), out=str(runs / head))
+            code = CHILD.format(head=head, cache=str(cache), out=str(runs / head))
             t = time.perf_counter()
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
             wall = time.perf_counter() - t

@@ -13,19 +13,19 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from harx.features.errors import InvalidOptionError, UnknownNameError
 
-if TYPE_CHECKING:
-    from .base import TemporalHead
+#: an entrypoint: ``fn(num_features, num_classes, **options)`` returning a ``TemporalHead``
+#: (named, not imported: ``base`` imports this module, and imports go one way)
+HeadFactory = Callable[..., object]
 
 __all__ = ["HEADS", "create_head", "head_options", "list_heads", "register_head"]
 
-HEADS: dict[str, Callable[..., "TemporalHead"]] = {}
+HEADS: dict[str, HeadFactory] = {}
 
 
-def register_head(fn: Callable[..., "TemporalHead"]) -> Callable[..., "TemporalHead"]:
+def register_head(fn: HeadFactory) -> HeadFactory:
     """Register ``fn(num_features, num_classes, **options) -> TemporalHead`` under ``fn.__name__``."""
     name = fn.__name__
     if name in HEADS and HEADS[name] is not fn:
@@ -45,7 +45,7 @@ def head_options(name: str) -> dict:
     return {k: v for k, v in head.get_params().items() if k not in ("num_features", "num_classes")}
 
 
-def create_head(name: str, num_features: int, num_classes: int, **kwargs) -> "TemporalHead":
+def create_head(name: str, num_features: int, num_classes: int, **kwargs):
     """Build an unfitted head.
 
     Options given as ``None`` are dropped, so the head's own defaults apply (a CLI passes every
