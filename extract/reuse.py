@@ -41,6 +41,8 @@ from .weights import PACKAGE_NAMES, resolve_source
 # CPU flags that decide what precision "auto" gives on a CPU (see harx.runtime.cpu_bf16).
 _PRECISION_FLAGS = frozenset({"avx512_bf16", "amx_tile", "amx_bf16", "avx512bw", "avx512vl", "avx512dq"})
 _GPU_VISIBILITY = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
+# oneDNN's instruction-set cap also decides what "auto" gives on a CPU (harx.runtime.cpu_bf16).
+_ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 
 
 @dataclass
@@ -153,7 +155,7 @@ def _host() -> dict:
     gpus = sorted(p.name for p in dev.glob("nvidia[0-9]*")) + (["kfd"] if (dev / "kfd").exists() else [])
     return {"node": platform.node(), "machine": platform.machine(), "system": platform.system(),
             "cpu_flags": sorted(flags & _PRECISION_FLAGS), "gpus": gpus,
-            "visible": {k: os.environ.get(k) for k in _GPU_VISIBILITY}}
+            "visible": {k: os.environ.get(k) for k in _GPU_VISIBILITY + _ISA_CAPS}}
 
 
 __all__ = ["FinishedCache", "finished_cache", "index_settings", "request_key"]
