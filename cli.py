@@ -398,21 +398,31 @@ def _print_run(run) -> None:
     if getattr(run, "resumed_from", None) is not None:
         _warn(f"resumed an interrupted run after its {run.resumed_phase} epoch {run.resumed_from}; "
               "the numbers are those of an uninterrupted run")
-    _say(f"protocol: {_protocol_line(proto)}")
-    for split in ("val", "test"):
-        scores = m.get(split) or {}
-        if scores:
-            line = (f"{split:>4}: accuracy {_pct(scores.get('accuracy'))}, mean class accuracy "
-                    f"{_pct(scores.get('mean_class_accuracy'))}, macro-F1 {_pct(scores.get('macro_f1'))}")
-            video = scores.get("video")
-            if video:
-                line += f"; video level {_pct(video.get('accuracy'))}"
-            vote = scores.get("majority_vote")
-            if vote:
-                line += f"; majority vote {_pct(vote.get('accuracy'))}"
-            _say(line)
+    _print_scores(m)
     for line in getattr(run, "warnings", ()):
         _warn(f"warning: {line}")
+
+
+def _print_scores(metrics: dict) -> None:
+    """The protocol line, one line per split (with calibration), as fit and evaluate print them."""
+    _say(f"protocol: {_protocol_line(metrics.get('protocol', {}))}")
+    for split in ("val", "test"):
+        scores = metrics.get(split) or {}
+        if not scores:
+            continue
+        line = (f"{split:>4}: accuracy {_pct(scores.get('accuracy'))}, mean class accuracy "
+                f"{_pct(scores.get('mean_class_accuracy'))}, macro-F1 {_pct(scores.get('macro_f1'))}")
+        for key, name in (("video", "video level"), ("majority_vote", "majority vote")):
+            if scores.get(key):
+                line += f"; {name} {_pct(scores[key].get('accuracy'))}"
+        cal = scores.get("calibration") or {}
+        if cal.get("ece_before") is not None:
+            line += (f"; ECE {_pct(cal['ece_before']).strip()} -> {_pct(cal['ece_after']).strip()} "
+                     f"(T = {cal['temperature']:.2f})")
+        _say(line)
+    block = metrics.get("calibration") or {}
+    if block.get("method") == "none" and block.get("description"):
+        _say(f"probabilities: {block['description']}")
 
 
 def _protocol_line(proto: dict) -> str:
@@ -430,12 +440,7 @@ def evaluate(
 
     with user_errors(resumable=False):
         metrics = evaluate_run(run, features=features)
-    _say(f"protocol: {_protocol_line(metrics.get('protocol', {}))}")
-    for split in ("val", "test"):
-        scores = metrics.get(split) or {}
-        if scores:
-            _say(f"{split:>4}: accuracy {_pct(scores.get('accuracy'))}, mean class accuracy "
-                 f"{_pct(scores.get('mean_class_accuracy'))}, macro-F1 {_pct(scores.get('macro_f1'))}")
+    _print_scores(metrics)
     absent = metrics.get("protocol", {}).get("absent_from_training")
     if absent:
         _warn(f"warning: the run was not trained on {', '.join(absent)}; their samples count as errors")
@@ -616,7 +621,8 @@ def _print_predictions(items, protocol: dict, top_k: int) -> None:
         p = item.prediction
         if p.ok:
             top = ", ".join(f"{k} {100 * c:.1f}%" for k, c in p.top_k)
-            table.add_row(name, p.label, f"{100 * p.confidence:.1f}%", top, str(len(p.timeline)))
+            label = f"{p.label} (unfamiliar)" if p.unfamiliar else p.label
+            table.add_row(name, label, f"{100 * p.confidence:.1f}%", top, str(len(p.timeline)))
         else:
             table.add_row(name, "-", "-", f"error: {p.error}", "0")
     console.print(table)
@@ -627,6 +633,12 @@ def _print_predictions(items, protocol: dict, top_k: int) -> None:
                           soft_wrap=True)
         if p.note:
             console.print(f"note on {Path(p.path).name}: {p.note}", markup=False, highlight=False, soft_wrap=True)
+        if p.unfamiliar:
+            times = p.unfamiliarity / max(p.unfamiliarity_threshold, 1e-9)
+            console.print(f"unfamiliar: {Path(p.path).name} is unlike the videos the run was trained on (score "
+                          f"{p.unfamiliarity:.1f}, {times:.1f}x the threshold {p.unfamiliarity_threshold:.1f}); its "
+                          "label is a guess among the trained actions",
+                          markup=False, highlight=False, soft_wrap=True)
         if item.annotated is not None:
             a = item.annotated
             console.print(f"annotated: {a.path} ({a.n_frames} frames, {a.size[0]}x{a.size[1]}, {a.fps:g} fps)"
@@ -634,7 +646,10 @@ def _print_predictions(items, protocol: dict, top_k: int) -> None:
     console.print(f"protocol: head {protocol['head']} of run {protocol['run']}; backbone {protocol['backbone']} "
                   f"({protocol['precision']} on {protocol['device']}); sampling {protocol['sampling']}; windows of "
                   f"{protocol['window_s']:g} s every {protocol['stride_s']:g} s; video label = "
-                  f"{protocol['video_label']}", markup=False, highlight=False, soft_wrap=True)
+                  f"{protocol['video_label']}; probabilities: {protocol.get('probabilities', 'uncalibrated')}",
+                  markup=False, highlight=False, soft_wrap=True)
+    if (protocol.get("unfamiliar") or {}).get("note"):
+        console.print(f"note: {protocol['unfamiliar']['note']}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _segments(timeline) -> str:

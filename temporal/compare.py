@@ -8,6 +8,8 @@ folders are named by a hash of both), then aggregates over seeds and writes to `
                    METRIC = accuracy|mean_class_accuracy|macro_f1 (fractions in 0..1);
                    results[HEAD][SPLIT]["per_class_accuracy"][CLASS] = {mean, std, values};
                    results[HEAD][SPLIT]["video"|"majority_vote"] likewise, where reported;
+                   results[HEAD][SPLIT]["calibration"][KEY] likewise, KEY = ece_before|ece_after|
+                   nll_before|nll_after|temperature (temperature scaling fitted on each run's val);
                    confusion_differences: the class pairs whose confusion differs most; runs
     compare.md     the same as tables (what the CLI prints): protocol header first
     compare.csv    one row per run (head, seed, folder, every summary metric)
@@ -39,6 +41,8 @@ from .run import RunResult, _write_json, fit, resolve_features, runs_root
 __all__ = ["CompareResult", "compare"]
 
 DEFAULT_HEADS = ("vote", "lstm")
+#: a split's calibration entries aggregated over seeds (``results[HEAD][SPLIT]["calibration"][KEY]``)
+CALIBRATION_KEYS = ("ece_before", "ece_after", "nll_before", "nll_after", "temperature")
 
 
 @dataclass
@@ -176,6 +180,9 @@ def _aggregate_block(blocks: list[dict], names: list[str]) -> dict:
     cm = np.sum([np.asarray(b["confusion_matrix"]) for b in blocks], axis=0)
     out["confusion_matrix_sum"] = cm.astype(int).tolist()
     out["n"] = blocks[0]["n"]
+    if any(b.get("calibration") for b in blocks):   # runs fitted before harx calibrated have none: None
+        out["calibration"] = {k: _stats([(b.get("calibration") or {}).get(k) for b in blocks])
+                              for k in CALIBRATION_KEYS}
     return out
 
 
@@ -237,6 +244,13 @@ def _pm(s: dict | None) -> str:
     return f"{pct(s['mean'])} ± {pct(s['std'])}"
 
 
+def _num(s: dict | None) -> str:
+    """mean ± std of a value that is no fraction (a temperature, an NLL)."""
+    if not s or s.get("mean") is None:
+        return "—"
+    return f"{s['mean']:.3f} ± {s['std']:.3f}"
+
+
 def compare_markdown(protocol: dict, results: dict, names: list[str], confusions: list[dict]) -> str:
     heads = list(results)
     seeds = protocol["seeds"]
@@ -260,6 +274,9 @@ def compare_markdown(protocol: dict, results: dict, names: list[str], confusions
     if any("majority_vote" in results[h].get("test", {}) for h in heads):
         rows.append(("test top-1 accuracy, majority vote", "test", "majority_vote", "accuracy"))
     rows.append(("val top-1 accuracy", "val", None, "accuracy"))
+    if any("calibration" in results[h].get("test", {}) for h in heads):
+        rows += [("test ECE before calibration", "test", "calibration", "ece_before"),
+                 ("test ECE after calibration", "test", "calibration", "ece_after")]
     for label, split, sub, m in rows:
         cells = []
         for h in heads:
@@ -268,6 +285,14 @@ def compare_markdown(protocol: dict, results: dict, names: list[str], confusions
                 block = block.get(sub) or {}
             cells.append(_pm(block.get(m)))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    calibrated = [h for h in heads if "calibration" in results[h].get("test", {})]
+    if calibrated:
+        lines += ["", "**Calibration** (temperature scaling fitted on each run's val split; ECE: expected "
+                  "calibration error of the top-label confidence, 15 bins; accuracy unchanged by it): "
+                  + "; ".join(f"{h}: T = {_num(results[h]['test']['calibration']['temperature'])}, test NLL "
+                              f"{_num(results[h]['test']['calibration']['nll_before'])} before, "
+                              f"{_num(results[h]['test']['calibration']['nll_after'])} after" for h in calibrated)
+                  + "."]
     lines += ["", "## Per-class test accuracy (%)", "", "| class | " + " | ".join(heads) + " |",
               "|---|" + "---|" * len(heads)]
     for c in names:
@@ -291,6 +316,8 @@ def _write_csv(path: Path, runs: list[RunResult]) -> None:
         cols += [("test", "video", m) for m in METRIC_NAMES]
     if any((r.metrics.get("test") or {}).get("majority_vote") for r in runs):
         cols += [("test", "majority_vote", m) for m in METRIC_NAMES]
+    if any((r.metrics.get("test") or {}).get("calibration") for r in runs):
+        cols += [("test", "calibration", m) for m in CALIBRATION_KEYS]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["head", "seed", "run", "reused", *("_".join(x for x in c if x) for c in cols), "fit_seconds"])

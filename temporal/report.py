@@ -148,11 +148,36 @@ def protocol_lines(p: dict) -> list[str]:
     ]
     if p.get("validation_scores"):
         lines.insert(5, f"- validation scores: {p['validation_scores']}")
+    if p.get("probabilities"):
+        lines.insert(len(lines) - 1, f"- probabilities: {p['probabilities']}")
     if p.get("absent_from_training"):
         lines.append(f"- classes absent from training: {', '.join(p['absent_from_training'])} (no training sample: "
                      "the head has no output for them, so their test samples count as errors)")
     lines += [f"- warning: {w}" for w in p.get("warnings") or []]
     return lines
+
+
+def calibration_lines(metrics: dict) -> list[str]:
+    """The run's temperature and the ECE / NLL of val and test before and after calibration."""
+    from .calibration import ECE_BINS, describe
+
+    splits = [(s, metrics[s]["calibration"]) for s in ("val", "test") if (metrics.get(s) or {}).get("calibration")]
+    c = metrics.get("calibration") or {}
+    lines = ["", "## Calibration", "",
+             f"- temperature T = {c['temperature']:.3f}, fitted on {c['fitted_on']} ({c.get('n_samples')} samples, "
+             f"{c.get('scores')} scores); T > 1 softens overconfident probabilities, T < 1 sharpens them"
+             if c.get("method") == "temperature" else f"- {describe(metrics.get('calibration'))}"]
+    if not splits:
+        return lines
+    lines += [f"- ECE: expected calibration error of the top-label confidence, {ECE_BINS} equal-width bins (%); "
+              "NLL: mean negative log-likelihood of the true class (nats), over samples of trained classes"
+              + ("; val chose T, so its 'after' is optimistic" if metrics.get("val") else ""), ""]
+    nll = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    rows = [["ECE before", *(pct(c["ece_before"], 2) for _, c in splits)],
+            ["ECE after", *(pct(c["ece_after"], 2) for _, c in splits)],
+            ["NLL before", *(nll(c["nll_before"]) for _, c in splits)],
+            ["NLL after", *(nll(c["nll_after"]) for _, c in splits)]]
+    return lines + _table(["", *(s for s, _ in splits)], rows)
 
 
 def run_markdown(metrics: dict, files: dict[str, str]) -> str:
@@ -182,6 +207,7 @@ def run_markdown(metrics: dict, files: dict[str, str]) -> str:
         if missed:
             lines += ["", f"{split}: {len(missed)} sample(s) of classes absent from training, counted as errors: "
                       + ", ".join(missed[:20]) + (f" ... and {len(missed) - 20} more" if len(missed) > 20 else "")]
+    lines += calibration_lines(metrics)
     t = metrics.get("training", {})
     lines += ["", "## Training", "",
               f"- epochs run: {t.get('epochs_run')} of at most {t.get('max_epochs')}; best (kept) epoch: "

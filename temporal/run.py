@@ -6,19 +6,24 @@ optionally refits on train+val for the chosen number of epochs, scores val and t
 
     RUN_DIR/
         config.json        resolved configuration (every head option), command line, cache, hash
-        metrics.json       protocol block; val and test scores (+ video level, + majority vote);
-                           training summary; cache fingerprint; library versions. Written last:
-                           its presence marks a finished run.
+        metrics.json       protocol block; calibration (the temperature fitted on val); val and
+                           test scores (+ video level, + majority vote, + ECE and NLL before and
+                           after calibration); training summary; cache fingerprint; library
+                           versions. Written last: its presence marks a finished run.
         epochs.csv         one row per epoch: phase, loss, accuracy, val loss/accuracy, seconds
         predictions.csv    one row per test sample: ids, true and predicted label, confidence,
-                           correct, class probabilities (predictions_video.csv: per video, KTH)
+                           correct, class probabilities, calibrated (predictions_video.csv: per
+                           video, KTH)
         best.pt, last.pt   checkpoints (atomic writes): the model scored on test, and the last
-                           epoch's; each holds the config, class names and cache fingerprint, and
+                           epoch's; each holds the config, class names and cache fingerprint
+                           (best.pt also the calibration block with the temperature), and
                            last.pt all an interrupted fit needs to go on (optimiser, random state).
                            With refit: select_best.pt / select_last.pt are the train-only phase's.
         curves.png         loss and accuracy per epoch, best epoch marked
         confusion_test.png test confusion matrices (per sample; per video; majority vote)
         report.md          the above in words: protocol, scores, per-class accuracy, files
+        familiarity.npz    statistics of the training features and the threshold chosen on val
+                           for harx predict's "unfamiliar" flag (:mod:`temporal.familiarity`)
 
 The default ``RUN_DIR`` is ``<cache folder>/runs/<cache stem>/<head>-seed<N>-<config hash>``
 (``<harx home>/runs/...`` when the cache's folder is read-only), where the hash covers the head,
@@ -49,7 +54,9 @@ from harx.features.paths import latest_cache, library_versions
 from harx.features.reader import FeatureStore
 
 from .base import TemporalHead
+from .calibration import apply_temperature, calibration_block, describe, fit_calibration, not_calibrated, temperature_of
 from .classmap import ClassMap, trained_classes
+from .familiarity import FAMILIARITY_FILE, fit_familiarity
 from .errors import RunFolderError
 from .metrics import classification_metrics, video_scores
 from .registry import create_head
@@ -266,6 +273,9 @@ def fit(
         final.fit(list(X_train) + list(X_sel or []), np.concatenate([y_train, y_train[:0] if y_sel is None else y_sel]),
                   class_names=trained, on_epoch=epoch_hook("", final), phase="refit", resume=refit_resume)
         final.save(run_dir / "best.pt", dict(ckpt_meta, checkpoint="best", epoch=final.n_epochs_, phase="refit"))
+    # harx predict's "unfamiliar" flag: statistics of the training features, threshold on val (of trained classes)
+    familiarity = fit_familiarity(X_train, X_sel)
+    familiarity.save(run_dir / FAMILIARITY_FILE)
     del X_train
 
     # Only now is the test split read: nothing above could look at it.
@@ -278,8 +288,13 @@ def fit(
                 "cpu_threads": getattr(selected, "n_threads_", None) if dev.type == "cpu" else None,
                 "n_parameters": int(sum(p.numel() for p in final.module_.parameters()))}
     scored = _score_run(store, selected, final, refit_trainval, X_val=X_val, y_val=y_val)
+    # best.pt carries the temperature, so that harx evaluate and harx predict apply it too
+    best_meta = TemporalHead.read_checkpoint(run_dir / "best.pt")["meta"]
+    final.save(run_dir / "best.pt", dict(best_meta, calibration=scored["calibration"]))
     metrics = _metrics_document(store, head, selected, final, int(seed), refit_trainval, training, scored,
                                 config_hash, n_split)
+    metrics["familiarity"] = _familiarity_summary(store, classes, familiarity, n_split)
+    metrics["protocol"]["unfamiliar_videos"] = _familiarity_protocol(familiarity)
     if refit_trainval and y_val is not None and (classes.head_labels(y_val) < 0).any():
         metrics["protocol"]["warnings"].append(
             f"{int((classes.head_labels(y_val) < 0).sum())} val sample(s) of classes absent from train were left "
@@ -303,6 +318,25 @@ def _trained_only(classes: ClassMap, X, y) -> tuple[list | None, np.ndarray | No
     return [X[i] for i in keep], labels[keep]
 
 
+def _familiarity_summary(store: FeatureStore, classes: ClassMap, familiarity, n_split: dict) -> dict:
+    """metrics.json's ``familiarity``: how the flag is made, and how many test samples (and videos)
+    of the trained classes it flags: all of them false flags."""
+    if not n_split["test"] or familiarity.threshold_ is None:
+        return familiarity.summary()
+    X_test, y_test = store.load("test")
+    known = np.flatnonzero(classes.head_labels(y_test) >= 0)
+    ids = store.column("video_id")[store.indices("test")][known]
+    return familiarity.summary([X_test[i] for i in known], [str(v) for v in ids])
+
+
+def _familiarity_protocol(familiarity) -> str:
+    if familiarity.threshold_ is None:
+        return "not flagged: the run has no val split to choose a threshold on"
+    return (f"flagged when the Mahalanobis distance of the video's mean-pooled embedding to the training samples' "
+            f"exceeds {familiarity.threshold_:.4g}, the {familiarity.quantile:g} quantile of {familiarity.n_val_} val "
+            f"samples' distances ({FAMILIARITY_FILE})")
+
+
 def _prepare_run_dir(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -313,7 +347,7 @@ def _prepare_run_dir(run_dir: Path) -> None:
     # A rerun into the same folder: the old metrics.json no longer describes it, and an old
     # last.pt must not be mistaken for this run's when it is resumed.
     (run_dir / "metrics.json").unlink(missing_ok=True)
-    for stale in ("last.pt", "select_best.pt", "select_last.pt", "predictions_video.csv"):
+    for stale in ("last.pt", "select_best.pt", "select_last.pt", "predictions_video.csv", FAMILIARITY_FILE):
         (run_dir / stale).unlink(missing_ok=True)
 
 
@@ -361,7 +395,11 @@ def _finished_run(run_dir: Path, config_hash: str) -> tuple[dict, dict] | None:
 
 # ----------------------------------------------------------------------------- scoring
 
-def _score_split(store: FeatureStore, split: str, model: TemporalHead, X=None, y=None) -> dict | None:
+def _score_split(store: FeatureStore, split: str, model: TemporalHead, X=None, y=None, *, temperature: float = 1.0,
+                 raw: dict | None = None) -> dict | None:
+    """Scores and metrics of one split; the primary scores calibrated with ``temperature`` (the
+    other aggregations, e.g. the majority vote, are not probabilities and stay as they are).
+    ``raw``: the head's ``predict_scores(X)``, when the caller has them already."""
     idx = store.indices(split)
     if len(idx) == 0:
         return None
@@ -369,10 +407,16 @@ def _score_split(store: FeatureStore, split: str, model: TemporalHead, X=None, y
         X, y = store.load(split)
     names = store.class_names
     classes = ClassMap(names, model.classes_, where=str(store.path))
-    scores = {k: classes.cache_scores(v) for k, v in model.predict_scores(X).items()}  # untrained classes: 0
+    raw = model.predict_scores(X) if raw is None else raw
+    scores = {k: classes.cache_scores(v) for k, v in raw.items()}  # untrained classes: 0
     primary = next(iter(scores))
+    uncalibrated = scores[primary]
+    scores[primary] = classes.cache_scores(apply_temperature(raw[primary], temperature))
     m = classification_metrics(y, scores[primary], names)
     m["aggregation"] = primary
+    # NLL over samples of trained classes only: the others have probability 0 for their class
+    m["calibration"] = calibration_block(uncalibrated, scores[primary], y, temperature,
+                                         nll_mask=classes.head_labels(y) >= 0)
     for extra, s in list(scores.items())[1:]:
         m[extra] = classification_metrics(y, s, names)
     untrained = np.flatnonzero(classes.head_labels(y) < 0)
@@ -393,14 +437,31 @@ def _score_split(store: FeatureStore, split: str, model: TemporalHead, X=None, y
 
 def _score_run(store: FeatureStore, selected: TemporalHead, final: TemporalHead, refit: bool, X_val=None,
                y_val=None) -> dict:
-    """Validation scores of the model selected on val; test scores of the final model."""
-    out = {"val": _score_split(store, "val", selected, X_val, y_val) if X_val is not None else None}
-    out["test"] = _score_split(store, "test", final)
+    """Validation scores of the model selected on val; test scores of the final model; both
+    calibrated with the temperature fitted on the selected model's val scores (``out["calibration"]``).
+
+    With a refit, the refit model has seen val, so ``T`` comes from the train-only model selected
+    on val and is applied to the refit model (an approximation; ``fitted_on`` says so).
+    """
+    if X_val is None:
+        return {"calibration": not_calibrated("no val split"), "val": None,
+                "test": _score_split(store, "test", final)}
+    raw = selected.predict_scores(X_val)
+    primary = next(iter(raw))
+    labels = ClassMap(store.class_names, selected.classes_, where=str(store.path)).head_labels(y_val)
+    keep = labels >= 0       # val samples of classes the head has no output for cannot be fitted
+    fitted_on = ("val (scores of the model selected on val, trained on train only; applied to the refit "
+                 "model)" if refit else "val")
+    calibration = fit_calibration(raw[primary][keep], labels[keep], fitted_on=fitted_on, scores=primary)
+    t = calibration["temperature"]
+    out = {"calibration": calibration,
+           "val": _score_split(store, "val", selected, X_val, y_val, temperature=t, raw=raw)}
+    out["test"] = _score_split(store, "test", final, temperature=t)
     return out
 
 
 def _protocol(store: FeatureStore, head: str, selected: TemporalHead, final: TemporalHead, seed: int, refit: bool,
-              n_split: dict) -> dict:
+              n_split: dict, calibration: dict | None = None) -> dict:
     unit = store.attrs.get("unit") or "video"
     has_val = n_split.get("val", 0) > 0
     best_epoch = getattr(selected, "best_epoch_", None)
@@ -430,6 +491,7 @@ def _protocol(store: FeatureStore, head: str, selected: TemporalHead, final: Tem
                               "the refit model saw val" if refit else
                               "of the selected model; val chose the epoch, so they are optimistic"),
         "test_scores": "scored once, after training; test never used for selection",
+        "probabilities": describe(calibration),
         "seed": seed, "samples": n_split, "cache": str(store.path), "cache_fingerprint": store.fingerprint,
     }
 
@@ -437,7 +499,8 @@ def _protocol(store: FeatureStore, head: str, selected: TemporalHead, final: Tem
 def _metrics_document(store, head, selected, final, seed, refit, training, scored, config_hash, n_split) -> dict:
     return {
         "harx_metrics_version": METRICS_VERSION, "head": head, "config_hash": config_hash,
-        "protocol": _protocol(store, head, selected, final, seed, refit, n_split),
+        "protocol": _protocol(store, head, selected, final, seed, refit, n_split, scored.get("calibration")),
+        "calibration": scored.get("calibration"),
         "val": scored["val"]["metrics"] if scored.get("val") else None,
         "test": scored["test"]["metrics"] if scored.get("test") else None,
         "training": training,
@@ -522,7 +585,7 @@ def _write_outputs(run_dir: Path, metrics: dict, history: list[dict], scored: di
     p = metrics["protocol"]
     names = p["class_names"]
     files = {"config.json": "resolved configuration and command line",
-             "metrics.json": "protocol, val and test scores, training summary, versions",
+             "metrics.json": "protocol, calibration, val and test scores, training summary, versions",
              "epochs.csv": "loss and accuracy per epoch", "best.pt": "checkpoint of the model scored on test",
              "last.pt": "checkpoint of the last epoch", "curves.png": "loss and accuracy curves"}
     _write_epochs_csv(run_dir / "epochs.csv", history)
@@ -533,7 +596,8 @@ def _write_outputs(run_dir: Path, metrics: dict, history: list[dict], scored: di
     test = scored.get("test")
     if test is not None:
         _write_predictions(run_dir / "predictions.csv", test, names)
-        files["predictions.csv"] = "one row per test sample: true and predicted label, confidence, probabilities"
+        files["predictions.csv"] = ("one row per test sample: true and predicted label, confidence, probabilities "
+                                    "(calibrated)")
         first = ("test, mean of frame probabilities" if "majority_vote" in test["metrics"]
                  else "test, per " + (p["unit_scored"] or "sample"))
         panels = [(first, test["metrics"])]
@@ -547,6 +611,8 @@ def _write_outputs(run_dir: Path, metrics: dict, history: list[dict], scored: di
         files["confusion_test.png"] = "test confusion matrices (rows: true class; colour: share of the row)"
     if metrics["protocol"]["trained_on"] == "train+val":
         files["select_best.pt"] = "checkpoint selected on val (train only), which scored val"
+    if (run_dir / FAMILIARITY_FILE).is_file():
+        files[FAMILIARITY_FILE] = "training-feature statistics and val threshold of harx predict's unfamiliar flag"
     files["report.md"] = "this summary"
     (run_dir / "report.md").write_text(run_markdown(metrics, files))
     _write_json(run_dir / "metrics.json", metrics)          # last: marks the run finished
@@ -578,8 +644,9 @@ def open_run(run: str | Path) -> tuple[Path, dict]:
 def evaluate(run: str | Path, features: str | Path | None = None, *, device: str | None = None) -> dict:
     """Score a finished run's ``best.pt`` again, on its own cache or on ``features``.
 
-    Returns a dict shaped like ``metrics.json`` (``protocol``, ``val``, ``test``), plus
-    ``same_cache`` (whether the cache is the one trained on).
+    Returns a dict shaped like ``metrics.json`` (``protocol``, ``calibration``, ``val``, ``test``),
+    plus ``same_cache`` (whether the cache is the one trained on). Probabilities are calibrated
+    with the temperature ``best.pt`` records (``T = 1`` for a run fitted before harx calibrated).
 
     Raises:
         RunFolderError: ``run`` is not a finished run folder.
@@ -615,10 +682,14 @@ def evaluate(run: str | Path, features: str | Path | None = None, *, device: str
         if device is not None:
             selected.set_params(device=device)
     n_split = {s: len(store.indices(s)) for s in ("train", "val", "test")}
-    val = _score_split(store, "val", selected)
-    test = _score_split(store, "test", final)
-    protocol = _protocol(store, config["head"], selected, final, int(config["seed"]), refit, n_split)
+    # the temperature fitted on the run's own val split (none in best.pt: a run from before, T = 1)
+    calibration = meta.get("calibration")
+    t = temperature_of(meta)
+    val = _score_split(store, "val", selected, temperature=t)
+    test = _score_split(store, "test", final, temperature=t)
+    protocol = _protocol(store, config["head"], selected, final, int(config["seed"]), refit, n_split, calibration)
     return {"harx_metrics_version": METRICS_VERSION, "head": config["head"], "run": str(run_dir),
             "same_cache": store.fingerprint == config.get("cache_fingerprint"), "protocol": protocol,
+            "calibration": calibration,
             "val": val["metrics"] if val else None, "test": test["metrics"] if test else None,
             "versions": library_versions()}
