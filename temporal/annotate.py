@@ -1,10 +1,11 @@
 """Write a video back with its predictions drawn on every frame: ``harx predict --annotate``.
 
 Every frame gets, top left, the current label and its confidence on a class-coloured chip, with
-the whole video's label below it, and along the bottom a timeline strip (one colour per class,
-the current position marked). The "current" label of a frame is that of the window whose centre
-is nearest to it (sequence heads) or that of the latest sampled frame (frame-level heads such as
-``vote``, which label frames one by one).
+the whole video's label below it (in amber, and saying "unfamiliar", when the video is unlike the
+run's training videos: :mod:`temporal.familiarity`), and along the bottom a timeline strip (one
+colour per class, the current position marked). The "current" label of a frame is that of the
+window whose centre is nearest to it (sequence heads) or that of the latest sampled frame
+(frame-level heads such as ``vote``, which label frames one by one).
 
 The output keeps the input's frame count, size and frame rate: the video is decoded again at
 full size, one frame at a time (:mod:`extract.stream`), drawn on and encoded as it streams
@@ -68,7 +69,7 @@ class _Overlay:
     """Draws the label box and the timeline strip; text boxes are rendered once per (class, %)."""
 
     def __init__(self, width: int, height: int, class_names: list[str], labels: np.ndarray, conf: np.ndarray,
-                 video_line: str):
+                 video_line: str, warn: bool = False):
         from PIL import ImageFont
 
         self.width, self.height = width, height
@@ -79,7 +80,7 @@ class _Overlay:
             self.font, self.small = ImageFont.load_default(size=size), ImageFont.load_default(size=max(8, size * 7 // 10))
         except (TypeError, ImportError, OSError):
             self.font = self.small = ImageFont.load_default()
-        self.video_line = video_line
+        self.video_line, self.warn = video_line, warn
         self.margin = max(2, size // 4)
         self.patches: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self.strip_h = max(3, round(height / 28))
@@ -102,7 +103,8 @@ class _Overlay:
             draw = ImageDraw.Draw(image)
             draw.rectangle([pad, pad + b1[1], pad + chip, pad + b1[3]], fill=tuple(int(c) for c in self.colors[k]))
             draw.text((2 * pad + chip, pad), line1, font=self.font, fill=(255, 255, 255, 255))
-            draw.text((pad, 2 * pad + b1[3]), line2, font=self.small, fill=(215, 215, 215, 255))
+            draw.text((pad, 2 * pad + b1[3]), line2, font=self.small,
+                      fill=(255, 176, 0, 255) if self.warn else (215, 215, 215, 255))
             rgba = np.asarray(image)
             self.patches[key] = (rgba[..., :3].astype(np.uint16), rgba[..., 3:].astype(np.uint16))
         return self.patches[key]
@@ -143,8 +145,11 @@ def annotate_video(prediction: VideoPrediction, out: str | Path, class_names: li
     with FrameStream(src) as frames:
         n = max(prediction.n_frames, max((w.stop_frame for w in prediction.timeline), default=0), 1)
         labels, conf = frame_labels(prediction, class_names, n)
-        overlay = _Overlay(frames.width, frames.height, class_names, labels, conf,
-                           f"video: {prediction.label} {round(100 * prediction.confidence)}%")
+        line = f"video: {prediction.label} {round(100 * prediction.confidence)}%"
+        if prediction.unfamiliar:
+            line = f"unfamiliar video ({line})"
+        overlay = _Overlay(frames.width, frames.height, class_names, labels, conf, line,
+                           warn=bool(prediction.unfamiliar))
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             count = write_h264(out, (overlay.draw(f, i) for i, f in enumerate(frames)), (frames.width, frames.height),

@@ -11,8 +11,15 @@ the median duration of a training sample and half of it, so the head sees inputs
 was trained on). Stage one's sampling applies per window, as it applied per training sample.
 The head scores every window: that is the video's **timeline**. The video's label is the mean of
 its windows' probabilities (a video no longer than one window is one window: the whole video).
+Every probability is calibrated with the temperature the run fitted on its val split
+(:mod:`temporal.calibration`), as the run's ``predictions.csv`` is.
 For frame-level heads (``vote``) every sampled frame is also classified on its own: the
 per-frame labels.
+
+Each video is also scored against the run's training videos (:mod:`temporal.familiarity`, from
+its ``familiarity.npz``): a video farther from them than the run's threshold (chosen on val) is
+``unfamiliar``: none of the trained actions, or another kind of footage, whatever the label's
+confidence says.
 
 Memory is bounded: frames stream from the decoding workers in chunks (a 1080p video is decoded
 at twice the backbone's input size, not at 1080p) and only the embeddings are kept: 2.5 KB per
@@ -35,7 +42,9 @@ from harx.features.errors import CacheMismatchError, DatasetNotFoundError, HarxE
 
 from .annotate import annotate_video
 from .base import TemporalHead
+from .calibration import apply_temperature, describe, temperature_of
 from .errors import RunFolderError
+from .familiarity import load_familiarity
 from .prediction_files import PredictionCSV, annotation_paths
 from .predictions import FramePrediction, PredictedFile, VideoPrediction, WindowPrediction
 from .run import open_run
@@ -147,6 +156,8 @@ class Predictor:
                 raise InvalidOptionError(f"{name} must be > 0 seconds, got {value:g}")
         self.run_dir = Path(run).expanduser()
         self.head, self.config, self.extraction = load_run(self.run_dir)
+        self.temperature = temperature_of(self.head)    # fitted on the run's val split; 1 for older runs
+        self.familiarity = load_familiarity(self.run_dir)  # None: a run fitted before harx recorded it
         self.class_names = [str(c) for c in self.head.classes_]
         self.top_k = min(int(top_k), len(self.class_names))
         self.sampling = Sampling(**self.extraction["sampling"])
@@ -197,7 +208,22 @@ class Predictor:
                 "sampling": self.sampling.describe(), "window_s": self.window_s, "stride_s": self.stride_s,
                 "video_label": "mean of the windows' class probabilities",
                 "window_aggregation": self.head.aggregation, "device": str(self.backbone.device),
-                "precision": self.backbone.precision}
+                "precision": self.backbone.precision,
+                "probabilities": describe(self.head.checkpoint_meta_.get("calibration")),
+                "temperature": self.temperature, "unfamiliar": self.familiarity_protocol}
+
+    @property
+    def familiarity_protocol(self) -> dict:
+        """How ``unfamiliar`` is decided (``note`` says why it is ``null`` for an older run)."""
+        if self.familiarity is None:
+            return {"note": f"unfamiliar videos are not flagged: run {self.run_dir.name} was fitted before harx "
+                            "recorded the statistics of its training features; fit it again to flag them"}
+        return self.familiarity.describe()
+
+    def predict_proba(self, samples) -> np.ndarray:
+        """The run's probabilities ``(N, C)`` of embedded samples: the head's, calibrated with the
+        run's temperature, as in its ``predictions.csv``."""
+        return apply_temperature(self.head.predict_proba(samples), self.temperature)
 
     def predict(self, videos: Iterable[str | Path]) -> Iterator[VideoPrediction]:
         """Yield one :class:`VideoPrediction` per video, in order. A video that cannot be read
@@ -259,7 +285,7 @@ class Predictor:
             if len(rows):
                 windows.append((start, stop, len(rows)))
                 samples.append(video.embeddings[rows])
-        proba = self.head.predict_proba(samples)
+        proba = self.predict_proba(samples)
         names = self.class_names
         for (start, stop, n), p in zip(windows, proba):
             k = int(np.argmax(p))
@@ -270,6 +296,10 @@ class Predictor:
         result.label, result.confidence = names[order[0]], float(overall[order[0]])
         result.top_k = [(names[i], float(overall[i])) for i in order[:self.top_k]]
         result.probabilities = {names[i]: float(overall[i]) for i in range(len(names))}
+        if self.familiarity is not None:   # over all the video's sampled frames
+            result.unfamiliarity = float(self.familiarity.score([video.embeddings])[0])
+            result.unfamiliarity_threshold = self.familiarity.threshold_
+            result.unfamiliar = self.familiarity.is_unfamiliar(result.unfamiliarity)
         if getattr(self.head, "frame_level", False):
             result.frames = self._frame_labels(video.embeddings, info.union[:n_ok], fps)
         return result
@@ -277,7 +307,7 @@ class Predictor:
     def _frame_labels(self, embeddings: np.ndarray, frames: np.ndarray, fps: float) -> list[FramePrediction]:
         """Each sampled frame classified on its own (frame-level heads: one-frame samples)."""
         one_each = Sequences(embeddings, np.arange(len(embeddings) + 1, dtype=np.int64))
-        proba = self.head.predict_proba(one_each)
+        proba = self.predict_proba(one_each)
         best = proba.argmax(axis=1)
         return [FramePrediction(int(f), float(f) / fps, self.class_names[k], float(proba[i, k]))
                 for i, (f, k) in enumerate(zip(frames, best))]

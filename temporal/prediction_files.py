@@ -48,7 +48,9 @@ class PredictionCSV:
     """One row per video, written and flushed as each video finishes (an interrupted run keeps
     its rows). Columns: path, label, confidence, top-k labels and confidences, the timeline as
     ``start-end:label:confidence`` items separated by ``;``, the video's properties, error, note,
-    and the protocol (run, backbone, sampling, window, stride)."""
+    and the protocol (run, backbone, sampling, window, stride, and the temperature that calibrated
+    the confidences: 1 for a run fitted before harx calibrated), then ``unfamiliar`` (1 or 0;
+    empty for a run without familiarity statistics), its score and the run's threshold."""
 
     def __init__(self, path: str | Path, top_k: int, protocol: dict):
         self.path = Path(path).expanduser()
@@ -62,7 +64,7 @@ class PredictionCSV:
         top = [c for i in range(1, top_k + 1) for c in (f"top{i}_label", f"top{i}_confidence")]
         self._writer.writerow(["path", "label", "confidence", *top, "timeline", "fps", "n_frames", "width", "height",
                                "duration_s", "error", "note", "run", "head", "backbone", "sampling", "window_s",
-                               "stride_s"])
+                               "stride_s", "temperature", "unfamiliar", "unfamiliarity", "unfamiliarity_threshold"])
 
     def write(self, p: VideoPrediction) -> None:
         top = [v for i in range(self.top_k) for v in
@@ -72,7 +74,9 @@ class PredictionCSV:
         self._writer.writerow([p.path, p.label or "", "" if p.confidence is None else f"{p.confidence:.4f}", *top,
                                timeline, f"{p.fps:.3f}", p.n_frames, p.size[0], p.size[1], f"{p.duration_s:.3f}",
                                p.error or "", p.note, pr["run"], pr["head"], pr["backbone"], pr["sampling"],
-                               pr["window_s"], pr["stride_s"]])
+                               pr["window_s"], pr["stride_s"], pr.get("temperature", 1.0),
+                               "" if p.unfamiliar is None else int(p.unfamiliar), _num(p.unfamiliarity),
+                               _num(p.unfamiliarity_threshold)])
         self._file.flush()
 
     def close(self) -> None:
@@ -83,3 +87,7 @@ class PredictionCSV:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"

@@ -47,7 +47,10 @@ class FramePrediction:
 @dataclass
 class VideoPrediction:
     """What the run says about one video. ``error`` is set (and ``label`` is ``None``) when the
-    video could not be classified; ``note`` says when only part of it decoded."""
+    video could not be classified; ``note`` says when only part of it decoded. ``unfamiliar``: the
+    video is unlike the run's training videos (its ``unfamiliarity`` score is above the run's
+    threshold, :mod:`temporal.familiarity`), so its label means little; ``None`` when the run
+    records no familiarity statistics (fitted before harx did) or the video was not classified."""
 
     path: str
     label: str | None = None
@@ -62,6 +65,9 @@ class VideoPrediction:
     n_decoded_to: int = 0                 # frames [0, n_decoded_to) decoded; less than n_frames on a bad file
     error: str | None = None
     note: str = ""
+    unfamiliar: bool | None = None
+    unfamiliarity: float | None = None            # the score: higher is stranger
+    unfamiliarity_threshold: float | None = None  # the run's; above it is unfamiliar
 
     @property
     def ok(self) -> bool:
@@ -74,6 +80,10 @@ class VideoPrediction:
     def as_dict(self, protocol: dict | None = None) -> dict:
         d = {"path": self.path, "label": self.label,
              "confidence": None if self.confidence is None else round(self.confidence, 4),
+             "unfamiliar": self.unfamiliar,
+             "unfamiliarity": None if self.unfamiliarity is None else
+             {"score": round(self.unfamiliarity, 4), "threshold": None if self.unfamiliarity_threshold is None
+              else round(self.unfamiliarity_threshold, 4)},
              "top_k": [{"label": k, "confidence": round(p, 4)} for k, p in self.top_k],
              "probabilities": {k: round(p, 4) for k, p in self.probabilities.items()},
              "timeline": [w.as_dict() for w in self.timeline]}

@@ -24,7 +24,7 @@ from harx.extract.encode import write_h264
 from harx.extract.sampling import sliding_windows
 from harx.features.errors import CacheMismatchError, DatasetNotFoundError, InvalidOptionError
 from harx.features.reader import FeatureStore
-from harx.temporal import fit
+from harx.temporal import TemporalHead, fit
 from harx.temporal.annotate import class_colors, frame_labels
 from harx.temporal.predict import Predictor, find_videos
 from harx.temporal.predictions import FramePrediction, VideoPrediction, WindowPrediction
@@ -110,19 +110,38 @@ def test_frame_labels_follow_nearest_window_or_latest_frame():
 # ----------------------------------------------------------------------------- predictions
 
 @pytest.mark.parametrize("head", ["vote", "lstm"])
-def test_prediction_equals_the_head_on_cached_features(trained, head):
+def test_prediction_equals_the_head_on_cached_features(trained, head, tmp_path):
     """A test video predicted from its file gets exactly the probabilities the head gives its
-    cached embeddings: predict decodes, samples and embeds as stage one did."""
+    cached embeddings: predict decodes, samples and embeds as stage one did, and calibrates with
+    the run's temperature, so they are those of the run's predictions.csv."""
+    from harx.temporal.calibration import apply_temperature
+
     store = FeatureStore(trained["cache"])
     i = int(store.indices("test")[0])
     record = store.sample(i)
     predictor = Predictor(trained[head], window_s=10.0, device="cpu")
     (p,) = predictor.predict([trained["root"] / record.path])
     assert p.ok and len(p.timeline) == 1 and p.timeline[0].n_embedded == record.n_frames
-    expected = predictor.head.predict_proba([store.frames(i)])[0]
+    metrics = json.loads((trained[head] / "metrics.json").read_text())
+    assert predictor.temperature == metrics["calibration"]["temperature"]   # 1 when val is all right
+    assert predictor.protocol["temperature"] == predictor.temperature
+    raw = predictor.head.predict_proba([store.frames(i)])
+    expected = apply_temperature(raw, predictor.temperature)[0]
     got = np.array([p.probabilities[c] for c in predictor.class_names])
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    assert p.label == record.label
+    with open(trained[head] / "predictions.csv", newline="") as f:
+        (row,) = [r for r in csv.DictReader(f) if r["sample_id"] == record.sample_id]
+    np.testing.assert_allclose(got, [float(row[f"p_{c}"]) for c in predictor.class_names], atol=1e-4)
+    assert p.label == record.label == row["predicted_label"]
+    # these runs' 3 val samples are all right (T = 1); a run with a fitted T gets it applied
+    warm = tmp_path / "warm"
+    shutil.copytree(trained[head], warm)
+    meta = TemporalHead.read_checkpoint(warm / "best.pt")["meta"]
+    predictor.head.save(warm / "best.pt", dict(meta, calibration={"method": "temperature", "temperature": 2.5}))
+    (q,) = Predictor(warm, window_s=10.0, device="cpu").predict([trained["root"] / record.path])
+    got = np.array([q.probabilities[c] for c in predictor.class_names])
+    np.testing.assert_allclose(got, apply_temperature(raw, 2.5)[0], atol=1e-5)
+    assert q.label == p.label and q.confidence < p.confidence
 
 
 @pytest.mark.parametrize("head", ["vote", "lstm"])

@@ -69,7 +69,9 @@ def test_head_never_predicts_a_class_it_was_not_trained_on(vote_run, no_box):
     rows = _rows(vote_run.path / "predictions.csv")
     assert {r["predicted_label"] for r in rows} <= {"fall", "rise"}
     assert {r["majority_vote_label"] for r in rows} <= {"fall", "rise"}
-    assert all(float(r["p_box"]) == 0.0 for r in rows)
+    assert all(float(r["p_box"]) == 0.0 for r in rows)           # calibration keeps it at 0
+    calibration = vote_run.metrics["test"]["calibration"]          # NLL over trained classes only: finite
+    assert np.isfinite(calibration["nll_after"]) and calibration["ece_after"] is not None
     box = [r for r in rows if r["true_label"] == "box"]
     assert box and all(r["correct"] == "0" for r in box)          # always errors, never dropped
 
