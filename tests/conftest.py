@@ -33,6 +33,16 @@ needs_cpu_bf16 = pytest.mark.skipif(not _cpu_bf16()[1], reason="this CPU's oneDN
 BF16 = pytest.param("bf16", marks=needs_cpu_bf16)
 
 
+@pytest.fixture(scope="session")
+def small_cache(tmp_path_factory) -> Path:
+    """A small synthetic cache, read-only for the tests that share it: 60 samples of 3 classes
+    (box, fall, rise), 16-d, 8..60 frames, split by person."""
+    from harx.features.synthetic import make_synthetic_cache
+
+    return make_synthetic_cache(tmp_path_factory.mktemp("small") / "small.h5", n_samples=60, embed_dim=16,
+                                n_classes=3, mean_frames=20, max_frames=60, seed=2)
+
+
 def realdata_root() -> Path:
     return Path(os.environ.get("HARX_REALDATA", REPO.parent / "shared" / "realdata"))
 

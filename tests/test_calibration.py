@@ -93,9 +93,8 @@ def test_checkpoints_without_a_temperature_mean_one():
 # ----------------------------------------------------------------------------- a run
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return make_synthetic_cache(tmp_path_factory.mktemp("calib") / "small.h5", n_samples=60, embed_dim=16,
-                                n_classes=3, mean_frames=20, max_frames=60, seed=2)
+def cache(small_cache):
+    return small_cache
 
 
 @pytest.fixture(scope="module")

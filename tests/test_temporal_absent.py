@@ -11,7 +11,6 @@ import pytest
 
 from harx.features.errors import HarxError
 from harx.features.reader import FeatureStore
-from harx.features.synthetic import make_synthetic_cache
 from harx.features.writer import FeatureWriter
 from harx.temporal import TemporalHead, compare, evaluate, fit
 from harx.temporal.classmap import ClassMap
@@ -41,9 +40,8 @@ def _copy_without(src, dst, drop):
 
 
 @pytest.fixture(scope="module")
-def full(tmp_path_factory):
-    return make_synthetic_cache(tmp_path_factory.mktemp("absent") / "full.h5", n_samples=60, embed_dim=16,
-                                n_classes=3, mean_frames=20, max_frames=60, seed=2)
+def full(small_cache):
+    return small_cache
 
 
 @pytest.fixture(scope="module")
