@@ -281,9 +281,9 @@ HEAD_PANEL = "Head options (None = the head's default)"
 #: Each head's own training defaults, for --help only (the head classes are the source; a test
 #: holds this table to their signatures, so the help cannot drift from what runs).
 HEAD_DEFAULTS = {
-    "batch_size": {"vote": 64, "lstm": 32, "gru": 32, "meanpool": 32},
-    "lr": {"vote": 3e-3, "lstm": 2e-3, "gru": 2e-3, "meanpool": 1e-3},
-    "crop_frames": {"vote": 16, "lstm": 32, "gru": 32, "meanpool": 64},
+    "batch_size": {"vote": 128, "lstm": 32, "gru": 32, "meanpool": 32},
+    "lr": {"vote": 3e-2, "lstm": 2e-3, "gru": 2e-3, "meanpool": 1e-3},
+    "crop_frames": {"vote": 64, "lstm": 32, "gru": 32, "meanpool": 64},
 }
 AUTO_STEPS = 400     # TorchHead.auto_steps: optimiser steps that the automatic epoch count aims at
 

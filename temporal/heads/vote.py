@@ -43,6 +43,14 @@ class FrameVote(TorchHead):
         0 (default): logistic regression on the standardised embedding; > 0: one hidden ReLU layer.
     dropout : float
         Dropout on the input (and hidden) features while training.
+    l2 : float
+        L2 penalty ``l2 / 2 * ||W||^2`` on the weights (in standardised units; biases exempt), added
+        to the mean per-frame cross-entropy: the regularisation of a ridge-penalised logistic
+        regression (sklearn's ``C`` is about ``1 / (l2 * n_frames)``). Default 0.2. AdamW's decoupled
+        ``weight_decay`` is no substitute: Adam normalises each coordinate's step, so decoupled decay
+        does not shrink toward the L2 solution, and with a few hundred steps it barely acts at all.
+        Unpenalised, this baseline fell far below a plain logistic regression on real data, which
+        would flatter every temporal head beside it (``benchmarks/RESULTS.md``, "The vote baseline").
     crop_frames : int
         Random frames drawn from each training sample per epoch (all of them when fewer).
     Other parameters: see :class:`~temporal.training.TorchHead`.
@@ -55,13 +63,13 @@ class FrameVote(TorchHead):
     auto_steps = 200          # a linear layer converges long before the recurrent heads do
 
     def __init__(self, *, num_features: int, num_classes: int, hidden_size: int = 0, dropout: float = 0.0,
-                 epochs: int | None = None, patience: int | None = None, batch_size: int = 64, lr: float = 3e-3,
-                 weight_decay: float = 1e-2, crop_frames: int = 16, max_stride: int = 1, device: str = "auto",
-                 precision: str = "auto", random_state: int = 0):
+                 epochs: int | None = None, patience: int | None = None, batch_size: int = 128, lr: float = 3e-2,
+                 weight_decay: float = 0.0, l2: float = 0.2, crop_frames: int = 64, max_stride: int = 1,
+                 device: str = "auto", precision: str = "auto", random_state: int = 0):
         self.num_features, self.num_classes = num_features, num_classes
         self.hidden_size, self.dropout = hidden_size, dropout
         self.epochs, self.patience, self.batch_size = epochs, patience, batch_size
-        self.lr, self.weight_decay = lr, weight_decay
+        self.lr, self.weight_decay, self.l2 = lr, weight_decay, l2
         self.crop_frames, self.max_stride = crop_frames, max_stride
         self.device, self.precision, self.random_state = device, precision, random_state
 
@@ -69,6 +77,15 @@ class FrameVote(TorchHead):
         super()._validate_params()
         check_range("hidden_size", self.hidden_size, 0, None, integer=True)
         check_range("dropout", self.dropout, 0.0, 1.0, open_high=True)
+        check_range("l2", self.l2, 0.0)
+
+    def _loss(self, logits, target, lengths):
+        """Mean per-frame cross-entropy plus the L2 penalty on the weights (see ``l2``)."""
+        loss, proba = super()._loss(logits, target, lengths)
+        if self.l2 > 0:
+            w = [m.weight for m in self.module_.modules() if isinstance(m, nn.Linear)]
+            loss = loss + 0.5 * self.l2 * sum((x.float() ** 2).sum() for x in w)
+        return loss, proba
 
     def _build_module(self) -> nn.Module:
         return _FrameClassifier(self.num_features, self.num_classes, self.hidden_size, self.dropout)
