@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from harx.features.coverage import split_warnings
-from harx.features.errors import HarxError
+from harx.features.errors import CacheMismatchError, HarxError
 from harx.features.paths import library_versions
 from harx.features.writer import FeatureWriter, check_writable
 
@@ -118,6 +118,13 @@ def _build_cache(cfg: ExtractConfig, sampling, index: DatasetIndex, decoder: Vid
                              missing=list(index.missing),
                              split_protocol=index.split_protocol)
     with FeatureWriter(out, settings, overwrite=cfg.overwrite, part_seconds=cfg.part_seconds) as writer:
+        moved = writer.split_changes({s.sample_id: s.split for s in index.samples})
+        if moved:
+            sample_id, was, now = moved[0]
+            raise CacheMismatchError(
+                f"{out} holds {len(moved)} sample(s) in another split than this run would give them (e.g. "
+                f"{sample_id}: {was} there, {now} now): the videos that decode have changed since it was "
+                "written, and harx's split is made from them; use --overwrite to rebuild it with one split")
         videos = _group_by_video(index.samples)
         todo = OrderedDict((p, s) for p, s in videos.items() if any(x.sample_id not in writer.done_ids for x in s))
         summary.reused = sum(1 for s in index.samples if s.sample_id in writer.done_ids)

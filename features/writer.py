@@ -333,6 +333,23 @@ class FeatureWriter:
     def _sources(self) -> list[Path]:
         return ([self.path] if self.path.exists() else []) + self.committed_parts()
 
+    def split_changes(self, splits: dict[str, str]) -> list[tuple[str, str, str]]:
+        """``(sample_id, stored split, split now)`` of every stored sample whose split differs
+        from ``splits``. A resumed run must not mix two splits in one cache: where harx makes
+        the split from the videos that decode, a video that opens now but did not then (or
+        the other way round) moves others between splits."""
+        changes = []
+        for source in self._sources():
+            try:
+                with h5py.File(source, "r") as f:
+                    ids, stored = f["samples/sample_id"][:], f["samples/split"][:]
+            except H5_READ_ERRORS as err:
+                raise corrupt_cache(source, err, "use --overwrite to rebuild the cache") from None
+            for sample_id, split in zip(map(_text, ids), map(_text, stored)):
+                if sample_id in splits and splits[sample_id] != split:
+                    changes.append((sample_id, split, splits[sample_id]))
+        return changes
+
     # -- writing ---------------------------------------------------------------------------------
     def _current_part(self) -> _CacheFile:
         if self._part is None:

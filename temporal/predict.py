@@ -210,7 +210,8 @@ class Predictor:
                 "window_aggregation": self.head.aggregation, "device": str(self.backbone.device),
                 "precision": self.backbone.precision,
                 "probabilities": describe(self.head.checkpoint_meta_.get("calibration")),
-                "temperature": self.temperature, "unfamiliar": self.familiarity_protocol}
+                "temperature": self.temperature,
+                "frame_probabilities": "uncalibrated (the temperature is fitted to whole samples)", "unfamiliar": self.familiarity_protocol}
 
     @property
     def familiarity_protocol(self) -> dict:
@@ -305,9 +306,13 @@ class Predictor:
         return result
 
     def _frame_labels(self, embeddings: np.ndarray, frames: np.ndarray, fps: float) -> list[FramePrediction]:
-        """Each sampled frame classified on its own (frame-level heads: one-frame samples)."""
+        """Each sampled frame classified on its own (frame-level heads: one-frame samples).
+
+        Uncalibrated: the run's temperature was fitted to whole samples' (frame-averaged)
+        probabilities, which are less confident than single frames; applied here it would
+        sharpen frame confidences a second time, on no evidence."""
         one_each = Sequences(embeddings, np.arange(len(embeddings) + 1, dtype=np.int64))
-        proba = self.predict_proba(one_each)
+        proba = self.head.predict_proba(one_each)
         best = proba.argmax(axis=1)
         return [FramePrediction(int(f), float(f) / fps, self.class_names[k], float(proba[i, k]))
                 for i, (f, k) in enumerate(zip(frames, best))]

@@ -274,6 +274,11 @@ def fit(
                   class_names=trained, on_epoch=epoch_hook("", final), phase="refit", resume=refit_resume)
         final.save(run_dir / "best.pt", dict(ckpt_meta, checkpoint="best", epoch=final.n_epochs_, phase="refit"))
     # harx predict's "unfamiliar" flag: statistics of the training features, threshold on val (of trained classes)
+    # The threshold is taken over val *samples*. In a cache of subsequences (KTH) predict pools a
+    # whole video, whose mean is steadier than one subsequence's, so fewer in-distribution videos
+    # are flagged than the quantile says: conservative by design, since val sets are small (a
+    # quantile over a few val videos would rest on the largest one or two; tried, it flagged a
+    # KTH test person's video). metrics.json measures the flagged share of test videos.
     familiarity = fit_familiarity(X_train, X_sel)
     familiarity.save(run_dir / FAMILIARITY_FILE)
     del X_train
@@ -334,7 +339,7 @@ def _familiarity_protocol(familiarity) -> str:
         return "not flagged: the run has no val split to choose a threshold on"
     return (f"flagged when the Mahalanobis distance of the video's mean-pooled embedding to the training samples' "
             f"exceeds {familiarity.threshold_:.4g}, the {familiarity.quantile:g} quantile of {familiarity.n_val_} val "
-            f"samples' distances ({FAMILIARITY_FILE})")
+            f"videos' distances ({FAMILIARITY_FILE})")
 
 
 def _prepare_run_dir(run_dir: Path) -> None:

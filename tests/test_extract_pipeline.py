@@ -203,3 +203,42 @@ def test_batchnorm_folding_keeps_the_embedding(name):
     with torch.no_grad():
         a, b = model(x), folded(x)
     assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+
+
+def test_resume_refuses_a_cache_whose_split_would_change(video_folder, tmp_path, monkeypatch):
+    """An interrupted run, then a rerun whose harx-made split differs (a video that did not
+    decode then decodes now): one line, never a cache holding two splits."""
+    import dataclasses
+
+    import harx.extract.pipeline as pipeline
+
+    out = tmp_path / "c.h5"
+    seen = []
+
+    def stop_after_two(p):
+        seen.append(p.videos_done)
+        if p.videos_done >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_extract(make_config(dataset="folder", root=video_folder, out=out, **TINY), on_progress=stop_after_two)
+
+    parts = sorted(out.with_name("c.h5.parts").glob("part-*.h5"))
+    assert parts
+    with h5py.File(parts[0], "r") as f:
+        done = [s.decode() for s in f["samples/sample_id"][:]]
+    real = pipeline.drop_undecodable
+
+    def moved(index, decoder):
+        index = real(index, decoder)
+        swap = {"train": "test", "val": "train", "test": "train"}
+        samples = [dataclasses.replace(s, split=swap[s.split]) if s.sample_id == done[0] else s
+                   for s in index.samples]
+        return dataclasses.replace(index, samples=samples)
+
+    monkeypatch.setattr(pipeline, "drop_undecodable", moved)
+    with pytest.raises(CacheMismatchError, match="another split.*--overwrite"):
+        run_extract(make_config(dataset="folder", root=video_folder, out=out, **TINY))
+    monkeypatch.setattr(pipeline, "drop_undecodable", real)
+    finished = run_extract(make_config(dataset="folder", root=video_folder, out=out, **TINY))
+    assert finished.reused >= len(done) and FeatureStore(out).attrs["n_samples"] > 0
