@@ -437,7 +437,8 @@ class VideoDecoder:
         up_r, up_w = os.pipe()
         _widen_pipe(up_w)
         root = str(Path(__file__).resolve().parents[1])
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+                   HARX_DECODE_PARENT=str(os.getpid()))
         ring = None
         if self.ring_slots:
             try:
@@ -580,10 +581,30 @@ class VideoDecoder:
                 return
 
 
+def _exit_with_parent(parent_pid: int, interval_s: float = 0.5) -> None:
+    """End this worker when the process that started it is gone.
+
+    After ``kill -9`` of harx, a worker stuck in a hung decord call (or waiting on a pipe nobody
+    reads) would otherwise live on, orphaned, for ever. A daemon thread compares the parent's pid
+    every ``interval_s`` (decord's calls release the GIL, so it runs even while the main thread
+    hangs); a parent that died before this started is caught by the first comparison.
+    """
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="harx-parent-watch", daemon=True).start()
+
+
 if __name__ == "__main__":  # a decoding worker started by VideoDecoder._start
     # Run the imported module's function so pickled classes are named extract.decode.*, not __main__.*
     from harx.extract.decode import _worker_main as worker_main, _WorkerRing as WorkerRing
 
+    if os.environ.get("HARX_DECODE_PARENT", "").isdigit():
+        _exit_with_parent(int(os.environ["HARX_DECODE_PARENT"]))
     # down_fd up_fd threads chunk_bytes chunk_frames [ring_fd free_fd slots]
     numbers = [int(a) for a in sys.argv[1:]]
     shared = WorkerRing(numbers[5], numbers[6], numbers[3], numbers[7]) if len(numbers) == 8 else None

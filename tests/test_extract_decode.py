@@ -137,3 +137,54 @@ def test_padded_batches_give_the_same_embeddings(clips):
     for path in plain:
         assert plain[path].shape == padded[path].shape == (len(VideoReader(path)), backbone.embed_dim)
         np.testing.assert_allclose(padded[path], plain[path], atol=1e-5)
+
+
+HANGING_CONSUMER = """
+import sys, time
+from harx.extract.decode import DecodeJob, VideoDecoder
+from harx.extract.sampling import Sampling
+job = DecodeJob(key=0, path=sys.argv[1], ranges=(None,), sampling=Sampling(), max_short_side=None)
+with VideoDecoder(num_workers=1, timeout_s=600) as decoder:
+    for event in decoder.decode([job]):
+        pass
+"""
+
+
+def test_a_hung_worker_ends_when_harx_is_killed(tmp_path):
+    """kill -9 of harx while its decoding worker hangs in decord (simulated): the worker must not
+    live on as an orphan."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    video = write_video(tmp_path / "stuck.mp4", n_frames=12, size=(64, 48), seed=3)
+    env = dict(os.environ, HARX_FAULT_HANG="stuck:0")     # the worker hangs at frame 0, for ever
+    proc = subprocess.Popen([sys.executable, "-c", HANGING_CONSUMER, str(video)], env=env)
+    workers: list[int] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not workers:
+        time.sleep(0.2)
+        for task in Path(f"/proc/{proc.pid}/task").glob("*"):
+            try:
+                workers += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    assert workers, "no decoding worker started"
+    time.sleep(2.0)                                        # let it reach the hang
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(p) for p in workers):
+        time.sleep(0.1)
+    leftover = [p for p in workers if alive(p)]
+    for p in leftover:
+        os.kill(p, signal.SIGKILL)
+    assert not leftover, "a decoding worker outlived its killed parent"
