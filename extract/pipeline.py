@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -92,25 +92,23 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[ExtractProgress], Non
     if finished is not None:
         return _nothing_to_do(finished, index)
     check_writable(out)  # a bad --out fails now, not after the model loads
-    cfg = replace(cfg, out=out)
     from .embedding import auto_workers  # imports torch
 
     # Decoding workers start first, so their interpreters load while the model does.
     workers = auto_workers(resolve_device(cfg.device), cfg.num_workers)
     with VideoDecoder(num_workers=workers, timeout_s=cfg.decode_timeout_s).start() as decoder:
         index = drop_undecodable(index, decoder)  # before a split of harx's is used
-        return _build_cache(cfg, sampling, index, decoder, on_progress)
+        return _build_cache(cfg, sampling, index, decoder, on_progress, out, key)
 
 
 def _build_cache(cfg: ExtractConfig, sampling, index: DatasetIndex, decoder: VideoDecoder,
-                 on_progress) -> "ExtractSummary":
-    """run_extract once the dataset is indexed and the decoding workers are starting."""
+                 on_progress, out: Path, key: str) -> "ExtractSummary":
+    """run_extract once the dataset is indexed and the decoding workers are starting; ``out`` and
+    the request ``key`` are those run_extract checked the existing cache against."""
     from .backbones import create_backbone
 
     backbone = create_backbone(cfg.backbone, weights=cfg.weights, device=cfg.device, precision=cfg.precision)
-    out = Path(cfg.out) if cfg.out else default_cache_path(cfg.dataset, index.root, index.unit, backbone.name, sampling)
-    settings = dict(cache_settings(index, backbone, sampling),
-                    request_key=request_key(cfg.backbone, cfg.weights, cfg.device, cfg.precision))
+    settings = dict(cache_settings(index, backbone, sampling), request_key=key)
     started = time.monotonic()
     summary = ExtractSummary(out=out, dataset=index.name, unit=index.unit, backbone=backbone.name,
                              weights=backbone.weights, device=str(backbone.device), precision=backbone.precision,

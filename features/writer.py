@@ -152,20 +152,19 @@ def read_settings(path: Path, hint: str = REPLACE_HINT, damaged_hint: str | None
         raise corrupt_cache(path, err, damaged_hint or hint) from None
 
 
-def read_sample_ids(path: Path, hint: str = REPLACE_HINT) -> tuple[set[str], set[str]]:
-    """The ids of a cache's or part's samples and of its failures: ``(done, failed)``, where
-    ``done`` includes ``failed`` (a failed sample is not retried).
+def read_sample_ids(path: Path, hint: str = REPLACE_HINT) -> tuple[dict[str, str], set[str]]:
+    """What a cache or part holds: ``(split of each embedded sample, ids of failed samples)``.
 
     Raises:
         CorruptCacheError: the file lacks the columns or cannot be read.
     """
     try:
         with h5py.File(path, "r") as f:
-            done = {_text(s) for s in f["samples/sample_id"][:]}
+            splits = dict(zip(map(_text, f["samples/sample_id"][:]), map(_text, f["samples/split"][:])))
             failed = {_text(s) for s in f["failures/sample_id"][:]}
     except H5_READ_ERRORS as err:
         raise corrupt_cache(path, err, hint) from None
-    return done | failed, failed
+    return splits, failed
 
 
 def _text(value) -> str:
@@ -174,6 +173,14 @@ def _text(value) -> str:
     if isinstance(value, str):
         return value
     raise ValueError(f"a sample id is {type(value).__name__}, not a string")
+
+
+def make_folder(folder: Path) -> None:
+    """``mkdir -p folder``, or OutputError in one line saying why and "choose another --out"."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create folder {folder} ({err.strerror or err}); choose another --out") from None
 
 
 def check_writable(path: str | Path) -> None:
@@ -188,10 +195,7 @@ def check_writable(path: str | Path) -> None:
     folder, parts = path.parent, path.with_name(path.name + ".parts")
     if path.is_dir():
         raise OutputError(f"--out {path} is a folder; give a file path, e.g. {path / 'features.h5'}")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"cannot create folder {folder} ({err.strerror or err}); choose another --out") from None
+    make_folder(folder)
     if parts.exists() and not parts.is_dir():
         raise OutputError(f"{parts} is a file, where harx keeps the work in progress of {path.name}; "
                           "remove it or choose another --out")
@@ -245,6 +249,7 @@ class FeatureWriter:
         self._part_opened = 0.0
         self.done_ids: set[str] = set()
         self.failed_ids: set[str] = set()
+        self.stored_splits: dict[str, str] = {}   # split of each sample embedded before this run
         self.has_final = False
         self._lock: Path | None = None
 
@@ -276,9 +281,10 @@ class FeatureWriter:
         for tmp in self.parts_dir.glob("*.tmp"):
             tmp.unlink()
         for source in self._sources():
-            done, failed = read_sample_ids(source, hint="use --overwrite to rebuild the cache" if source == self.path
-                                           else "use --overwrite to discard the interrupted run and start over")
-            self.done_ids.update(done)
+            splits, failed = read_sample_ids(source, hint="use --overwrite to rebuild the cache" if source == self.path
+                                             else "use --overwrite to discard the interrupted run and start over")
+            self.stored_splits.update(splits)
+            self.done_ids.update(splits, failed)     # a failed sample is not retried
             self.failed_ids.update(failed)
 
     def _remove_all(self) -> None:
@@ -338,17 +344,8 @@ class FeatureWriter:
         from ``splits``. A resumed run must not mix two splits in one cache: where harx makes
         the split from the videos that decode, a video that opens now but did not then (or
         the other way round) moves others between splits."""
-        changes = []
-        for source in self._sources():
-            try:
-                with h5py.File(source, "r") as f:
-                    ids, stored = f["samples/sample_id"][:], f["samples/split"][:]
-            except H5_READ_ERRORS as err:
-                raise corrupt_cache(source, err, "use --overwrite to rebuild the cache") from None
-            for sample_id, split in zip(map(_text, ids), map(_text, stored)):
-                if sample_id in splits and splits[sample_id] != split:
-                    changes.append((sample_id, split, splits[sample_id]))
-        return changes
+        return [(sample_id, stored, splits[sample_id]) for sample_id, stored in self.stored_splits.items()
+                if sample_id in splits and splits[sample_id] != stored]
 
     # -- writing ---------------------------------------------------------------------------------
     def _current_part(self) -> _CacheFile:
