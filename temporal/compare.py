@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harx.features.errors import InvalidOptionError, OutputError
+from harx.features.errors import InvalidOptionError
 from harx.features.reader import FeatureStore
+from harx.features.writer import make_folder
 
 from .metrics import METRIC_NAMES
 from .registry import list_heads
@@ -58,13 +59,6 @@ class CompareResult:
     @property
     def n_reused(self) -> int:
         return sum(r.reused for r in self.runs)
-
-
-def _make_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"cannot create folder {folder} ({err.strerror or err}); choose another --out") from None
 
 
 def compare(
@@ -119,7 +113,7 @@ def compare(
     store = FeatureStore(path)
     names = store.class_names
     if out is not None:
-        _make_folder(Path(out))  # a bad --out fails now, not after training every run
+        make_folder(Path(out))  # a bad --out fails now, not after training every run
 
     runs: list[RunResult] = []
     for head in heads:
@@ -148,7 +142,7 @@ def compare(
                                         store.fingerprint], sort_keys=True, default=str).encode()).hexdigest()[:6]
     out_dir = Path(out) if out is not None else (
         runs_root(path) / f"compare-{'+'.join(heads)}-{len(seed_list)}seeds-{digest}")
-    _make_folder(out_dir)
+    make_folder(out_dir)
     table = compare_markdown(protocol, results, names, confusions)
     doc = {"protocol": protocol, "heads": heads, "seeds": seed_list, "results": results,
            "confusion_differences": confusions,
