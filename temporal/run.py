@@ -260,8 +260,10 @@ def fit(
             history.extend(resume["history"])
         model.fit(X_train, y_train, X_val=X_sel, y_val=y_sel, class_names=trained, on_epoch=epoch_hook(prefix, model),
                   resume=resume)
-        model.save(run_dir / f"{prefix}best.pt", dict(ckpt_meta, checkpoint="best", epoch=model.best_epoch_,
-                                                       phase="select"))
+        if refit_trainval:  # the refit starts from it, and a refit resumed after a Ctrl-C reloads it
+            model.save(run_dir / "select_best.pt", dict(ckpt_meta, checkpoint="best", epoch=model.best_epoch_,
+                                                        phase="select"))
+    best_meta = dict(ckpt_meta, checkpoint="best", epoch=model.best_epoch_, phase="select")
     selected = model
     final = model
     if refit_trainval:
@@ -272,7 +274,7 @@ def fit(
             history.extend(refit_resume["history"])
         final.fit(list(X_train) + list(X_sel or []), np.concatenate([y_train, y_train[:0] if y_sel is None else y_sel]),
                   class_names=trained, on_epoch=epoch_hook("", final), phase="refit", resume=refit_resume)
-        final.save(run_dir / "best.pt", dict(ckpt_meta, checkpoint="best", epoch=final.n_epochs_, phase="refit"))
+        best_meta = dict(ckpt_meta, checkpoint="best", epoch=final.n_epochs_, phase="refit")
     # harx predict's "unfamiliar" flag: statistics of the training features, threshold on val (of trained classes)
     # The threshold is taken over val *samples*. In a cache of subsequences (KTH) predict pools a
     # whole video, whose mean is steadier than one subsequence's, so fewer in-distribution videos
@@ -293,8 +295,7 @@ def fit(
                 "cpu_threads": getattr(selected, "n_threads_", None) if dev.type == "cpu" else None,
                 "n_parameters": int(sum(p.numel() for p in final.module_.parameters()))}
     scored = _score_run(store, selected, final, refit_trainval, X_val=X_val, y_val=y_val)
-    # best.pt carries the temperature, so that harx evaluate and harx predict apply it too
-    best_meta = TemporalHead.read_checkpoint(run_dir / "best.pt")["meta"]
+    # best.pt is written once the temperature is known: harx evaluate and harx predict apply it too
     final.save(run_dir / "best.pt", dict(best_meta, calibration=scored["calibration"]))
     metrics = _metrics_document(store, head, selected, final, int(seed), refit_trainval, training, scored,
                                 config_hash, n_split)
@@ -419,12 +420,12 @@ def _score_split(store: FeatureStore, split: str, model: TemporalHead, X=None, y
     scores[primary] = classes.cache_scores(apply_temperature(raw[primary], temperature))
     m = classification_metrics(y, scores[primary], names)
     m["aggregation"] = primary
+    trained = classes.head_labels(y) >= 0
     # NLL over samples of trained classes only: the others have probability 0 for their class
-    m["calibration"] = calibration_block(uncalibrated, scores[primary], y, temperature,
-                                         nll_mask=classes.head_labels(y) >= 0)
+    m["calibration"] = calibration_block(uncalibrated, scores[primary], y, temperature, nll_mask=trained)
     for extra, s in list(scores.items())[1:]:
         m[extra] = classification_metrics(y, s, names)
-    untrained = np.flatnonzero(classes.head_labels(y) < 0)
+    untrained = np.flatnonzero(~trained)
     if len(untrained):  # always errors: the head has no output for their class
         m["absent_from_training"] = {"classes": sorted({names[int(y[i])] for i in untrained}),
                                      "sample_ids": [str(v) for v in store.column("sample_id")[idx][untrained]]}
