@@ -67,11 +67,11 @@ def user_errors(resumable: bool = True):
     try:
         yield
     except HarxError as err:
-        err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+        _warn(f"error: {err}")
         raise typer.Exit(code=1) from None
     except KeyboardInterrupt:
-        err_console.print("interrupted: finished work is kept; run the same command again to resume"
-                          if resumable else "interrupted", markup=False, highlight=False, soft_wrap=True)
+        _warn("interrupted: finished work is kept; run the same command again to resume" if resumable
+              else "interrupted")
         raise typer.Exit(code=130) from None
 
 
@@ -197,7 +197,7 @@ def _print_extract_summary(s) -> None:
         _warn(f"failed: {sample_id}: {reason}")
     if len(s.failed) > 20:
         _warn(f"... and {len(s.failed) - 20} more failures (harx info {s.out})")
-    for line in getattr(s, "warnings", ()):
+    for line in s.warnings:
         _warn(f"warning: {line}")
 
 
@@ -256,7 +256,7 @@ def info(
     """Describe a feature cache: settings, samples per split and class, failures."""
     from harx.features import FeatureStore
 
-    with user_errors():
+    with user_errors(resumable=False):
         store = FeatureStore(cache)
         a = store.attrs
         _say(f"{cache}: {len(store)} samples, {a.get('n_frames'):,} frames, {a.get('n_failed')} failed")
@@ -294,6 +294,8 @@ def _per_head(option: str) -> str:
     for head, value in HEAD_DEFAULTS[option].items():
         by_value.setdefault(value, []).append(head)
     return ", ".join(f"{v:g} ({', '.join(h)})" for v, h in by_value.items())
+
+
 TRAIN_PANEL = "Training"
 
 
@@ -395,11 +397,11 @@ def _print_run(run) -> None:
     proto = m.get("protocol", {})
     _say(f"features: {run.features}")
     _say(f"run folder: {run.path}" + (" (finished run reused)" if run.reused else f" ({run.seconds:.1f} s)"))
-    if getattr(run, "resumed_from", None) is not None:
+    if run.resumed_from is not None:
         _warn(f"resumed an interrupted run after its {run.resumed_phase} epoch {run.resumed_from}; "
               "the numbers are those of an uninterrupted run")
     _print_scores(m)
-    for line in getattr(run, "warnings", ()):
+    for line in run.warnings:
         _warn(f"warning: {line}")
 
 
@@ -473,7 +475,7 @@ def _run_compare(**kwargs):
 
     with user_errors():
         result = compare_heads(command=["harx", *sys.argv[1:]], on_run=on_run, **kwargs)
-    console.print(result.table, markup=False, highlight=False, soft_wrap=True)
+    _say(result.table)
     for line in dict.fromkeys(w for r in result.runs for w in r.warnings):   # once each, in order
         _warn(f"warning: {line}")
     _say("")
@@ -492,7 +494,7 @@ def runs(
     """List the run folders that harx fit and harx compare wrote, newest first."""
     from harx.temporal.runs import list_runs
 
-    with user_errors():
+    with user_errors(resumable=False):
         rows = list_runs(root, features=features)
     if not rows:
         _warn("no runs found" + (f" on caches matching {features!r}" if features else "")
@@ -574,7 +576,7 @@ def predict(
     if not json_:
         _print_predictions(done, protocol, predictor.top_k)
     for line in failed:
-        err_console.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
+        _warn(f"error: {line}")
     if failed:
         err_console.print(f"{len(failed)} of {len(paths)} video(s) failed", markup=False, highlight=False)
         raise typer.Exit(code=1)
@@ -629,27 +631,24 @@ def _print_predictions(items, protocol: dict, top_k: int) -> None:
     for item in items:
         p = item.prediction
         if len(p.timeline) > 1:
-            console.print(f"timeline of {Path(p.path).name}: {_segments(p.timeline)}", markup=False, highlight=False,
-                          soft_wrap=True)
+            _say(f"timeline of {Path(p.path).name}: {_segments(p.timeline)}")
         if p.note:
-            console.print(f"note on {Path(p.path).name}: {p.note}", markup=False, highlight=False, soft_wrap=True)
+            _say(f"note on {Path(p.path).name}: {p.note}")
         if p.unfamiliar:
             times = p.unfamiliarity / max(p.unfamiliarity_threshold, 1e-9)
-            console.print(f"unfamiliar: {Path(p.path).name} is unlike the videos the run was trained on (score "
-                          f"{p.unfamiliarity:.1f}, {times:.1f}x the threshold {p.unfamiliarity_threshold:.1f}); its "
-                          "label is a guess among the trained actions",
-                          markup=False, highlight=False, soft_wrap=True)
+            _say(f"unfamiliar: {Path(p.path).name} is unlike the videos the run was trained on (score "
+                 f"{p.unfamiliarity:.1f}, {times:.1f}x the threshold {p.unfamiliarity_threshold:.1f}); its "
+                 "label is a guess among the trained actions")
         if item.annotated is not None:
             a = item.annotated
-            console.print(f"annotated: {a.path} ({a.n_frames} frames, {a.size[0]}x{a.size[1]}, {a.fps:g} fps)"
-                          + (f"; {a.note}" if a.note else ""), markup=False, highlight=False, soft_wrap=True)
-    console.print(f"protocol: head {protocol['head']} of run {protocol['run']}; backbone {protocol['backbone']} "
-                  f"({protocol['precision']} on {protocol['device']}); sampling {protocol['sampling']}; windows of "
-                  f"{protocol['window_s']:g} s every {protocol['stride_s']:g} s; video label = "
-                  f"{protocol['video_label']}; probabilities: {protocol.get('probabilities', 'uncalibrated')}",
-                  markup=False, highlight=False, soft_wrap=True)
+            _say(f"annotated: {a.path} ({a.n_frames} frames, {a.size[0]}x{a.size[1]}, {a.fps:g} fps)"
+                 + (f"; {a.note}" if a.note else ""))
+    _say(f"protocol: head {protocol['head']} of run {protocol['run']}; backbone {protocol['backbone']} "
+         f"({protocol['precision']} on {protocol['device']}); sampling {protocol['sampling']}; windows of "
+         f"{protocol['window_s']:g} s every {protocol['stride_s']:g} s; video label = "
+         f"{protocol['video_label']}; probabilities: {protocol.get('probabilities', 'uncalibrated')}")
     if (protocol.get("unfamiliar") or {}).get("note"):
-        console.print(f"note: {protocol['unfamiliar']['note']}", markup=False, highlight=False, soft_wrap=True)
+        _say(f"note: {protocol['unfamiliar']['note']}")
 
 
 def _segments(timeline) -> str:
@@ -685,9 +684,8 @@ def demo(
                           device=None, epochs=None)
     lstm = next((r for r in result.runs if r.head == "lstm"), None)
     if lstm is not None:
-        console.print(f"next: classify your own videos with this LSTM, and see the labels drawn on them:\n"
-                      f"  harx predict VIDEO... --run {lstm.path} --annotate labelled/", markup=False,
-                      highlight=False, soft_wrap=True)
+        _say("next: classify your own videos with this LSTM, and see the labels drawn on them:")
+        _say(f"  harx predict VIDEO... --run {lstm.path} --annotate labelled/")
 
 
 if __name__ == "__main__":
