@@ -7,10 +7,8 @@ A probe is a decode job with no frame range, run by the decoding workers: the wo
 file (decord reads its header and decodes frame 0) and stops there, so a file that hangs costs
 one ``decode_timeout_s``, never the run. Opening, not decoding a sampled frame, is the test:
 decord's read-ahead makes decoding a nearly empty truncated file a race, while opening it is
-stable, and the split must be the same on every run. Measured on the 126 clips of
-``shared/realdata`` (KTH AVI and MP4, HMDB51, UCF101), one worker on a busy 2-core machine:
-3-9 ms per clip, under 1 % of embedding it (a 7 s clip is 175 frames, 2 s at 80 frames/s);
-about 2 minutes for UCF101's 13,320 clips. A rerun probes again (the answer is the same).
+stable, and the split must be the same on every run. A probe costs a small fraction of
+embedding the clip (``benchmarks/RESULTS.md``). A rerun probes again (the answer is the same).
 """
 
 from __future__ import annotations

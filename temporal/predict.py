@@ -211,7 +211,8 @@ class Predictor:
                 "precision": self.backbone.precision,
                 "probabilities": describe(self.head.checkpoint_meta_.get("calibration")),
                 "temperature": self.temperature,
-                "frame_probabilities": "uncalibrated (the temperature is fitted to whole samples)", "unfamiliar": self.familiarity_protocol}
+                "frame_probabilities": "uncalibrated (the temperature is fitted to whole samples)",
+                "unfamiliar": self.familiarity_protocol}
 
     @property
     def familiarity_protocol(self) -> dict:

@@ -28,7 +28,6 @@ fit("lstm", sys.argv[1], sys.argv[2], seed=7, epochs=12, patience=100)
 """
 
 
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return make_synthetic_cache(tmp_path_factory.mktemp("det") / "small.h5", n_samples=120, embed_dim=64,
