@@ -11,6 +11,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from harx.features.paths import default_cache_dir
+from harx.features.schema import StreamInfo
+
+from .motion import DEFAULT_AMP, DEFAULT_GAP
+from .streams import MotionOptions, parse_streams, stream_infos
 
 from .weights import DEFAULT_BACKBONE
 from .sampling import Sampling
@@ -27,6 +31,10 @@ class ExtractConfig:
         dataset_options: adapter options (``unit`` for kth, ``manifest``/``seed`` for folder).
         backbone / weights / device / precision: see :mod:`extract.backbones`.
         every / target_fps / max_frames: frame sampling, see :class:`extract.sampling.Sampling`.
+        streams: the feature streams to embed, ``"rgb,motion"`` or a sequence of names (``None``:
+            both, :data:`extract.streams.DEFAULT_STREAMS`); streams the cache holds already are kept
+            and not recomputed, so ``streams="motion"`` adds motion to an RGB cache.
+        motion_gap / motion_amp: how motion images are made (:mod:`extract.motion`).
         batch_size: frames per forward pass; ``None`` = 8 on a CPU, 128 on a GPU.
         num_workers: decoding processes; ``None`` = 1 on a CPU (the model needs the cores),
             up to 8 on a GPU (decoding is then the bottleneck).
@@ -47,6 +55,9 @@ class ExtractConfig:
     every: int = 1
     target_fps: float | None = None
     max_frames: int | None = None
+    streams: str | tuple[str, ...] | None = None
+    motion_gap: int = DEFAULT_GAP
+    motion_amp: float = DEFAULT_AMP
     batch_size: int | None = None
     num_workers: int | None = None
     decode_timeout_s: float = 30.0
@@ -56,6 +67,11 @@ class ExtractConfig:
     @property
     def sampling(self) -> Sampling:
         return Sampling(every=self.every, target_fps=self.target_fps, max_frames=self.max_frames)
+
+    @property
+    def stream_infos(self) -> list[StreamInfo]:
+        """The requested streams as the cache describes them (validates the stream options)."""
+        return stream_infos(parse_streams(self.streams), MotionOptions(self.motion_gap, self.motion_amp))
 
 
 def make_config(**options) -> ExtractConfig:

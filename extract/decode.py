@@ -20,7 +20,8 @@ long runs (dmlc/decord#1, #157).
 
 Events yielded by :meth:`VideoDecoder.decode`, in job order:
     ``VideoStart(job, info)``: the video opened; ``info`` has fps, frame count, sample indices.
-    ``Frames(job, pos, frames)``: ``frames`` (uint8, NHWC) are ``info.union[pos:pos+len]``.
+    ``Frames(job, pos, frames)``: ``frames`` (uint8, NHWC) are ``info.union[pos:pos+len]``; with
+    several ``job.images`` (say the frame and its motion image), 3 channels per image.
     ``VideoEnd(job, n_decoded, error)``: ``n_decoded`` union frames arrived; ``error`` says why
     decoding stopped early, or is ``None``.
 """
@@ -42,7 +43,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from .motion import difference_images, partners
 from .sampling import Sampling, sliding_windows
+
+RGB_ONLY = (("rgb", "rgb", 0, 1.0),)
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,9 @@ class DecodeJob:
     max_short_side: int | None = None  # decode smaller than this in ffmpeg: cheaper, less memory
     windows: tuple[float, float] | None = None  # (window_s, stride_s): ranges = sliding windows,
                                                 # planned once the video's fps and length are known
+    images: tuple[tuple[str, str, int, float], ...] = ()  # (stream, input, gap, amp) of each image made
+                                       # per frame (extract.streams.decode_images); () = the frame alone.
+                                       # Frames then carry 3 channels per image, side by side.
     start_pos: int = 0                 # internal: a retry decodes only union[start_pos:stop_pos]
     stop_pos: int | None = None
     chunk_frames: int | None = None
@@ -184,8 +191,10 @@ def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_fram
         return
     ranges, indices, union = _plan(job, n_reported, fps)
     conn.send(("meta", VideoInfo(fps, n_reported, size, source_size, ranges, indices, union)))
-    per_frame = max(1, size[0] * size[1] * 3)
+    images = job.images or RGB_ONLY
+    per_frame = max(1, size[0] * size[1] * 3 * len(images))
     step = job.chunk_frames or max(1, min(chunk_frames, chunk_bytes // per_frame))
+    recent: dict[int, np.ndarray] = {}   # the last frames read: the next chunk's motion partners
     pos, stop = job.start_pos, len(union) if job.stop_pos is None else min(job.stop_pos, len(union))
     hang_at = _injected_hang(job.path)
     guard = _MemoryGuard(_DECODE_BUDGET_MB, per_frame)
@@ -194,10 +203,10 @@ def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_fram
         if hang_at is not None and chunk[-1] >= hang_at:
             time.sleep(1e9)  # simulate decord#373 (tests only): never returns, like the real hang
         try:
-            frames = vr.get_batch(chunk.tolist()).asnumpy()
+            frames = _read_images(vr, chunk, images, n_reported, recent)
         except Exception as err:  # noqa: BLE001 - see above
             # A truncated file fails the whole chunk; keep the frames before the bad one.
-            frames, failed_at = _frame_by_frame(vr, chunk)
+            frames, failed_at = _frame_by_frame(vr, chunk, images, n_reported, recent)
             if failed_at is not None:
                 if len(frames):
                     if ring is None or not ring.put(conn, pos, frames):
@@ -213,6 +222,7 @@ def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_fram
         pos += len(chunk)
         if pos < stop and guard.over(len(chunk), min_frames=2 * step):
             del frames, vr
+            recent.clear()
             try:
                 vr = _reopen_reader(job.path, threads, size, source_size)
             except Exception as err:  # noqa: BLE001 - see above
@@ -222,14 +232,44 @@ def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_fram
     conn.send(("done", pos))
 
 
-def _frame_by_frame(vr, chunk: np.ndarray) -> tuple[np.ndarray, int | None]:
+def _read_images(vr, chunk: np.ndarray, images, n_reported: int, recent: dict[int, np.ndarray]) -> np.ndarray:
+    """The images of source frames ``chunk``: ``(len(chunk), H, W, 3 * len(images))`` uint8.
+
+    A motion image needs its partner frame (:func:`extract.motion.partners`), decoded with the
+    chunk in one sorted request; the partners the next chunk will need from this one are kept in
+    ``recent``, so that reading goes on forwards (a seek back costs a keyframe's worth of decoding
+    in a compressed video)."""
+    if images == RGB_ONLY:
+        return vr.get_batch(chunk.tolist()).asnumpy()
+    pairs = {gap: partners(chunk, gap, n_reported) for _, kind, gap, _ in images if kind == "motion"}
+    wanted = np.unique(np.concatenate([chunk, *pairs.values()]))
+    fresh = [int(i) for i in wanted if int(i) not in recent]
+    got = dict(recent)
+    if fresh:
+        got.update(zip(fresh, vr.get_batch(fresh).asnumpy()))
+
+    def at(indices: np.ndarray) -> np.ndarray:
+        return np.stack([got[int(i)] for i in indices])
+
+    frames = at(chunk)
+    out = [frames if kind == "rgb" else difference_images(frames, at(pairs[gap]), amp)
+           for _, kind, gap, amp in images]
+    keep = max(pairs, default=0)
+    recent.clear()
+    recent.update({int(i): got[int(i)] for i in wanted[len(wanted) - keep:]} if keep else {})
+    return out[0] if len(out) == 1 else np.concatenate(out, axis=-1)
+
+
+def _frame_by_frame(vr, chunk: np.ndarray, images=RGB_ONLY, n_reported: int = 0,
+                    recent: dict | None = None) -> tuple[np.ndarray, int | None]:
     """The frames of a failed chunk that decode one at a time, up to the first that does not,
     and that frame's number (``None`` when all do). On a truncated MJPEG AVI, a 31-frame chunk
     fails as a whole while its first 10 frames decode singly: without this the video kept none."""
     frames = []
+    recent = {} if recent is None else recent
     for index in chunk.tolist():
         try:
-            frames.append(vr.get_batch([index]).asnumpy()[0])
+            frames.append(_read_images(vr, np.array([index]), images, n_reported, recent)[0])
         except Exception:  # noqa: BLE001 - the caller reports the chunk's error
             return (np.stack(frames) if frames else np.zeros((0,), np.uint8)), index
     return np.stack(frames), None

@@ -22,23 +22,29 @@ import numpy as np
 import torch
 
 from .backbones import CPU_BATCH_SIZE, Backbone, PendingEmbeddings
-from .decode import DecodeJob, Frames, VideoDecoder, VideoEnd, VideoInfo, VideoStart
+from .decode import RGB_ONLY, DecodeJob, Frames, VideoDecoder, VideoEnd, VideoInfo, VideoStart
 from harx.runtime import CpuThreads
 
 
 @dataclass
 class EmbeddedVideo:
-    """One decoded and embedded video. ``embeddings[i]`` belongs to source frame ``info.union[i]``;
-    ``info`` is ``None`` when the video did not open (``error`` says why)."""
+    """One decoded and embedded video. ``features[stream][i]`` belongs to source frame
+    ``info.union[i]``, for each stream of ``job.images`` (``rgb`` alone by default); ``info`` is
+    ``None`` when the video did not open (``error`` says why)."""
 
     job: DecodeJob
     info: VideoInfo | None
-    embeddings: np.ndarray | None   # (n_decoded, embed_dim)
+    features: dict[str, np.ndarray] | None   # stream -> (n_decoded, embed_dim)
     error: str | None
 
     @property
+    def embeddings(self) -> np.ndarray | None:
+        """The first stream's features (the frames', unless the job asked for other images)."""
+        return None if self.features is None else next(iter(self.features.values()))
+
+    @property
     def n_decoded(self) -> int:
-        return 0 if self.embeddings is None else len(self.embeddings)
+        return 0 if self.features is None else len(self.embeddings)
 
     @property
     def stopped_at(self) -> int | None:
@@ -124,6 +130,9 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
                  pad_multiple: int | None = None) -> Iterator[EmbeddedVideo]:
     """Yield each job's :class:`EmbeddedVideo`, in job order, as soon as it is finished.
 
+    Each image a job asks for (``job.images``: the frame, its motion image) is embedded in its own
+    batches of the same plan, so a stream's features do not depend on which others ran beside it.
+
     A video that stops decoding early (truncated, hung) keeps the frames decoded before that.
     ``decoder``: one the caller started (and closes) earlier; by default one is made here from
     ``num_workers`` and ``timeout_s``. Batches follow :func:`plan_batches`; ``pad_multiple``
@@ -139,17 +148,18 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
         owned = contextlib.nullcontext()
     with owned, CpuThreads(enabled=backbone.device.type == "cpu") as threads:
         info: VideoInfo | None = None
-        emb: np.ndarray | None = None
+        emb: dict[str, np.ndarray] | None = None
+        names: list[str] = []
         pending: list[np.ndarray] = []
         pending_n = written = 0
         plan: deque[tuple[int, int]] = deque()  # this video's batches still to run
 
-        inflight: list[tuple[int, int, PendingEmbeddings]] = []  # batches queued on the device, oldest first
+        inflight: list[tuple[str, int, int, PendingEmbeddings]] = []  # queued on the device, oldest first
 
         def collect(keep: int) -> None:
             while len(inflight) > keep:
-                at, n, queued = inflight.pop(0)
-                emb[at:at + n] = queued.result()[:n]
+                name, at, n, queued = inflight.pop(0)
+                emb[name][at:at + n] = queued.result()[:n]
 
         def flush(final: bool) -> None:
             nonlocal pending, pending_n, written
@@ -157,9 +167,11 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
                 frames = np.concatenate(pending) if len(pending) > 1 else pending[0]
                 take, padded = plan.popleft()
                 take = min(take, pending_n)  # less only where decoding stopped early
-                inflight.append((written, take, backbone.embed_async(pad_batch(frames[:take], padded))))
-                threads.update()
-                collect(keep=1)  # one batch stays queued while the next is prepared
+                for k, name in enumerate(names):
+                    images = frames[:take] if len(names) == 1 else np.ascontiguousarray(frames[:take, ..., 3 * k:3 * k + 3])
+                    inflight.append((name, written, take, backbone.embed_async(pad_batch(images, padded))))
+                    threads.update()
+                    collect(keep=len(names))  # one batch per stream stays queued while the next is prepared
                 written += take
                 rest = frames[take:]
                 pending, pending_n = ([rest] if len(rest) else []), len(rest)
@@ -169,7 +181,8 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
         for event in decoder.decode(jobs):
             if isinstance(event, VideoStart):
                 info = event.info
-                emb = np.empty((len(info.union), backbone.embed_dim), dtype=dtype)
+                names = [image[0] for image in (event.job.images or RGB_ONLY)]
+                emb = {name: np.empty((len(info.union), backbone.embed_dim), dtype=dtype) for name in names}
                 pending, pending_n, written = [], 0, 0
                 plan = deque(plan_batches(len(info.union), batch, pad_multiple))
             elif isinstance(event, Frames):
@@ -179,5 +192,7 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
             elif isinstance(event, VideoEnd):
                 if info is not None:
                     flush(final=True)
-                yield EmbeddedVideo(event.job, info, None if emb is None else emb[:event.n_decoded], event.error)
+                yield EmbeddedVideo(event.job, info,
+                                    None if emb is None else {k: v[:event.n_decoded] for k, v in emb.items()},
+                                    event.error)
                 info, emb = None, None

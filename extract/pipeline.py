@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable
 from harx.features.coverage import split_warnings
 from harx.features.errors import CacheMismatchError, HarxError
 from harx.features.paths import library_versions
+from harx.features.schema import StreamInfo
 from harx.features.writer import FeatureWriter, check_writable
 
 from harx.runtime import resolve_device
@@ -27,6 +28,7 @@ from .datasets import DatasetIndex, VideoSample, create_dataset
 from .decode import DecodeJob, VideoDecoder
 from .probe import drop_undecodable
 from .reuse import FinishedCache, finished_cache, index_settings, request_key
+from .streams import decode_images
 
 if TYPE_CHECKING:  # both import torch, which a finished cache does not need (extract.reuse)
     from .backbones import Backbone
@@ -69,6 +71,8 @@ class ExtractSummary:
     file_bytes: int = 0
     nothing_to_do: bool = False
     split_protocol: str = ""
+    streams: list[str] = field(default_factory=list)        # the cache's streams after this run
+    streams_added: list[str] = field(default_factory=list)  # added this run to samples embedded before
     warnings: list[str] = field(default_factory=list)  # e.g. a class with no training sample
 
     @property
@@ -84,11 +88,12 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[ExtractProgress], Non
         KeyboardInterrupt after committing finished videos: rerun the same command to resume.
     """
     sampling = cfg.sampling  # validates the sampling options first: cheapest check
+    streams = cfg.stream_infos
     index = create_dataset(cfg.dataset, cfg.root, **cfg.dataset_options)
     out = Path(cfg.out) if cfg.out else default_cache_path(cfg.dataset, index.root, index.unit, cfg.backbone, sampling)
     # A finished cache is confirmed from its attributes (extract.reuse): no torch, no model.
     key = request_key(cfg.backbone, cfg.weights, cfg.device, cfg.precision)
-    finished = None if cfg.overwrite else finished_cache(out, index, sampling, cfg.backbone, key)
+    finished = None if cfg.overwrite else finished_cache(out, index, sampling, cfg.backbone, key, streams)
     if finished is not None:
         return _nothing_to_do(finished, index)
     check_writable(out)  # a bad --out fails now, not after the model loads
@@ -98,10 +103,10 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[ExtractProgress], Non
     workers = auto_workers(resolve_device(cfg.device), cfg.num_workers)
     with VideoDecoder(num_workers=workers, timeout_s=cfg.decode_timeout_s).start() as decoder:
         index = drop_undecodable(index, decoder)  # before a split of harx's is used
-        return _build_cache(cfg, sampling, index, decoder, on_progress, out, key)
+        return _build_cache(cfg, sampling, streams, index, decoder, on_progress, out, key)
 
 
-def _build_cache(cfg: ExtractConfig, sampling, index: DatasetIndex, decoder: VideoDecoder,
+def _build_cache(cfg: ExtractConfig, sampling, streams: list[StreamInfo], index: DatasetIndex, decoder: VideoDecoder,
                  on_progress, out: Path, key: str) -> "ExtractSummary":
     """run_extract once the dataset is indexed and the decoding workers are starting; ``out`` and
     the request ``key`` are those run_extract checked the existing cache against."""
@@ -115,7 +120,9 @@ def _build_cache(cfg: ExtractConfig, sampling, index: DatasetIndex, decoder: Vid
                              samples_total=len(index.samples) + len(index.left_out), samples_new=0, reused=0,
                              missing=list(index.missing),
                              split_protocol=index.split_protocol)
-    with FeatureWriter(out, settings, overwrite=cfg.overwrite, part_seconds=cfg.part_seconds) as writer:
+    with FeatureWriter(out, settings, streams=streams, overwrite=cfg.overwrite,
+                       part_seconds=cfg.part_seconds) as writer:
+        summary.streams = [s.name for s in writer.streams]
         moved = writer.split_changes({s.sample_id: s.split for s in index.samples})
         if moved:
             sample_id, was, now = moved[0]
@@ -126,6 +133,8 @@ def _build_cache(cfg: ExtractConfig, sampling, index: DatasetIndex, decoder: Vid
         videos = _group_by_video(index.samples)
         todo = OrderedDict((p, s) for p, s in videos.items() if any(x.sample_id not in writer.done_ids for x in s))
         summary.reused = sum(1 for s in index.samples if s.sample_id in writer.done_ids)
+        summary.streams_added = [s.name for s in writer.streams if any(
+            s.name in writer.missing_streams(x.sample_id) for x in index.samples if x.sample_id in writer.stored_splits)]
         summary.failed_before = sum(1 for s in index.samples if s.sample_id in writer.failed_ids)
         left_out = _record_left_out(writer, index, summary)
         if not todo and not left_out and writer.has_final and not writer.committed_parts():
@@ -199,8 +208,14 @@ def _embed_videos(cfg: ExtractConfig, backbone: Backbone, todo, index: DatasetIn
                   summary: ExtractSummary, on_progress, started: float, decoder: VideoDecoder) -> None:
     from .embedding import embed_videos
 
+    infos = {s.name: s for s in writer.streams}
+
+    def images(samples: list[VideoSample]) -> tuple:
+        needed = {name for s in samples for name in writer.missing_streams(s.sample_id)}
+        return decode_images([info for name, info in infos.items() if name in needed])
+
     jobs = [DecodeJob(key=k, path=str(path), ranges=tuple(s.frame_range for s in samples), sampling=cfg.sampling,
-                      max_short_side=2 * backbone.resize_short)
+                      max_short_side=2 * backbone.resize_short, images=images(samples))
             for k, (path, samples) in enumerate(todo.items())]
     sample_lists = list(todo.values())
     root = Path(index.root)
@@ -252,11 +267,16 @@ def _write_samples(writer: FeatureWriter, samples: list[VideoSample], video: Emb
                 "range_start": start, "range_stop": stop,
                 "annotated_start": -1 if annotated is None else annotated[0],
                 "annotated_stop": -1 if annotated is None else annotated[1], "fps": info.fps, "note": note}
-        writer.add_sample(meta, video.embeddings[rows], frames)
+        writer.add_sample(meta, {name: video.features[name][rows] for name in writer.missing_streams(sample.sample_id)},
+                          frames)
         summary.samples_new += 1
 
 
 def _fail(writer: FeatureWriter, summary: ExtractSummary, sample: VideoSample, root: Path, reason: str) -> None:
+    if sample.sample_id in writer.stored_splits:   # embedded before: another stream is being added
+        raise HarxError(f"{sample.sample_id}: {reason}, but its other streams were made from it before, so "
+                        f"{', '.join(writer.missing_streams(sample.sample_id))} cannot be added; use --overwrite "
+                        "to rebuild every stream from the videos as they are now")
     writer.add_failure(sample.sample_id, _rel(sample.path, root), reason)
     summary.failed.append((sample.sample_id, reason))
 

@@ -31,7 +31,7 @@ from importlib import metadata
 from pathlib import Path
 
 from harx.features.errors import CacheMismatchError
-from harx.features.schema import SETTINGS_KEYS, settings_fingerprint
+from harx.features.schema import SETTINGS_KEYS, StreamInfo, settings_fingerprint
 from harx.features.writer import describe_mismatch, read_settings
 
 from .datasets import DatasetIndex
@@ -90,15 +90,17 @@ def request_key(backbone: str, weights: str | None, device: str | None, precisio
 
 
 def finished_cache(path: Path, index: DatasetIndex, sampling: Sampling, backbone: str,
-                   key: str) -> FinishedCache | None:
-    """The cache at ``path`` if it is complete for this dataset and these settings, else ``None``
-    (no cache, an interrupted run beside it, samples to add, or settings only a model can confirm).
+                   key: str, streams: list[StreamInfo] | None = None) -> FinishedCache | None:
+    """The cache at ``path`` if it is complete for this dataset, these settings and ``streams``,
+    else ``None`` (no cache, an interrupted run beside it, samples or streams to add, or settings
+    only a model can confirm).
     An existing cache is checked whole here, before any model loads, whatever the answer.
 
     Raises:
         ForeignCacheError: ``path`` is not a harx cache.
         CorruptCacheError: it is one, but damaged (see ``FeatureStore``).
-        CacheMismatchError: it was built from other dataset, sampling or backbone settings.
+        CacheMismatchError: it was built from other dataset, sampling or backbone settings, or
+            holds a stream of a requested name made another way.
     """
     from harx.features.reader import FeatureStore
 
@@ -118,6 +120,13 @@ def finished_cache(path: Path, index: DatasetIndex, sampling: Sampling, backbone
         wanted = set(ids)
         labels_splits = [(label, split) for sid, label, split in
                          zip(store.column("sample_id"), store.column("label"), store.column("split")) if sid in wanted]
+        held = {name: store.stream_info(name).spec for name in store.streams}
+    for s in streams or []:
+        if s.name in held and held[s.name] != s.spec:
+            raise CacheMismatchError(f"{path} holds a {s.name} stream made with {_canon(held[s.name])}, not "
+                                     f"{_canon(s.spec)}; use --out for a new file or --overwrite to replace it")
+    if any(s.name not in held for s in streams or []):
+        return None
     if path.with_name(path.name + ".parts").exists() or have.get("request_key") != key:
         return None
     if settings_fingerprint({**have, **want}) != have.get("settings_fingerprint"):

@@ -1,8 +1,9 @@
 """Reading a feature cache: what stage two, ``harx predict`` and notebooks use.
 
 ``FeatureStore(path)`` validates the file on open (format, schema version) and then reads only
-what is asked: the metadata columns are small and loaded once; embeddings are read per sample or
-per split with one contiguous read. The HDF5 handle is opened lazily and reopened in a forked
+what is asked: the metadata columns are small and loaded once; features are read per sample or
+per split with one contiguous read, of one stream or of several side by side (``load(split,
+["rgb", "motion"])``: per-frame concatenation). Caches of schema 1 read as one ``rgb`` stream. The HDF5 handle is opened lazily and reopened in a forked
 child process, since a handle inherited across ``fork`` gives corrupt reads (h5py).
 """
 
@@ -17,8 +18,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import DatasetNotFoundError, ForeignCacheError
-from .schema import FAILURE_COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, STR_COLUMNS
+from .errors import CacheMismatchError, DatasetNotFoundError, ForeignCacheError
+from .schema import (FAILURE_COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, STR_COLUMNS, StreamInfo, read_stream_infos,
+                     stream_datasets, stream_fingerprint)
 from .writer import H5_READ_ERRORS, corrupt_cache, read_settings
 
 REBUILD_HINT = "rebuild it with harx extract --overwrite (and the options it was made with)"
@@ -84,6 +86,8 @@ class FeatureStore:
             self._columns = {k: (np.array(_strings(s[k]), dtype=object) if k in STR_COLUMNS else s[k][:])
                              for k in (*STR_COLUMNS, *INT_COLUMNS, *FLOAT_COLUMNS)}
             self._failures = {k: _strings(f["failures"][k]) for k in FAILURE_COLUMNS}
+            self._datasets = stream_datasets(f, self.attrs)
+            self._streams = {info.name: info for info in read_stream_infos(f, self.attrs)}
             self._check_layout(f)
 
     def _check_layout(self, f: h5py.File) -> None:
@@ -98,11 +102,15 @@ class FeatureStore:
                 raise ValueError(f"attribute {key} is {a.get(key)!r}, not a string")
         if not isinstance(a.get("embed_dim"), int) or a["embed_dim"] < 1:
             raise ValueError(f"attribute embed_dim is {a.get('embed_dim')!r}, not a positive integer")
-        emb, fidx = f["embeddings"], f["frame_index"]
-        if emb.ndim != 2 or emb.shape[1] != a["embed_dim"] or emb.dtype.kind != "f":
-            raise ValueError(f"embeddings is {emb.shape} {emb.dtype}, expected (frames, {a['embed_dim']}) floats")
-        if fidx.shape != emb.shape[:1] or fidx.dtype.kind not in "iu":
-            raise ValueError(f"frame_index is {fidx.shape} {fidx.dtype}, expected ({emb.shape[0]},) integers")
+        fidx = f["frame_index"]
+        if fidx.ndim != 1 or fidx.dtype.kind not in "iu":
+            raise ValueError(f"frame_index is {fidx.shape} {fidx.dtype}, expected (frames,) integers")
+        for name, where in self._datasets.items():
+            emb = f[where]
+            if emb.ndim < 2 or emb.shape[0] != fidx.shape[0] or emb.dtype.kind != "f":
+                raise ValueError(f"{where} is {emb.shape} {emb.dtype}, expected ({fidx.shape[0]}, ...) floats")
+            if emb.ndim == 2 and emb.shape[1] != a["embed_dim"]:
+                raise ValueError(f"{where} is {emb.shape}, expected (frames, {a['embed_dim']})")
         n = len(c["sample_id"])
         for key, column in c.items():
             kind = column.dtype.kind
@@ -112,8 +120,8 @@ class FeatureStore:
         if len({len(v) for v in self._failures.values()}) > 1:
             raise ValueError("the failures columns differ in length")
         start, stop = c["row_start"], c["row_stop"]
-        if n and (start.min() < 0 or (stop < start).any() or stop.max() > emb.shape[0]):
-            raise ValueError(f"sample rows outside embeddings' {emb.shape[0]} rows")
+        if n and (start.min() < 0 or (stop < start).any() or stop.max() > fidx.shape[0]):
+            raise ValueError(f"sample rows outside the cache's {fidx.shape[0]} frame rows")
         if n and (c["label_index"].min() < 0 or c["label_index"].max() >= len(names)):
             raise ValueError(f"label_index outside the {len(names)} classes")
 
@@ -139,11 +147,49 @@ class FeatureStore:
         return int(self.attrs["embed_dim"])
 
     @property
+    def streams(self) -> list[str]:
+        """The names of the feature streams, in file order (``["rgb"]``, ``["rgb", "motion"]``)."""
+        return list(self._streams)
+
+    def stream_info(self, name: str) -> StreamInfo:
+        self.check_streams([name])
+        return self._streams[name]
+
+    def check_streams(self, names, needed_by: str = "") -> list[str]:
+        """``names`` as a list, or CacheMismatchError in one line naming the streams it lacks."""
+        names = [names] if isinstance(names, str) else list(names)
+        lacking = [n for n in names if n not in self._streams]
+        if lacking:
+            by = f" that {needed_by} needs" if needed_by else ""
+            raise CacheMismatchError(
+                f"{self.path} has no {' or '.join(lacking)} stream{by} (it holds {', '.join(self._streams)}); add "
+                f"it with harx extract --streams {','.join(lacking)} and the options the cache was made with")
+        return names
+
+    def feature_dim(self, streams=None) -> int:
+        """Width of one frame's features of ``streams`` side by side (default: the first stream)."""
+        names = self.check_streams(self._default(streams))
+        return int(sum(np.prod(self._streams[n].feature_shape) for n in names))
+
+    def _default(self, streams):
+        return self.streams[0] if streams is None else streams
+
+    @property
     def fingerprint(self) -> str:
-        """Identifies the numbers in this cache: settings plus the exact sample list."""
+        """Identifies the numbers in this cache: settings plus the exact sample list (not the
+        streams: see :meth:`stream_fingerprint`)."""
         h = hashlib.sha256(self.attrs["settings_fingerprint"].encode())
         for sid in self._columns["sample_id"]:
             h.update(sid.encode() + b"\0")
+        return h.hexdigest()[:16]
+
+    def stream_fingerprint(self, streams=None) -> str:
+        """Identifies the numbers a run on ``streams`` reads: :attr:`fingerprint` plus each stream's
+        settings (so a stream rebuilt another way is another cache, and one added beside it is not)."""
+        names = self.check_streams(self._default(streams))
+        h = hashlib.sha256(self.fingerprint.encode())
+        for n in names:
+            h.update(f"{n}:{stream_fingerprint(self.attrs['settings_fingerprint'], self._streams[n].spec)}".encode())
         return h.hexdigest()[:16]
 
     @property
@@ -155,6 +201,7 @@ class FeatureStore:
         keys = ("backbone", "weights", "weights_sha256", "embed_dim", "preprocess", "sampling", "precision", "device")
         record = {k: a.get(k) for k in keys}
         record["embed_dim"] = self.embed_dim
+        record["streams"] = {name: info.spec for name, info in self._streams.items()}
         c = self._columns
         train = self.indices("train")
         train = train if len(train) else self.indices()
@@ -168,7 +215,8 @@ class FeatureStore:
 
     def __repr__(self) -> str:
         return (f"FeatureStore({str(self.path)!r}: {len(self)} samples, {self.attrs.get('n_frames')} frames, "
-                f"{self.backbone} {self.embed_dim}-d, {len(self.class_names)} classes)")
+                f"{self.backbone} {self.embed_dim}-d, streams {'+'.join(self.streams)}, "
+                f"{len(self.class_names)} classes)")
 
     @property
     def failures(self) -> list[dict]:
@@ -199,28 +247,38 @@ class FeatureStore:
             self._pid = os.getpid()
         return self._file
 
-    def frames(self, i: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Embeddings of sample ``i``, its frames ``[start, stop)``; time is axis 0. Reads only that slice."""
+    def frames(self, i: int, start: int = 0, stop: int | None = None, stream=None) -> np.ndarray:
+        """Features of sample ``i``, its frames ``[start, stop)``; time is axis 0. Reads only that
+        slice. ``stream``: a name, or several side by side (default: the first stream)."""
+        names = self.check_streams(self._default(stream))
         lo, hi = int(self._columns["row_start"][i]), int(self._columns["row_stop"][i])
         end = hi if stop is None else min(hi, lo + stop)
         with self._reading():
-            return self._h5()["embeddings"][lo + start:end]
+            parts = [self._h5()[self._datasets[n]][lo + start:end] for n in names]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
 
     def frame_index(self, i: int) -> np.ndarray:
         lo, hi = int(self._columns["row_start"][i]), int(self._columns["row_stop"][i])
         with self._reading():
             return self._h5()["frame_index"][lo:hi]
 
-    def load(self, split: str | None = None) -> tuple[list[np.ndarray], np.ndarray]:
-        """All samples of a split as ``(list of (frames, D) arrays, label indices)``.
+    def load(self, split: str | None = None, stream=None) -> tuple[list[np.ndarray], np.ndarray]:
+        """All samples of a split as ``(list of (frames, D) arrays, label indices)``, of ``stream``
+        (a name; several names: their features side by side, per frame; default: the first stream).
 
         Adjacent samples are read as one contiguous run of rows: far fewer HDF5 calls than one
         read per sample, and never more rows than the split holds.
         """
+        names = self.check_streams(self._default(stream))
+        per_stream = [self._load_stream(split, n) for n in names]
+        arrays = per_stream[0] if len(names) == 1 else [np.concatenate(xs, axis=-1) for xs in zip(*per_stream)]
+        return arrays, self._columns["label_index"][self.indices(split)].astype(np.int64)
+
+    def _load_stream(self, split: str | None, name: str) -> list[np.ndarray]:
         idx = self.indices(split)
         starts, stops = self._columns["row_start"][idx], self._columns["row_stop"][idx]
         with self._reading():
-            emb = self._h5()["embeddings"]
+            emb = self._h5()[self._datasets[name]]
         arrays: list[np.ndarray] = []
         run_lo = 0
         for k in range(1, len(idx) + 1):
@@ -230,7 +288,7 @@ class FeatureStore:
                 base = int(starts[run_lo])
                 arrays.extend(block[a - base:b - base] for a, b in zip(starts[run_lo:k], stops[run_lo:k]))
                 run_lo = k
-        return arrays, self._columns["label_index"][idx].astype(np.int64)
+        return arrays
 
     def close(self) -> None:
         if self._file is not None:

@@ -1,29 +1,38 @@
-"""The feature cache format, schema version 1: the contract between stage one and stage two.
+"""The feature cache format, schema version 2: the contract between stage one and stage two.
 
-One HDF5 file holds every frame embedding of one dataset, backbone and sampling choice, in a
-ragged layout that scales to millions of frames: all frames of all samples are rows of a single
-2-D array, and each sample names its rows. Plain h5py reads it without harx::
+One HDF5 file holds every per-frame feature of one dataset, backbone and sampling choice, in a
+ragged layout that scales to millions of frames: all frames of all samples are rows of one frame
+index, each sample names its rows, and each named **stream** (``rgb``: the frames themselves;
+``motion``: difference images of neighbouring frames) holds one array with a row for every frame
+row. Plain h5py reads it without harx::
 
     import h5py, json
     with h5py.File("kth-tf_efficientnet_lite0-every1.h5", "r") as f:
         names = json.loads(f.attrs["class_names"])
+        streams = json.loads(f.attrs["streams"])          # e.g. ["rgb", "motion"]
         s = f["samples"]
         i = 0                                             # the first sample
         rows = slice(s["row_start"][i], s["row_stop"][i])
-        x = f["embeddings"][rows]                         # (frames, embed_dim) float16
+        rgb = f["streams/rgb"][rows]                      # (frames, 1280) float16
+        motion = f["streams/motion"][rows]                # the same frames' motion features
         label = s["label"][i].decode()                    # == names[s["label_index"][i]]
         frames = f["frame_index"][rows]                   # source frame number of each row
 
 Datasets
-    ``embeddings``   (F, D) float16 (``attrs["dtype"]``): the pooled pre-logits vector of each
-                     embedded frame, all samples concatenated in sample order. Chunked along F.
+    ``streams/<name>`` (F, *feature_shape) float16 (``attrs["dtype"]``): stream ``<name>``'s
+                     features of each frame row, all samples concatenated in sample order; every
+                     stream has all F rows. Chunked along F. Its attributes: ``input`` (``rgb`` or
+                     ``motion``), ``spec`` (JSON: the stream's settings, e.g. ``{"input":
+                     "motion", "gap": 2, "amp": 1.0}``), ``feature_shape`` (JSON list; ``[D]``
+                     for a pooled vector, room for spatial maps), ``description``, ``fingerprint``
+                     (hash of the cache's ``settings_fingerprint`` and ``spec``).
     ``frame_index``  (F,) int32: 0-based frame number in the source video of each row.
     ``samples/*``    one 1-D column per field, length N (one entry per sample, in dataset order):
         ``sample_id`` str (unique), ``video_id`` str, ``path`` str (relative to ``attrs["root"]``
         when under it, else absolute), ``label`` str, ``label_index`` int16 (into
         ``class_names``), ``split`` str (train|val|test), ``group`` str (person/actor; "" if
         none), ``scenario`` str ("" if none), ``row_start``/``row_stop`` int64 (rows
-        ``[row_start, row_stop)`` of ``embeddings``), ``range_start``/``range_stop`` int64 (the
+        ``[row_start, row_stop)`` of every stream), ``range_start``/``range_stop`` int64 (the
         source frame range that was sampled, 0-based end-exclusive, after clamping to the frames
         that decode), ``annotated_start``/``annotated_stop`` int64 (the range as annotated, -1 for
         a whole video), ``fps`` float32, ``note`` str (why a range was clamped, else "").
@@ -31,18 +40,24 @@ Datasets
                      could not be embedded (corrupt, truncated to nothing, decoder hang).
 
 File attributes (JSON strings where marked)
-    ``format`` = "harx-features", ``schema_version`` = 1, ``complete`` (bool: False only in
-    in-progress part files), ``dataset``, ``root``, ``unit`` (video|subsequence),
+    ``format`` = "harx-features", ``schema_version`` = 2, ``complete`` (bool: False only in
+    in-progress part files), ``streams`` (JSON list of stream names, in file order),
+    ``dataset``, ``root``, ``unit`` (video|subsequence),
     ``split_protocol``, ``class_names`` (JSON list, label-index order), ``dataset_options`` (JSON),
-    ``missing`` (JSON list of annotated videos absent from the folder), ``backbone`` (timm name),
-    ``weights`` (package|hub|none|<path>), ``weights_sha256``, ``embed_dim``, ``dtype``,
+    ``missing`` (JSON list of annotated videos absent from the folder), ``backbone`` (timm name,
+    shared by every stream), ``weights`` (package|hub|none|<path>), ``weights_sha256``,
+    ``embed_dim`` (the backbone's feature width), ``dtype``,
     ``preprocess`` (JSON: input size, resize, crop, interpolation, mean, std), ``sampling``
     (JSON), ``sampling_description``, ``precision``, ``device``, ``inference`` (memory format and
-    BatchNorm folding, descriptive), ``settings_fingerprint`` (hash
-    of everything that changes the numbers), ``request_key`` (hash of the options and host
+    BatchNorm folding, descriptive), ``settings_fingerprint`` (hash of everything shared by the
+    streams that changes the numbers), ``request_key`` (hash of the options and host
     that produced the model-made settings, so a rerun is confirmed without a model; see
     ``extract.reuse``; absent in caches of older harx), ``versions`` (JSON: harx, torch, timm, decord,
     h5py, numpy), ``created_utc``, ``n_samples``, ``n_frames``, ``n_failed``.
+
+Schema 1 (harx 0.2 and earlier) had one stream, as the dataset ``embeddings`` (F, D), and no
+``streams`` attribute; harx reads it as a cache whose one stream is ``rgb``, and a stream added
+to it (``harx extract --streams motion``) rewrites it as schema 2.
 
 All strings are UTF-8. Frame ranges are 0-based and end-exclusive everywhere.
 """
@@ -51,12 +66,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
 
 FORMAT = "harx-features"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
+V1_EMBEDDINGS = "embeddings"   # schema 1's one stream, read as "rgb"
 
 STR_COLUMNS = ("sample_id", "video_id", "path", "label", "split", "group", "scenario", "note")
 INT_COLUMNS = {
@@ -77,7 +95,8 @@ SETTINGS_KEYS = (
     "dataset", "root", "unit", "dataset_options", "class_names", "backbone", "weights",
     "weights_sha256", "embed_dim", "dtype", "preprocess", "sampling", "precision",
 )
-JSON_ATTRS = ("class_names", "dataset_options", "missing", "preprocess", "sampling", "versions")
+JSON_ATTRS = ("class_names", "dataset_options", "missing", "preprocess", "sampling", "versions", "streams",
+              "spec", "feature_shape")
 
 STR_DTYPE = h5py.string_dtype("utf-8")
 
@@ -111,3 +130,60 @@ def decode_attr(key: str, value):
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def stream_path(name: str) -> str:
+    """The HDF5 path of stream ``name``'s dataset."""
+    return f"streams/{name}"
+
+
+def stream_fingerprint(settings_fp: str, spec: dict) -> str:
+    """A short hash of a stream: the shared settings plus the stream's own."""
+    canon = json.dumps({"settings": settings_fp, "spec": spec}, sort_keys=True, default=str)
+    return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+#: The stream a cache of schema 1 holds, and what a stream request without names means.
+RGB_SPEC = {"input": "rgb"}
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """One stream of a cache: its name, the settings that decide its numbers (``spec``), a
+    sentence for people, and the shape of one frame's features (``()``: the backbone's
+    ``embed_dim`` vector, filled in by the writer)."""
+
+    name: str
+    spec: dict = field(default_factory=lambda: dict(RGB_SPEC))
+    description: str = ""
+    feature_shape: tuple = ()
+
+    @property
+    def input(self) -> str:
+        return str(self.spec.get("input", "rgb"))
+
+
+def stream_datasets(f: h5py.File, attrs: dict) -> dict[str, str]:
+    """Stream name -> HDF5 path of its array, for a file of either readable schema."""
+    if attrs.get("schema_version") == 1:
+        return {"rgb": V1_EMBEDDINGS}
+    names = attrs.get("streams")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"attribute streams is {names!r}, not a list of stream names")
+    return {n: stream_path(n) for n in names}
+
+
+def read_stream_infos(f: h5py.File, attrs: dict) -> list[StreamInfo]:
+    """The streams of an open cache or part, in file order (schema 1: one ``rgb`` stream)."""
+    infos = []
+    for name, where in stream_datasets(f, attrs).items():
+        ds = f[where]
+        if attrs.get("schema_version") == 1:
+            infos.append(StreamInfo(name, dict(RGB_SPEC), "frames (schema 1)", tuple(ds.shape[1:])))
+            continue
+        spec = decode_attr("spec", ds.attrs.get("spec", "{}"))
+        if not isinstance(spec, dict):
+            raise ValueError(f"{where} has spec {spec!r}, not a JSON object")
+        infos.append(StreamInfo(name, spec, str(decode_attr("description", ds.attrs.get("description", ""))),
+                                tuple(ds.shape[1:])))
+    return infos

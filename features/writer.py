@@ -34,35 +34,47 @@ import h5py
 import numpy as np
 
 from .errors import CacheMismatchError, CorruptCacheError, ForeignCacheError, HarxError, OutputError
-from .schema import (FAILURE_COLUMNS, FLOAT_COLUMNS, FORMAT, INT_COLUMNS, SCHEMA_VERSION,
-                     SETTINGS_KEYS, STR_COLUMNS, STR_DTYPE, chunk_rows, decode_attr, encode_attr,
-                     settings_fingerprint)
+from .schema import (RGB_SPEC, FAILURE_COLUMNS, FLOAT_COLUMNS, FORMAT, INT_COLUMNS, READABLE_SCHEMAS, SCHEMA_VERSION,
+                     SETTINGS_KEYS, STR_COLUMNS, STR_DTYPE, StreamInfo, chunk_rows, decode_attr, encode_attr,
+                     read_stream_infos, settings_fingerprint, stream_datasets, stream_fingerprint, stream_path)
 
 
 class _CacheFile:
-    """Builds one schema-1 HDF5 file: appends rows in large blocks, writes columns at close."""
+    """Builds one schema-2 HDF5 file: appends rows in large blocks, writes columns at close.
+    ``streams``: the streams it holds; each sample added gives rows of every one of them."""
 
-    def __init__(self, path: Path, attrs: dict, embed_dim: int, dtype: str = "float16"):
+    def __init__(self, path: Path, attrs: dict, streams: list[StreamInfo], dtype: str = "float16"):
         self.path = path
-        self.attrs = attrs
+        self.attrs = dict(attrs, streams=[s.name for s in streams])
         self.dtype = np.dtype(dtype)
+        self.streams = streams
         self.f = h5py.File(path, "w")
-        rows = chunk_rows(embed_dim, self.dtype.itemsize)
-        self.emb = self.f.create_dataset("embeddings", shape=(0, embed_dim), maxshape=(None, embed_dim),
-                                         dtype=self.dtype, chunks=(rows, embed_dim))
+        widest = max(int(np.prod(s.feature_shape)) for s in streams)
+        rows = chunk_rows(widest, self.dtype.itemsize)
+        self.data: dict[str, h5py.Dataset] = {}
+        for s in streams:
+            shape = tuple(s.feature_shape)
+            ds = self.f.create_dataset(stream_path(s.name), shape=(0, *shape), maxshape=(None, *shape),
+                                       dtype=self.dtype, chunks=(rows, *shape))
+            for key, value in (("input", s.input), ("spec", s.spec), ("feature_shape", list(shape)),
+                               ("description", s.description),
+                               ("fingerprint", stream_fingerprint(attrs.get("settings_fingerprint", ""), s.spec))):
+                ds.attrs[key] = encode_attr(key, value)
+            self.data[s.name] = ds
         self.fidx = self.f.create_dataset("frame_index", shape=(0,), maxshape=(None,), dtype=np.int32,
                                           chunks=(max(rows, 1024),))
         self.block = 4 * rows
         self.n_rows = 0
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
         self._pending_rows = 0
         self.columns: dict[str, list] = {k: [] for k in (*STR_COLUMNS, *INT_COLUMNS, *FLOAT_COLUMNS)}
         self.failures: dict[str, list] = {k: [] for k in FAILURE_COLUMNS}
 
-    def add_sample(self, meta: dict, embeddings: np.ndarray, frame_index: np.ndarray) -> None:
-        n = len(embeddings)
+    def add_sample(self, meta: dict, embeddings: dict[str, np.ndarray], frame_index: np.ndarray) -> None:
+        n = len(frame_index)
         start = self.n_rows + self._pending_rows
-        self._pending.append((np.asarray(embeddings, dtype=self.dtype), np.asarray(frame_index, np.int32)))
+        self._pending.append(({s.name: np.asarray(embeddings[s.name], dtype=self.dtype) for s in self.streams},
+                              np.asarray(frame_index, np.int32)))
         self._pending_rows += n
         for key in STR_COLUMNS:
             self.columns[key].append("" if meta.get(key) is None else str(meta[key]))
@@ -83,11 +95,11 @@ class _CacheFile:
     def _flush(self) -> None:
         if not self._pending:
             return
-        emb = np.concatenate([e for e, _ in self._pending])
         fidx = np.concatenate([i for _, i in self._pending])
-        lo, hi = self.n_rows, self.n_rows + len(emb)
-        self.emb.resize(hi, axis=0)
-        self.emb[lo:hi] = emb
+        lo, hi = self.n_rows, self.n_rows + len(fidx)
+        for name, ds in self.data.items():
+            ds.resize(hi, axis=0)
+            ds[lo:hi] = np.concatenate([e[name] for e, _ in self._pending])
         self.fidx.resize(hi, axis=0)
         self.fidx[lo:hi] = fidx
         self.n_rows = hi
@@ -143,8 +155,8 @@ def read_settings(path: Path, hint: str = REPLACE_HINT, damaged_hint: str | None
         marks = {k: decode_attr(k, raw.get(k)) for k in ("format", "schema_version")}
     except ValueError:  # not UTF-8: no harx file
         marks = {"format": raw.get("format"), "schema_version": raw.get("schema_version")}
-    if marks["format"] != FORMAT or marks["schema_version"] != SCHEMA_VERSION:
-        raise ForeignCacheError(f"{path} is not a harx cache of schema {SCHEMA_VERSION} (found format "
+    if marks["format"] != FORMAT or marks["schema_version"] not in READABLE_SCHEMAS:
+        raise ForeignCacheError(f"{path} is not a harx cache of schema {' or '.join(map(str, READABLE_SCHEMAS))} (found format "
                                 f"{marks['format']!r}, schema {marks['schema_version']!r}); {hint}")
     try:
         return {k: decode_attr(k, v) for k, v in raw.items()}
@@ -152,19 +164,22 @@ def read_settings(path: Path, hint: str = REPLACE_HINT, damaged_hint: str | None
         raise corrupt_cache(path, err, damaged_hint or hint) from None
 
 
-def read_sample_ids(path: Path, hint: str = REPLACE_HINT) -> tuple[dict[str, str], set[str]]:
-    """What a cache or part holds: ``(split of each embedded sample, ids of failed samples)``.
+def read_sample_ids(path: Path, hint: str = REPLACE_HINT) -> tuple[dict[str, str], set[str], list[StreamInfo]]:
+    """What a cache or part holds: ``(split of each embedded sample, ids of failed samples, its
+    streams)``; every embedded sample of it has rows of every one of its streams.
 
     Raises:
         CorruptCacheError: the file lacks the columns or cannot be read.
     """
     try:
         with h5py.File(path, "r") as f:
+            attrs = {k: decode_attr(k, v) for k, v in f.attrs.items()}
             splits = dict(zip(map(_text, f["samples/sample_id"][:]), map(_text, f["samples/split"][:])))
             failed = {_text(s) for s in f["failures/sample_id"][:]}
+            streams = read_stream_infos(f, attrs)
     except H5_READ_ERRORS as err:
         raise corrupt_cache(path, err, hint) from None
-    return splits, failed
+    return splits, failed, streams
 
 
 def _text(value) -> str:
@@ -223,33 +238,41 @@ def describe_mismatch(have: dict, want: dict) -> str:
 
 
 class FeatureWriter:
-    """Create, resume or extend the cache at ``path`` for the given settings.
+    """Create, resume or extend the cache at ``path`` for the given settings and streams.
 
     Usage::
 
-        with FeatureWriter(path, settings, overwrite=False) as w:
+        with FeatureWriter(path, settings, streams=[rgb, motion], overwrite=False) as w:
             todo = [s for s in samples if s.sample_id not in w.done_ids]
-            for ...: w.add_sample(meta, emb, frame_index)   # or w.add_failure(...)
+            for ...: w.add_sample(meta, {"rgb": x, "motion": m}, frame_index)   # or w.add_failure(...)
             w.finalize(order=[s.sample_id for s in samples])
+
+    Streams accumulate: the finished cache holds the streams of the existing cache (if any) and
+    those asked for (:attr:`streams`, in that order). A sample embedded before needs only the
+    streams it lacks (:meth:`missing_streams`); adding a stream to a cache recomputes no other.
 
     Raises:
         ForeignCacheError: ``path`` exists and is not a harx cache (``overwrite=True`` replaces).
-        CacheMismatchError: ``path`` or its parts were made with other settings.
+        CacheMismatchError: ``path`` or its parts were made with other settings, or hold a stream
+            of the same name made another way.
     """
 
-    def __init__(self, path: str | Path, settings: dict, *, overwrite: bool = False,
-                 part_seconds: float = 60.0, part_samples: int = 2000):
+    def __init__(self, path: str | Path, settings: dict, *, streams: list[StreamInfo] | None = None,
+                 overwrite: bool = False, part_seconds: float = 60.0, part_samples: int = 2000):
         self.path = Path(path)
         self.parts_dir = self.path.with_name(self.path.name + ".parts")
         self.settings = dict(settings, settings_fingerprint=settings_fingerprint(settings))
+        self.requested = [_with_shape(s, settings) for s in (streams or [StreamInfo("rgb")])]
+        self.streams: list[StreamInfo] = list(self.requested)   # the finished cache's, known after open()
         self.overwrite = overwrite
         self.part_seconds = part_seconds
         self.part_samples = part_samples
-        self._part: _CacheFile | None = None
+        self._parts: dict[tuple[str, ...], _CacheFile] = {}
         self._part_opened = 0.0
-        self.done_ids: set[str] = set()
+        self.done_ids: set[str] = set()      # samples with every stream, or failed
         self.failed_ids: set[str] = set()
         self.stored_splits: dict[str, str] = {}   # split of each sample embedded before this run
+        self._have: dict[str, set[str]] = {}      # streams each sample embedded before this run has
         self.has_final = False
         self._lock: Path | None = None
 
@@ -259,7 +282,7 @@ class FeatureWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        # Any exit, Ctrl-C included, keeps what is finished: commit the open part. A parts folder
+        # Any exit, Ctrl-C included, keeps what is finished: commit the open parts. A parts folder
         # with no part in it holds nothing to resume (a rerun that found nothing to do); left
         # behind, it would refuse the next run with other settings as "interrupted".
         self.commit_part()
@@ -276,16 +299,28 @@ class FeatureWriter:
         self._take_lock()
         settings_file = self.parts_dir / "settings.json"
         settings_file.write_text(json.dumps({"settings_fingerprint": self.settings["settings_fingerprint"],
+                                             "streams": _stream_specs(self.streams),
                                              "settings": {k: self.settings.get(k) for k in SETTINGS_KEYS}},
                                             indent=1, default=str))
         for tmp in self.parts_dir.glob("*.tmp"):
             tmp.unlink()
+        names = {s.name for s in self.streams}
         for source in self._sources():
-            splits, failed = read_sample_ids(source, hint="use --overwrite to rebuild the cache" if source == self.path
-                                             else "use --overwrite to discard the interrupted run and start over")
+            splits, failed, streams = read_sample_ids(
+                source, hint="use --overwrite to rebuild the cache" if source == self.path
+                else "use --overwrite to discard the interrupted run and start over")
             self.stored_splits.update(splits)
-            self.done_ids.update(splits, failed)     # a failed sample is not retried
-            self.failed_ids.update(failed)
+            for sample_id in splits:
+                self._have.setdefault(sample_id, set()).update(s.name for s in streams)
+            self.failed_ids.update(failed)       # a failed sample is not retried
+        self.done_ids = set(self.failed_ids) | {sid for sid, have in self._have.items() if names <= have}
+
+    def missing_streams(self, sample_id: str) -> list[str]:
+        """The streams sample ``sample_id`` still needs, in :attr:`streams` order (none once failed)."""
+        if sample_id in self.failed_ids:
+            return []
+        have = self._have.get(sample_id, set())
+        return [s.name for s in self.streams if s.name not in have]
 
     def _remove_all(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -300,6 +335,8 @@ class FeatureWriter:
                 raise CacheMismatchError(
                     f"{self.path} was built with other settings ({describe_mismatch(have, self.settings)}); "
                     "use --out for a new file or --overwrite to replace it")
+            _, _, existing = read_sample_ids(self.path, hint="use --overwrite to rebuild the cache")
+            self.streams = _union_streams(self.path, existing, self.requested)
             self.has_final = True
         settings_file = self.parts_dir / "settings.json"
         if settings_file.exists():
@@ -315,6 +352,12 @@ class FeatureWriter:
                     f"{self.parts_dir} holds an interrupted run with other settings "
                     f"({describe_mismatch(saved.get('settings', {}), self.settings)}); rerun it with its own "
                     "options to finish it, or use --overwrite to discard it")
+            saved_streams = saved.get("streams", {"rgb": dict(RGB_SPEC)})
+            if saved_streams != _stream_specs(self.streams) and self.committed_parts():
+                raise CacheMismatchError(
+                    f"{self.parts_dir} holds an interrupted run of streams {','.join(saved_streams)} and this run "
+                    f"asks for {','.join(s.name for s in self.streams)}; rerun it with --streams "
+                    f"{','.join(saved_streams)} to finish it, or use --overwrite to discard it")
 
     def _take_lock(self) -> None:
         lock = self.parts_dir / "lock"
@@ -348,49 +391,66 @@ class FeatureWriter:
                 if sample_id in splits and splits[sample_id] != stored]
 
     # -- writing ---------------------------------------------------------------------------------
-    def _current_part(self) -> _CacheFile:
-        if self._part is None:
+    def _current_part(self, names: tuple[str, ...]) -> _CacheFile:
+        part = self._parts.get(names)
+        if part is None:
             number = len(self.committed_parts()) + 1
-            while (self.parts_dir / f"part-{number:06d}.h5").exists():
+            taken = {p.path.name for p in self._parts.values()}
+            while (self.parts_dir / f"part-{number:06d}.h5").exists() or f"part-{number:06d}.h5.tmp" in taken:
                 number += 1
             path = self.parts_dir / f"part-{number:06d}.h5.tmp"
-            self._part = _CacheFile(path, self._attrs(), self.settings["embed_dim"], self.settings["dtype"])
-            self._part_opened = time.monotonic()
-        return self._part
+            streams = [s for s in self.streams if s.name in names]
+            part = self._parts[names] = _CacheFile(path, self._attrs(), streams, self.settings["dtype"])
+            if len(self._parts) == 1:
+                self._part_opened = time.monotonic()
+        return part
 
     def _attrs(self) -> dict:
         return dict(self.settings, format=FORMAT, schema_version=SCHEMA_VERSION,
                     created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
-    def add_sample(self, meta: dict, embeddings: np.ndarray, frame_index: np.ndarray) -> None:
-        """Append one sample's frame embeddings ``(frames, embed_dim)`` and source frame numbers."""
-        if embeddings.ndim != 2 or embeddings.shape[1] != self.settings["embed_dim"]:
-            raise ValueError(f"embeddings of shape {embeddings.shape}, expected (n, {self.settings['embed_dim']})")
-        self._current_part().add_sample(meta, embeddings, frame_index)
-        self.done_ids.add(meta["sample_id"])
+    def add_sample(self, meta: dict, embeddings: dict[str, np.ndarray] | np.ndarray, frame_index: np.ndarray) -> None:
+        """Append one sample's features of the streams it lacks, ``{stream: (frames, *feature_shape)}``
+        (an array alone: the one stream it lacks), and its source frame numbers."""
+        sample_id = meta["sample_id"]
+        needed = self.missing_streams(sample_id)
+        if not isinstance(embeddings, dict):
+            if len(needed) != 1:
+                raise ValueError(f"sample {sample_id} needs streams {needed}; give a dict of arrays")
+            embeddings = {needed[0]: embeddings}
+        shapes = {s.name: s.feature_shape for s in self.streams}
+        for name, x in embeddings.items():
+            if name not in shapes:
+                raise ValueError(f"stream {name!r} is not one of this cache's ({', '.join(shapes)})")
+            if x.shape != (len(frame_index), *shapes[name]):
+                raise ValueError(f"{name} features of shape {x.shape}, expected ({len(frame_index)}, "
+                                 f"{', '.join(map(str, shapes[name]))})")
+        names = tuple(n for n in shapes if n in embeddings)
+        self._current_part(names).add_sample(meta, embeddings, frame_index)
+        self._have.setdefault(sample_id, set()).update(names)
+        if not self.missing_streams(sample_id):
+            self.done_ids.add(sample_id)
 
     def add_failure(self, sample_id: str, path: str, reason: str) -> None:
         """Record a sample that could not be embedded; it is reported, not retried."""
-        self._current_part().add_failure(sample_id, path, reason)
+        self._current_part(tuple(s.name for s in self.streams)).add_failure(sample_id, path, reason)
         self.done_ids.add(sample_id)
         self.failed_ids.add(sample_id)
 
     def maybe_commit(self) -> None:
-        """Commit the open part if it is old or large enough (call between videos)."""
-        part = self._part
-        if part is not None and (time.monotonic() - self._part_opened >= self.part_seconds
-                                 or part.n_samples >= self.part_samples):
+        """Commit the open parts if they are old or large enough (call between videos)."""
+        if self._parts and (time.monotonic() - self._part_opened >= self.part_seconds
+                            or sum(p.n_samples for p in self._parts.values()) >= self.part_samples):
             self.commit_part()
 
     def commit_part(self) -> None:
-        part, self._part = self._part, None
-        if part is None:
-            return
-        if part.n_samples == 0 and not part.failures["sample_id"]:
-            part.abandon()
-            return
-        part.close(complete=False)
-        os.replace(part.path, part.path.with_suffix(""))  # drop ".tmp": the part is now committed
+        parts, self._parts = list(self._parts.values()), {}
+        for part in parts:
+            if part.n_samples == 0 and not part.failures["sample_id"]:
+                part.abandon()
+                continue
+            part.close(complete=False)
+            os.replace(part.path, part.path.with_suffix(""))  # drop ".tmp": the part is now committed
 
     # -- finishing -------------------------------------------------------------------------------
     def finalize(self, order: list[str], extra_attrs: dict | None = None) -> Path:
@@ -402,8 +462,7 @@ class FeatureWriter:
             shutil.rmtree(self.parts_dir, ignore_errors=True)
             return self.path  # nothing new to merge
         tmp = self.path.with_name(self.path.name + ".tmp")
-        out = _CacheFile(tmp, dict(self._attrs(), **(extra_attrs or {})), self.settings["embed_dim"],
-                         self.settings["dtype"])
+        out = _CacheFile(tmp, dict(self._attrs(), **(extra_attrs or {})), self.streams, self.settings["dtype"])
         try:
             _merge(sources, order, out)
             out.close(complete=True)
@@ -417,17 +476,44 @@ class FeatureWriter:
         return self.path
 
 
+def _with_shape(stream: StreamInfo, settings: dict) -> StreamInfo:
+    """``stream`` with its feature shape; ``()`` means the backbone's ``embed_dim`` vector."""
+    if stream.feature_shape:
+        return stream
+    return StreamInfo(stream.name, stream.spec, stream.description, (int(settings["embed_dim"]),))
+
+
+def _stream_specs(streams: list[StreamInfo]) -> dict[str, dict]:
+    return {s.name: s.spec for s in streams}
+
+
+def _union_streams(path: Path, existing: list[StreamInfo], requested: list[StreamInfo]) -> list[StreamInfo]:
+    """The existing cache's streams, then the requested ones it lacks; a requested stream whose
+    name it holds must be made the same way."""
+    have = {s.name: s for s in existing}
+    for s in requested:
+        if s.name in have and have[s.name].spec != s.spec:
+            raise CacheMismatchError(
+                f"{path} holds a {s.name} stream made with {json.dumps(have[s.name].spec, sort_keys=True)}, not "
+                f"{json.dumps(s.spec, sort_keys=True)}; use --out for a new file or --overwrite to replace it")
+    return list(existing) + [s for s in requested if s.name not in have]
+
+
 _MERGE_HINT = "use --overwrite to rebuild the cache from the videos"
 
 
 def _merge(sources: list[Path], order: list[str], out: _CacheFile) -> None:
+    """Write every sample of ``sources`` into ``out`` in ``order``, each stream's rows taken from
+    the first source that holds them for that sample (a stream added later lives in a part)."""
     files = [h5py.File(p, "r") for p in sources]
     try:
-        where: dict[str, tuple[int, int]] = {}
+        where: dict[str, list[tuple[int, int]]] = {}
         failures: dict[str, tuple[str, str]] = {}
-        cols = []
+        cols, datasets = [], []
         for fi, f in enumerate(files):
             try:
+                attrs = {k: decode_attr(k, v) for k, v in f.attrs.items()}
+                datasets.append({name: f[path] for name, path in stream_datasets(f, attrs).items()})
                 s = f["samples"]
                 col = {k: s[k][:] for k in s}
                 fl = f["failures"]
@@ -436,27 +522,43 @@ def _merge(sources: list[Path], order: list[str], out: _CacheFile) -> None:
                 raise corrupt_cache(sources[fi], err, _MERGE_HINT) from None
             cols.append(col)
             for i, sid in enumerate(col["sample_id"]):
-                where[sid.decode()] = (fi, i)
+                where.setdefault(sid.decode(), []).append((fi, i))
             for sid, path, reason in failed:
                 failures[sid.decode()] = (path.decode(), reason.decode())
         rank = {sid: i for i, sid in enumerate(order)}
         ids = sorted(set(where) | set(failures), key=lambda sid: (rank.get(sid, len(rank)), sid))
         for sid in ids:
-            if sid in where:
-                fi, i = where[sid]
-                col = cols[fi]
-                lo, hi = int(col["row_start"][i]), int(col["row_stop"][i])
-                meta = {k: (v[i].decode() if k in STR_COLUMNS else v[i]) for k, v in col.items()}
-                try:
-                    emb, frames = files[fi]["embeddings"][lo:hi], files[fi]["frame_index"][lo:hi]
-                except H5_READ_ERRORS as err:
-                    raise corrupt_cache(sources[fi], err, _MERGE_HINT) from None
-                out.add_sample(meta, emb, frames)
-            else:
+            if sid not in where:
                 out.add_failure(sid, *failures[sid])
+                continue
+            (fi, i), *_ = where[sid]
+            col = cols[fi]
+            meta = {k: (v[i].decode() if k in STR_COLUMNS else v[i]) for k, v in col.items()}
+            try:
+                frames = _rows(files[fi]["frame_index"], col, i)
+                features = {}
+                for stream in out.streams:
+                    held = [(fj, j) for fj, j in where[sid] if stream.name in datasets[fj]]
+                    if not held:
+                        raise CacheMismatchError(f"sample {sid} has no {stream.name} features in {sources[fi]} or "
+                                                 f"its parts; {_MERGE_HINT}")
+                    fj, j = held[0]
+                    if fj != fi and not np.array_equal(_rows(files[fj]["frame_index"], cols[fj], j), frames):
+                        raise CacheMismatchError(f"sample {sid}'s {stream.name} rows stand at other frames than its "
+                                                 f"other streams' (the video decodes differently now); {_MERGE_HINT}")
+                    features[stream.name] = _rows(datasets[fj][stream.name], cols[fj], j)
+            except HarxError:
+                raise
+            except H5_READ_ERRORS as err:
+                raise corrupt_cache(sources[fi], err, _MERGE_HINT) from None
+            out.add_sample(meta, features, frames)
     finally:
         for f in files:
             f.close()
+
+
+def _rows(dataset: h5py.Dataset, col: dict, i: int) -> np.ndarray:
+    return dataset[int(col["row_start"][i]):int(col["row_stop"][i])]
 
 
 def _pid_alive(pid: int) -> bool:

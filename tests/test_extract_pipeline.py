@@ -36,14 +36,19 @@ def test_folder_extract_writes_documented_schema(video_folder, tmp_path):
     assert "cannot open video" in failed["wave/broken"]
     # plain h5py, following features/schema.py's docstring
     with h5py.File(out, "r") as f:
-        assert f.attrs["format"] == "harx-features" and f.attrs["schema_version"] == 1
+        assert f.attrs["format"] == "harx-features" and f.attrs["schema_version"] == 2
+        assert json.loads(f.attrs["streams"]) == ["rgb", "motion"]  # the default streams
         names = json.loads(f.attrs["class_names"])
         assert names == ["clap", "jump", "wave"]
         smp = f["samples"]
         ids = [x.decode() for x in smp["sample_id"][:]]
         i = ids.index("jump/g3_jump")  # 9 + 24 + 1 = 34 frames, every 2nd -> 17
         rows = slice(smp["row_start"][i], smp["row_stop"][i])
-        assert f["embeddings"][rows].shape == (17, 256) and f["embeddings"].dtype == np.float16
+        assert f["streams/rgb"][rows].shape == (17, 256) and f["streams/rgb"].dtype == np.float16
+        assert json.loads(f["streams/rgb"].attrs["spec"]) == {"input": "rgb"}
+        assert json.loads(f["streams/motion"].attrs["spec"]) == {"input": "motion", "gap": 2, "amp": 1.0}
+        assert f["streams/motion"][rows].shape == (17, 256)
+        assert not np.array_equal(f["streams/motion"][rows], f["streams/rgb"][rows])
         assert list(f["frame_index"][rows]) == list(range(0, 34, 2))
         assert names[smp["label_index"][i]] == smp["label"][i].decode() == "jump"
         assert smp["split"][i].decode() == "test" and smp["group"][i].decode() == "g3"

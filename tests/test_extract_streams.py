@@ -1,0 +1,164 @@
+"""The motion stream and schema 2: what the rows hold, adding a stream to a cache, kill -9 while
+adding, mismatched stream settings, and caches of schema 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import REPO, TINY
+from harx.extract import make_config, run_extract
+from harx.extract.motion import difference_images, partners
+from harx.features import FeatureStore
+from harx.features.errors import CacheMismatchError, InvalidOptionError
+
+
+def _extract(root: Path, out: Path, **kw):
+    return run_extract(make_config(dataset="folder", root=root, out=out, **dict(TINY, **kw)))
+
+
+def _streams(path: Path) -> dict[str, list[np.ndarray]]:
+    with FeatureStore(path) as store:
+        return {name: store.load(stream=name)[0] for name in store.streams}
+
+
+def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_partners_look_back_and_forward_at_the_start():
+    assert partners(np.array([0, 1, 2, 5]), 2, 10).tolist() == [2, 3, 0, 3]
+    assert partners(np.array([0]), 2, 2).tolist() == [1]      # a 2-frame video: the last frame
+    a = np.array([[[[10, 200, 0]]]], np.uint8)
+    b = np.array([[[[250, 100, 0]]]], np.uint8)
+    assert difference_images(a, b, 1.0).tolist() == [[[[240, 100, 0]]]]
+    assert difference_images(a, b, 2.0).tolist() == [[[[255, 200, 0]]]]
+
+
+def test_motion_rows_embed_differences_of_real_neighbours(video_folder, tmp_path):
+    """Thinned to every 3rd frame, each motion row is the backbone's embedding of |frame[t] -
+    frame[t-2]| from the video's own frames (t-2 is never an embedded row), as decord decodes them."""
+    import decord
+    from harx.extract.backbones import create_backbone
+
+    out = tmp_path / "c.h5"
+    _extract(video_folder, out, every=3)
+    backbone = create_backbone(TINY["backbone"], weights="none", device="cpu", precision="fp32")
+    with FeatureStore(out) as store:
+        assert store.streams == ["rgb", "motion"] and store.stream_info("motion").spec["gap"] == 2
+        rec = next(r for r in store.samples() if r.sample_id == "jump/g3_jump")
+        t = store.frame_index(rec.index).astype(np.int64)
+        assert t.tolist() == list(range(0, 34, 3))
+        frames = decord.VideoReader(str(video_folder / rec.path)).get_batch(list(range(34))).asnumpy()
+        expected = backbone.embed(difference_images(frames[t], frames[partners(t, 2, 34)], 1.0))
+        got = store.frames(rec.index, stream="motion").astype(np.float32)
+        np.testing.assert_allclose(got, expected, rtol=2e-2, atol=2e-2)
+        rgb = store.frames(rec.index, stream="rgb").astype(np.float32)
+        np.testing.assert_allclose(rgb, backbone.embed(frames[t]), rtol=2e-2, atol=2e-2)
+        both, _ = store.load("test", ["rgb", "motion"])      # early fusion: side by side per frame
+        assert both[0].shape[1] == 2 * store.embed_dim == store.feature_dim(["rgb", "motion"])
+
+
+def test_adding_motion_to_an_rgb_cache_equals_a_two_stream_extraction(video_folder, tmp_path):
+    clean = tmp_path / "clean.h5"
+    _extract(video_folder, clean)
+    out = tmp_path / "grown.h5"
+    s = _extract(video_folder, out, streams="rgb")
+    assert s.streams == ["rgb"]
+    before = _streams(out)["rgb"]
+    s = _extract(video_folder, out, streams="motion")
+    assert s.streams == ["rgb", "motion"] and s.streams_added == ["motion"] and not s.nothing_to_do
+    grown, reference = _streams(out), _streams(clean)
+    assert _same(grown["rgb"], before) and _same(grown["rgb"], reference["rgb"])
+    assert _same(grown["motion"], reference["motion"])
+    again = _extract(video_folder, out, streams="rgb,motion")
+    assert again.nothing_to_do
+
+
+def test_another_motion_gap_is_refused_and_unknown_streams_too(video_folder, tmp_path):
+    out = tmp_path / "c.h5"
+    _extract(video_folder, out)
+    with pytest.raises(CacheMismatchError, match="motion stream made with"):
+        _extract(video_folder, out, motion_gap=4)
+    with pytest.raises(InvalidOptionError, match="unknown stream 'flow'"):
+        _extract(video_folder, out, streams="rgb,flow")
+    _extract(video_folder, tmp_path / "gap4.h5", motion_gap=4, streams="motion")
+    with FeatureStore(tmp_path / "gap4.h5") as store:
+        assert store.streams == ["motion"] and store.stream_info("motion").spec["gap"] == 4
+        with pytest.raises(CacheMismatchError, match="has no rgb stream"):
+            store.load("train", "rgb")
+
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    from harx.extract import make_config, run_extract
+    run_extract(make_config(dataset="folder", root=sys.argv[1], out=sys.argv[2], backbone="test_efficientnet",
+                            weights="none", device="cpu", precision="fp32", part_seconds=0,
+                            decode_timeout_s=600, streams=sys.argv[3]))
+""")
+
+
+def test_kill_9_while_adding_motion_then_rerun_equals_a_clean_extraction(video_folder, tmp_path):
+    clean = tmp_path / "clean.h5"
+    _extract(video_folder, clean)
+    out = tmp_path / "killed.h5"
+    _extract(video_folder, out, streams="rgb")
+    env = dict(os.environ, HARX_FAULT_HANG="g2_wave:0", PYTHONPATH=str(REPO))  # stalls on a late video
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(video_folder), str(out), "motion"], env=env)
+    parts = out.with_name("killed.h5.parts")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(parts.glob("part-*.h5"))) < 4:
+        time.sleep(0.2)
+    committed = len(list(parts.glob("part-*.h5")))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert committed >= 4
+    with FeatureStore(out) as store:
+        assert store.streams == ["rgb"]            # the finished cache is untouched until the merge
+    with pytest.raises(CacheMismatchError, match="rerun it with --streams rgb,motion"):
+        _extract(video_folder, out, streams="rgb")
+    _extract(video_folder, out, streams="motion")
+    got, want = _streams(out), _streams(clean)
+    assert list(got) == ["rgb", "motion"]
+    assert _same(got["rgb"], want["rgb"]) and _same(got["motion"], want["motion"])
+    assert not parts.exists()
+
+
+def _as_schema_1(src: Path, dst: Path) -> None:
+    """A cache laid out as harx 0.2 wrote it: one ``embeddings`` dataset, schema_version 1."""
+    with h5py.File(src, "r") as f, h5py.File(dst, "w") as g:
+        g.create_dataset("embeddings", data=f["streams/rgb"][:])
+        for name in ("frame_index", "samples", "failures"):
+            f.copy(name, g)
+        for key, value in f.attrs.items():
+            if key != "streams":
+                g.attrs[key] = value
+        g.attrs["schema_version"] = 1
+
+
+def test_a_schema_1_cache_is_read_as_rgb_and_grows_a_motion_stream(video_folder, tmp_path):
+    two = tmp_path / "two.h5"
+    _extract(video_folder, two)
+    old = tmp_path / "old.h5"
+    _as_schema_1(two, old)
+    with FeatureStore(old) as store:
+        assert store.streams == ["rgb"] and store.attrs["schema_version"] == 1
+        fingerprint = store.fingerprint
+        assert _same(store.load()[0], _streams(two)["rgb"])
+    s = _extract(video_folder, old)         # the default streams: rgb is there, motion is added
+    assert s.streams_added == ["motion"] and s.samples_new == s.samples_total - 2
+    with FeatureStore(old) as store:
+        assert store.attrs["schema_version"] == 2 and store.fingerprint == fingerprint
+    assert all(_same(a, b) for a, b in zip(_streams(old).values(), _streams(two).values()))
+    with h5py.File(old, "r") as f:
+        assert json.loads(f.attrs["streams"]) == ["rgb", "motion"] and "embeddings" not in f
