@@ -28,6 +28,7 @@ err_console = Console(stderr=True)
 DATASET_PANEL = "Dataset"
 MODEL_PANEL = "Backbone"
 SAMPLING_PANEL = "Frame sampling"
+STREAM_PANEL = "Streams"
 RUN_PANEL = "Run"
 
 
@@ -119,6 +120,14 @@ def extract(
                                                  rich_help_panel=SAMPLING_PANEL)] = None,
     max_frames: Annotated[Optional[int], typer.Option(help="At most N frames per sample, evenly spread.",
                                                       rich_help_panel=SAMPLING_PANEL)] = None,
+    streams: Annotated[Optional[str], typer.Option(help="Feature streams, comma-separated: rgb (the frames), "
+                                                   "motion (differences of neighbouring frames). Default: "
+                                                   "rgb,motion. Streams the cache has are kept: --streams motion "
+                                                   "adds motion to an rgb cache.", rich_help_panel=STREAM_PANEL)] = None,
+    motion_gap: Annotated[Optional[int], typer.Option(help="motion: frames between the two frames differenced "
+                                                      "(default 2).", rich_help_panel=STREAM_PANEL)] = None,
+    motion_amp: Annotated[Optional[float], typer.Option(help="motion: factor on the difference before clipping "
+                                                        "to 0-255 (default 1).", rich_help_panel=STREAM_PANEL)] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Frames per forward pass (8 on CPU, 128 on GPU: measured best).",
                                                       rich_help_panel=RUN_PANEL)] = None,
     workers: Annotated[Optional[int], typer.Option(help="Decoding processes (1 on CPU, up to 8 on GPU).",
@@ -140,7 +149,8 @@ def extract(
         cfg = make_config(dataset=dataset, root=root, out=out, dataset_options={k: v for k, v in options.items() if v is not None},
                           backbone=backbone, weights=weights, device=device,
                           precision=precision.value if precision else None, every=every, target_fps=fps,
-                          max_frames=max_frames, batch_size=batch_size, num_workers=workers,
+                          max_frames=max_frames, streams=streams, motion_gap=motion_gap, motion_amp=motion_amp,
+                          batch_size=batch_size, num_workers=workers,
                           decode_timeout_s=decode_timeout, overwrite=overwrite or None)
         with _ExtractProgressBar() as bar:
             summary = run_extract(cfg, on_progress=bar.update)
@@ -174,16 +184,20 @@ class _ExtractProgressBar:
 def _print_extract_summary(s) -> None:
     """Plain ``key: value`` lines, never a table: a cache path must survive copy and paste whole."""
     if s.nothing_to_do:
-        _say(f"cache is complete, nothing to do: {s.out} ({s.samples_total} samples, {_mb(s.file_bytes)}); "
+        _say(f"cache is complete, nothing to do: {s.out} ({s.samples_total} samples, streams "
+             f"{', '.join(s.streams)}, {_mb(s.file_bytes)}); "
              "pass --overwrite to rebuild it")
     else:
         rows = [
             ("cache", str(s.out)),
             ("dataset", f"{s.dataset} ({s.unit}s); split: {s.split_protocol}"),
             ("backbone", f"{s.backbone}, weights {s.weights}, {s.precision} on {s.device}"),
+            ("streams", ", ".join(s.streams) + (f" ({', '.join(s.streams_added)} added to the samples "
+                                                "embedded before)" if s.streams_added else "")),
             ("samples", f"{s.samples_total} in dataset: {s.samples_new} embedded now, {s.reused} reused, "
                         f"{len(s.failed) + s.failed_before} failed"),
-            ("frames", f"{s.frames:,} embedded now at {s.frames_per_s:,.1f} frames/s ({s.seconds:,.1f} s)"),
+            ("frames", f"{s.frames:,} decoded and embedded now at {s.frames_per_s:,.1f} frames/s "
+                       f"({s.seconds:,.1f} s)"),
             ("file size", _mb(s.file_bytes)),
         ]
         if s.clamped:
@@ -264,6 +278,9 @@ def info(
         _say(f"backbone {a['backbone']} ({a['embed_dim']}-d, weights {a['weights']} "
              f"sha256 {str(a['weights_sha256'])[:12]}), {a['precision']}; sampling: "
              f"{a.get('sampling_description')}")
+        for name in store.streams:
+            info = store.stream_info(name)
+            _say(f"stream {name}: {info.description or info.spec} ({'x'.join(map(str, info.feature_shape))} per frame)")
         table = Table("class", "train", "val", "test")
         split, label = store.column("split"), store.column("label")
         for name in store.class_names:

@@ -193,6 +193,7 @@ def _nothing_to_do(finished: FinishedCache, index: DatasetIndex) -> ExtractSumma
                           precision=a.get("precision", ""), samples_total=len(index.samples), samples_new=0,
                           reused=finished.reused, failed_before=finished.failed_before, missing=list(index.missing),
                           file_bytes=finished.path.stat().st_size, nothing_to_do=True,
+                          streams=list(a.get("streams") or ["rgb"]),
                           split_protocol=a.get("split_protocol") or index.split_protocol,
                           warnings=split_warnings(index.class_names, finished.labels_splits))
 

@@ -302,3 +302,40 @@ class FeatureStore:
         self.close()
 
 
+
+    def select(self, streams=None, needed_by: str = "") -> "StreamSelection":
+        """This cache seen through ``streams`` (a name or names; default: the first stream); see
+        :class:`StreamSelection`. CacheMismatchError in one line when it lacks one of them."""
+        return StreamSelection(self, self.check_streams(self._default(streams), needed_by))
+
+
+class StreamSelection:
+    """A cache seen through some of its streams, as stage two trains on it: :meth:`load` and
+    :meth:`frames` give each frame's features of those streams side by side, ``embed_dim`` is
+    their total width (``widths``: each stream's), and ``fingerprint`` covers the streams'
+    settings. Everything else (``column``, ``indices``, ``attrs``...) is the cache's own."""
+
+    def __init__(self, store: FeatureStore, streams: list[str]):
+        self.store = store
+        self.streams = list(streams)
+        self.widths = [store.feature_dim(s) for s in self.streams]
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(sum(self.widths))
+
+    @property
+    def fingerprint(self) -> str:
+        return self.store.stream_fingerprint(self.streams)
+
+    def load(self, split: str | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+        return self.store.load(split, self.streams)
+
+    def frames(self, i: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        return self.store.frames(i, start, stop, self.streams)

@@ -35,6 +35,7 @@ from .registry import create_head
 __all__ = ["TemporalHead", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "harx-head"
+LATE_FUSION = "late_fusion"   # the checkpoint name of temporal.fusion.LateFusion (not a registered head)
 CHECKPOINT_VERSION = 1
 
 
@@ -136,9 +137,7 @@ class TemporalHead(ABC):
 
         self._check_is_fitted()
         path = Path(path)
-        fitted = {k: _plain(getattr(self, k)) for k in self._fitted_attrs if hasattr(self, k)}
-        ckpt = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "head": self.name,
-                "params": _plain(self.get_params()), "fitted": fitted, "state": self._get_state(),
+        ckpt = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, **self.export(),
                 "meta": _plain(meta or {})}
         if resume is not None:
             ckpt["resume"] = resume
@@ -171,19 +170,35 @@ class TemporalHead(ABC):
             raise RunFolderError(f"{path} is not a harx head checkpoint; fit the run again")
         return ckpt
 
+    def export(self) -> dict:
+        """The head as plain values and tensors: ``head``, ``params``, ``fitted``, ``state`` (what a
+        checkpoint holds besides its meta; a late-fusion head nests one per stream)."""
+        fitted = {k: _plain(getattr(self, k)) for k in self._fitted_attrs if hasattr(self, k)}
+        return {"head": self.name, "params": _plain(self.get_params()), "fitted": fitted, "state": self._get_state()}
+
+    @staticmethod
+    def from_export(entry: dict) -> "TemporalHead":
+        """The fitted head :meth:`export` described (KeyError, ValueError... when it is damaged)."""
+        params = dict(entry["params"])
+        if entry["head"] == LATE_FUSION:
+            from .fusion import LateFusion
+            head = LateFusion(**params)
+        else:
+            head = create_head(entry["head"], params.pop("num_features"), params.pop("num_classes"), **params)
+        n_classes = int(head.num_classes)
+        for k, v in entry["fitted"].items():
+            setattr(head, k, np.asarray(v) if k == "classes_" else v)
+        if len(getattr(head, "classes_", ())) != n_classes:
+            raise ValueError(f"{len(getattr(head, 'classes_', ()))} class names for {n_classes} classes")
+        head._set_state(entry["state"])
+        return head
+
     @classmethod
     def load(cls, path: str | Path) -> "TemporalHead":
         """A fitted head from a checkpoint written by :meth:`save`; its ``meta`` is in ``checkpoint_meta_``."""
         ckpt = cls.read_checkpoint(path)
         try:
-            params = dict(ckpt["params"])
-            n_classes = params.pop("num_classes")
-            head = create_head(ckpt["head"], params.pop("num_features"), n_classes, **params)
-            for k, v in ckpt["fitted"].items():
-                setattr(head, k, np.asarray(v) if k == "classes_" else v)
-            if len(getattr(head, "classes_", ())) != n_classes:
-                raise ValueError(f"{len(getattr(head, 'classes_', ()))} class names for {n_classes} classes")
-            head._set_state(ckpt["state"])
+            head = cls.from_export(ckpt)
             head.checkpoint_meta_ = dict(ckpt["meta"])
         except HarxError as err:  # a head name or option this harx does not know
             raise RunFolderError(f"{path}: {err}; fit the run again") from None

@@ -123,6 +123,23 @@ def _extraction_from_cache(run_dir: Path, config: dict) -> dict:
     return store.extraction
 
 
+def run_streams(run_dir: Path, config: dict, extraction: dict) -> list:
+    """The streams a run was trained on, as the cache made them (runs from before streams: rgb).
+
+    Raises:
+        RunFolderError: the run names a stream its extraction record does not describe.
+    """
+    from harx.features.schema import RGB_SPEC, StreamInfo
+
+    specs = extraction.get("streams") or {"rgb": dict(RGB_SPEC)}
+    names = config.get("streams") or ["rgb"]
+    lacking = [n for n in names if n not in specs]
+    if lacking:
+        raise RunFolderError(f"run {run_dir.name} was trained on stream(s) {', '.join(lacking)}, which its extraction "
+                             "record does not describe; fit it again with this version of harx")
+    return [StreamInfo(n, dict(specs[n])) for n in names]
+
+
 # ----------------------------------------------------------------------------- predicting
 
 class Predictor:
@@ -161,6 +178,7 @@ class Predictor:
         self.class_names = [str(c) for c in self.head.classes_]
         self.top_k = min(int(top_k), len(self.class_names))
         self.sampling = Sampling(**self.extraction["sampling"])
+        self.streams = run_streams(self.run_dir, self.config, self.extraction)
         self.window_s = float(window_s or self.extraction.get("sample_seconds") or DEFAULT_WINDOW_S)
         self.stride_s = float(stride_s or self.window_s / 2)
         self.batch_size, self.num_workers, self.decode_timeout_s = batch_size, num_workers, decode_timeout_s
@@ -196,8 +214,9 @@ class Predictor:
             raise CacheMismatchError(f"run {run}: the preprocessing of {ext['backbone']} here differs from the "
                                      f"cache's in {', '.join(differ)} (another timm version?); predictions would "
                                      "not match the training features")
-        self.head.check_compatible(backbone.embed_dim, self.class_names,
-                                   where=f"the {ext['backbone']} backbone rebuilt for run {run}")
+        self.head.check_compatible(backbone.embed_dim * len(self.streams), self.class_names,
+                                   where=f"the {ext['backbone']} backbone rebuilt for run {run} "
+                                         f"(streams {'+'.join(s.name for s in self.streams)})")
         return backbone
 
     @property
@@ -205,6 +224,7 @@ class Predictor:
         """How every prediction was made, for reports and JSON (every number carries it)."""
         return {"run": str(self.run_dir), "head": self.config.get("head"), "classes": self.class_names,
                 "backbone": self.extraction["backbone"], "weights_sha256": self.extraction.get("weights_sha256"),
+                "streams": {s.name: s.spec for s in self.streams}, "fusion": self.config.get("fusion"),
                 "sampling": self.sampling.describe(), "window_s": self.window_s, "stride_s": self.stride_s,
                 "video_label": "mean of the windows' class probabilities",
                 "window_aggregation": self.head.aggregation, "device": str(self.backbone.device),
@@ -232,10 +252,12 @@ class Predictor:
         gets ``error`` set; the others go on."""
         from harx.extract.decode import DecodeJob
         from harx.extract.embedding import embed_videos
+        from harx.extract.streams import decode_images
 
         paths = [Path(v) for v in videos]
         jobs = [DecodeJob(key=k, path=str(p), ranges=(), sampling=self.sampling,
-                          max_short_side=2 * self.backbone.resize_short, windows=(self.window_s, self.stride_s))
+                          max_short_side=2 * self.backbone.resize_short, windows=(self.window_s, self.stride_s),
+                          images=decode_images(self.streams))
                 for k, p in enumerate(paths)]
         for video in embed_videos(self.backbone, jobs, batch_size=self.batch_size, num_workers=self.num_workers,
                                   timeout_s=self.decode_timeout_s, dtype=np.float16):
@@ -281,12 +303,13 @@ class Predictor:
         if video.error:
             result.note = f"{video.error}; predictions cover frames 1-{stopped_at}"
         fps = result.fps if result.fps > 0 else 25.0
+        features = np.concatenate([video.features[s.name] for s in self.streams], axis=1)   # as the run was trained
         windows, samples = [], []
         for k in range(len(info.ranges)):
             start, stop, _, rows = video.range_rows(k)
             if len(rows):
                 windows.append((start, stop, len(rows)))
-                samples.append(video.embeddings[rows])
+                samples.append(features[rows])
         proba = self.predict_proba(samples)
         names = self.class_names
         for (start, stop, n), p in zip(windows, proba):
@@ -299,11 +322,11 @@ class Predictor:
         result.top_k = [(names[i], float(overall[i])) for i in order[:self.top_k]]
         result.probabilities = {names[i]: float(overall[i]) for i in range(len(names))}
         if self.familiarity is not None:   # over all the video's sampled frames
-            result.unfamiliarity = float(self.familiarity.score([video.embeddings])[0])
+            result.unfamiliarity = float(self.familiarity.score([features])[0])
             result.unfamiliarity_threshold = self.familiarity.threshold_
             result.unfamiliar = self.familiarity.is_unfamiliar(result.unfamiliarity)
         if getattr(self.head, "frame_level", False):
-            result.frames = self._frame_labels(video.embeddings, info.union[:n_ok], fps)
+            result.frames = self._frame_labels(features, info.union[:n_ok], fps)
         return result
 
     def _frame_labels(self, embeddings: np.ndarray, frames: np.ndarray, fps: float) -> list[FramePrediction]:

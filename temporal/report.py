@@ -30,17 +30,23 @@ def plot_curves(path: Path, history: Sequence[dict], title: str, best_epoch: int
     """Loss and accuracy per epoch: training crops and validation, best epoch marked; refit dashed."""
     fig = _figure(10, 4)
     ax_loss, ax_acc = fig.subplots(1, 2)
-    for phase, style in (("select", "-"), ("refit", "--")):
+    phases = list(dict.fromkeys(h["phase"] for h in history))   # "select", "refit"; "select:rgb"... (late fusion)
+    colours = ("tab:blue", "tab:green", "tab:purple", "tab:brown")
+    for k, phase in enumerate(phases):
         rows = [h for h in history if h["phase"] == phase]
-        if not rows:
-            continue
+        style = "--" if phase.startswith("refit") else "-"
+        stream = phase.partition(":")[2]
+        tag = (f" {stream}" if stream else "") + (" (refit on train+val)" if phase.startswith("refit") else "")
+        train_colour = colours[k % len(colours)] if stream else "tab:blue"
+        val_colour = train_colour if stream else "tab:orange"
         ep = [h["epoch"] for h in rows]
-        tag = "" if phase == "select" else " (refit on train+val)"
-        ax_loss.plot(ep, [h["train_loss"] for h in rows], style, color="tab:blue", label=f"train crops{tag}")
-        ax_acc.plot(ep, [100 * h["train_accuracy"] for h in rows], style, color="tab:blue", label=f"train crops{tag}")
+        ax_loss.plot(ep, [h["train_loss"] for h in rows], style, color=train_colour, label=f"train crops{tag}")
+        ax_acc.plot(ep, [100 * h["train_accuracy"] for h in rows], style, color=train_colour, label=f"train crops{tag}")
         if any(h["val_loss"] is not None for h in rows):
-            ax_loss.plot(ep, [h["val_loss"] for h in rows], style, color="tab:orange", label="validation")
-            ax_acc.plot(ep, [100 * h["val_accuracy"] for h in rows], style, color="tab:orange", label="validation")
+            ax_loss.plot(ep, [h["val_loss"] for h in rows], ":" if stream else style, color=val_colour,
+                         label=f"validation{tag}")
+            ax_acc.plot(ep, [100 * h["val_accuracy"] for h in rows], ":" if stream else style, color=val_colour,
+                        label=f"validation{tag}")
     if best_epoch:
         for ax in (ax_loss, ax_acc):
             ax.axvline(best_epoch, color="gray", ls=":", lw=1)

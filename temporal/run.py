@@ -59,6 +59,7 @@ from .classmap import ClassMap, trained_classes
 from .familiarity import FAMILIARITY_FILE, fit_familiarity
 from .errors import RunFolderError
 from .metrics import classification_metrics, video_scores
+from .fusion import LateFusion, build_head, parse_stream_selection
 from .registry import create_head
 
 __all__ = ["RunResult", "evaluate", "fit", "default_run_dir", "open_run", "resolve_features", "runs_root"]
@@ -122,8 +123,13 @@ def runs_root(features: Path) -> Path:
 
 
 def default_run_dir(features: Path, head: str, seed: int, config_hash: str) -> Path:
-    """``runs_root(features) / "<head>-seed<seed>-<config hash>"``."""
+    """``runs_root(features) / "<head>-seed<seed>-<config hash>"`` (``head``: see :func:`run_label`)."""
     return runs_root(features) / f"{head}-seed{seed}-{config_hash}"
+
+
+def run_label(head: str, streams: Sequence[str], fusion: str | None) -> str:
+    """``lstm-rgb``, ``lstm-rgb+motion`` (late fusion), ``lstm-rgb+motion-early``: a run's head and streams."""
+    return f"{head}-{'+'.join(streams)}" + ("-early" if fusion == "early" and len(streams) > 1 else "")
 
 
 # ----------------------------------------------------------------------------- fit
@@ -147,6 +153,8 @@ def fit(
     reuse: bool = False,
     command: str | Sequence[str] | None = None,
     on_epoch: Callable | None = None,
+    streams: str | Sequence[str] | None = None,
+    fusion: str = "late",
     **head_options,
 ) -> RunResult:
     """Train head ``head`` on a feature cache and write a run folder (see the module docstring).
@@ -154,6 +162,11 @@ def fit(
     Args:
         head: a registered head name (``list_heads()``): vote, lstm, gru, meanpool.
         features: the cache; ``None``: the most recent cache in the default location.
+        streams: the cache's feature streams to train on, ``"rgb"``, ``"motion"``, ``"rgb+motion"``
+            (or a list); ``None``: all of the cache's. Recorded in the run: evaluate and predict use them.
+        fusion: with several streams, ``"late"`` (one head per stream, probabilities mixed with
+            weights chosen on val) or ``"early"`` (one head on the streams side by side, per
+            frame); see :mod:`temporal.fusion`.
         out: the run folder; ``None``: :func:`default_run_dir`.
         seed: seeds everything random (same seed, same CPU -> same numbers).
         refit_trainval: after selecting the epoch count on val, train a fresh model on
@@ -177,7 +190,9 @@ def fit(
     ``protocol.warnings`` (``RunResult.warnings``) names every class a split lacks.
     """
     started = time.perf_counter()
-    store = FeatureStore(resolve_features(features))
+    cache = FeatureStore(resolve_features(features))
+    store = cache.select(parse_stream_selection(streams, cache.streams), needed_by="this run")
+    fusion = fusion if len(store.streams) > 1 else None
     names = store.class_names
     n_split = {s: len(store.indices(s)) for s in ("train", "val", "test")}
     if n_split["train"] == 0:
@@ -195,17 +210,22 @@ def fit(
                    crop_frames=crop_frames, max_stride=max_stride, device=device, precision=precision)
     options.update(head_options)
     options["random_state"] = int(seed)
-    model = create_head(head, store.embed_dim, len(trained), **options)
+    model = build_head(head, store.widths, len(trained), streams=store.streams, fusion=fusion or "late", **options)
     model._validate_params()                 # bad options fail before any data is read
+    if refit_trainval and isinstance(model, LateFusion):
+        raise InvalidOptionError("--refit-trainval is not offered with late fusion (each stream's head would need "
+                                 "its own epoch count); use --fusion early or one stream")
     from harx.runtime import resolve_device, resolve_precision
 
     dev = resolve_device(model.device)
     prec = resolve_precision(model.precision, dev, cpu_half=False)
     params = model.get_params()
     hashed = {"head": head, "params": params, "seed": int(seed), "refit_trainval": bool(refit_trainval),
-              "cache_fingerprint": store.fingerprint, "device": dev.type, "precision": prec}
+              "cache_fingerprint": store.fingerprint, "device": dev.type, "precision": prec,
+              "streams": store.streams, "fusion": fusion}
     config_hash = hashlib.sha256(json.dumps(hashed, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    run_dir = Path(out) if out is not None else default_run_dir(store.path, head, seed, config_hash)
+    run_dir = Path(out) if out is not None else default_run_dir(store.path, run_label(head, store.streams, fusion),
+                                                                seed, config_hash)
     if reuse:
         done = _finished_run(run_dir, config_hash)
         if done is not None:
@@ -217,7 +237,8 @@ def fit(
         "device": dev.type, "precision": prec, "config_hash": config_hash,
         "features": str(store.path.resolve()), "cache_fingerprint": store.fingerprint,
         "dataset": store.attrs.get("dataset"), "unit": store.attrs.get("unit"), "backbone": store.backbone,
-        "embed_dim": store.embed_dim, "class_names": trained, "cache_class_names": names, "extraction": extraction,
+        "embed_dim": store.embed_dim, "streams": store.streams, "fusion": fusion,
+        "class_names": trained, "cache_class_names": names, "extraction": extraction,
         "command": command if command is None or isinstance(command, str) else shlex.join(map(str, command)),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -228,7 +249,7 @@ def fit(
     else:  # the interrupted run's config (its start time and command line)
         config, resume = resume
     ckpt_meta = {"config": config, "cache_fingerprint": store.fingerprint, "backbone": store.backbone,
-                 "extraction": extraction,
+                 "extraction": extraction, "streams": store.streams, "fusion": fusion,
                  "embed_dim": store.embed_dim, "class_names": trained, "dataset": store.attrs.get("dataset")}
 
     X_train, y_train = store.load("train")
@@ -241,6 +262,10 @@ def fit(
         def hook(info):
             history.append(info.as_dict())
             _write_epochs_csv(run_dir / "epochs.csv", history)
+            if not getattr(current, "saves_per_epoch", True):   # a late fusion: one stream's head is training
+                if on_epoch is not None:
+                    on_epoch(info)
+                return
             meta = dict(ckpt_meta, epoch=info.epoch, phase=info.phase)
             state = current.training_state() if hasattr(current, "training_state") else None   # torch heads
             current.save(run_dir / f"{prefix}last.pt", dict(meta, checkpoint="last"), resume=state)
@@ -294,6 +319,9 @@ def fit(
                 # CPU results depend on the thread count (harx.runtime.fixed_cpu_threads): same count, same numbers
                 "cpu_threads": getattr(selected, "n_threads_", None) if dev.type == "cpu" else None,
                 "n_parameters": int(sum(p.numel() for p in final.module_.parameters()))}
+    if isinstance(selected, LateFusion):
+        training["per_stream"] = selected.stream_training_
+        training["fusion_weights"] = dict(zip(selected.streams, selected.weights_))
     scored = _score_run(store, selected, final, refit_trainval, X_val=X_val, y_val=y_val)
     # best.pt is written once the temperature is known: harx evaluate and harx predict apply it too
     final.save(run_dir / "best.pt", dict(best_meta, calibration=scored["calibration"]))
@@ -476,6 +504,10 @@ def _protocol(store: FeatureStore, head: str, selected: TemporalHead, final: Tem
         patience = getattr(selected, "patience_", None)
         selection = (f"early stopping on val accuracy (ties: val loss), patience {patience}; "
                      f"best epoch {best_epoch} of at most {max_epochs}")
+        if isinstance(selected, LateFusion):
+            selection = (f"per stream, early stopping on val accuracy (ties: val loss), patience {patience}; best "
+                         "epoch " + ", ".join(f"{s} {v['best_epoch']}" for s, v in selected.stream_training_.items())
+                         + f" of at most {max_epochs}; then the fusion weights on val")
     else:
         selection = f"none (no val split): trained a fixed {max_epochs} epochs, last epoch kept"
     if refit:
@@ -486,7 +518,9 @@ def _protocol(store: FeatureStore, head: str, selected: TemporalHead, final: Tem
         "video_level": ("mean of each video's subsequence probabilities (frame-weighted); reported as "
                         "<split>.video" if unit == "subsequence" else None),
         "sampling": store.attrs.get("sampling_description"), "backbone": store.backbone,
-        "embed_dim": store.embed_dim, "class_names": store.class_names, "head": head,
+        "embed_dim": store.embed_dim, "streams": list(getattr(store, "streams", ["rgb"])),
+        "fusion": _fusion_words(final, getattr(store, "streams", ["rgb"])),
+        "class_names": store.class_names, "head": head,
         "trained_classes": [str(c) for c in final.classes_],
         "absent_from_training": ClassMap(store.class_names, final.classes_, where=str(store.path)).absent,
         "warnings": split_warnings(store.class_names, zip(store.column("label"), store.column("split"))),
@@ -500,6 +534,16 @@ def _protocol(store: FeatureStore, head: str, selected: TemporalHead, final: Tem
         "probabilities": describe(calibration),
         "seed": seed, "samples": n_split, "cache": str(store.path), "cache_fingerprint": store.fingerprint,
     }
+
+
+def _fusion_words(model: TemporalHead, streams: Sequence[str]) -> str | None:
+    if len(streams) < 2:
+        return None
+    if isinstance(model, LateFusion):
+        weights = ", ".join(f"{s} {w:.1f}" for s, w in zip(model.streams, model.weights_))
+        return (f"late: one head per stream, probabilities mixed with weights chosen on val ({weights}; best val "
+                "accuracy, then val log loss)")
+    return "early: one head on each frame's features of all streams side by side"
 
 
 def _metrics_document(store, head, selected, final, seed, refit, training, scored, config_hash, n_split) -> dict:
@@ -598,7 +642,7 @@ def _write_outputs(run_dir: Path, metrics: dict, history: list[dict], scored: di
     t = metrics["training"]
     title = (f"{metrics['head']} on {p['dataset']} ({p['backbone']}), seed {p['seed']}, trained on {p['trained_on']}")
     has_val = bool(history) and history[0]["val_loss"] is not None
-    plot_curves(run_dir / "curves.png", history, title, t["best_epoch"] if has_val else None)
+    plot_curves(run_dir / "curves.png", history, title, t["best_epoch"] if has_val and "per_stream" not in t else None)
     test = scored.get("test")
     if test is not None:
         _write_predictions(run_dir / "predictions.csv", test, names)
@@ -666,7 +710,7 @@ def evaluate(run: str | Path, features: str | Path | None = None, *, device: str
     if features is None and not cache.is_file():
         raise DatasetNotFoundError(f"run {run_dir.name} was trained on {cache}, which is gone; pass --features "
                                    f"with a cache of {config.get('backbone')} features of the same classes")
-    store = FeatureStore(cache)
+    store = FeatureStore(cache).select(config.get("streams") or ["rgb"], needed_by=f"run {run_dir.name}")
     final = TemporalHead.load(run_dir / "best.pt")
     meta = final.checkpoint_meta_
     trained = (f"{meta.get('backbone')} {final.n_features_in_}-d features of {len(final.classes_)} classes "

@@ -62,8 +62,9 @@ def write_colour_video(path: Path, colours: list[tuple[str, int]], size=(64, 48)
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A colour dataset (3 classes x 6 groups, 20 frames at 10 fps), its cache, and a vote and an
-    lstm run fitted on it."""
+    """A colour dataset (3 classes x 6 groups, 20 frames at 10 fps), its cache (rgb and motion), and
+    a vote run on both streams (late fusion) and an lstm run on rgb (colour is all these videos
+    differ in) fitted on it."""
     root = tmp_path_factory.mktemp("colours")
     rows = []
     for colour in COLOURS:
@@ -79,7 +80,7 @@ def trained(tmp_path_factory):
     run_extract(make_config(dataset="folder", root=root, out=out, **TINY))
     runs = tmp_path_factory.mktemp("runs")
     vote = fit("vote", features=out, out=runs / "vote", epochs=40, seed=0)
-    lstm = fit("lstm", features=out, out=runs / "lstm", epochs=40, seed=0)
+    lstm = fit("lstm", features=out, out=runs / "lstm", epochs=40, seed=0, streams="rgb")
     return {"root": root, "cache": out, "vote": vote.path, "lstm": lstm.path}
 
 
@@ -125,7 +126,8 @@ def test_prediction_equals_the_head_on_cached_features(trained, head, tmp_path):
     metrics = json.loads((trained[head] / "metrics.json").read_text())
     assert predictor.temperature == metrics["calibration"]["temperature"]   # 1 when val is all right
     assert predictor.protocol["temperature"] == predictor.temperature
-    raw = predictor.head.predict_proba([store.frames(i)])
+    assert predictor.config["streams"] == {"vote": ["rgb", "motion"], "lstm": ["rgb"]}[head]
+    raw = predictor.head.predict_proba([store.frames(i, stream=predictor.config["streams"])])
     expected = apply_temperature(raw, predictor.temperature)[0]
     got = np.array([p.probabilities[c] for c in predictor.class_names])
     np.testing.assert_allclose(got, expected, atol=1e-5)

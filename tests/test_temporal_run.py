@@ -55,7 +55,7 @@ def test_run_folder_holds_everything(vote_run, cache):
                 "model_selection", "cache_fingerprint", "samples"):
         assert p.get(key) is not None, f"protocol lacks {key}"
     assert p["trained_on"] == "train" and p["unit_scored"] == "video" and p["seed"] == 0
-    assert m["cache"]["fingerprint"] == FeatureStore(cache).fingerprint
+    assert m["cache"]["fingerprint"] == FeatureStore(cache).stream_fingerprint(p["streams"]) and p["streams"] == ["rgb"]
     assert m["versions"]["torch"] and m["versions"]["numpy"]
 
     store = FeatureStore(cache)
@@ -83,7 +83,7 @@ def test_checkpoints_hold_config_classes_and_fingerprint(vote_run, cache):
         meta = TemporalHead.read_checkpoint(vote_run.path / name)["meta"]
         assert meta["checkpoint"] == name[:-3]
         assert meta["class_names"] == ["box", "fall", "rise"]
-        assert meta["cache_fingerprint"] == FeatureStore(cache).fingerprint
+        assert meta["cache_fingerprint"] == FeatureStore(cache).stream_fingerprint("rgb")
         assert meta["config"]["head"] == "vote"
     assert not list(vote_run.path.glob("*.tmp")), "a temporary checkpoint was left behind"
 
@@ -91,7 +91,7 @@ def test_checkpoints_hold_config_classes_and_fingerprint(vote_run, cache):
 def test_default_run_folder_is_named_by_head_seed_and_config(cache):
     r = fit("meanpool", cache, seed=1, **FAST)
     assert r.path.parent == cache.parent / "runs" / cache.stem
-    assert r.path.name.startswith("meanpool-seed1-")
+    assert r.path.name.startswith("meanpool-rgb-seed1-")
     again = fit("meanpool", cache, seed=1, reuse=True, **FAST)
     assert again.reused and again.path == r.path and again.metrics == json.loads(json.dumps(r.metrics))
     other = fit("meanpool", cache, seed=1, reuse=True, epochs=2)
