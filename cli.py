@@ -44,6 +44,11 @@ class Unit(str, Enum):
     video = "video"
 
 
+class Fusion(str, Enum):
+    late = "late"
+    early = "early"
+
+
 def _version(value: bool) -> None:
     if value:
         from harx import __version__
@@ -378,6 +383,11 @@ def fit(
                                                        rich_help_panel=TRAIN_PANEL)] = None,
     device: Annotated[Optional[str], typer.Option(help="auto (CUDA, then MPS, then the CPU), cpu, cuda[:N], mps.",
                                                   rich_help_panel=TRAIN_PANEL)] = None,
+    streams: Annotated[Optional[str], typer.Option(help="Streams to train on: rgb, motion, rgb+motion. Default: "
+                                                   "every stream of the cache.", rich_help_panel=TRAIN_PANEL)] = None,
+    fusion: Annotated[Fusion, typer.Option(help="With several streams: late (a head per stream, probabilities "
+                                           "mixed with weights chosen on val) or early (one head on the streams "
+                                           "side by side per frame).", rich_help_panel=TRAIN_PANEL)] = Fusion.late,
     hidden_size: Annotated[Optional[int], typer.Option(rich_help_panel=HEAD_PANEL)] = None,
     num_layers: Annotated[Optional[int], typer.Option("--layers", rich_help_panel=HEAD_PANEL)] = None,
     bidirectional: Annotated[Optional[bool], typer.Option("--bidirectional/--unidirectional",
@@ -405,7 +415,8 @@ def fit(
                        dropout=dropout, pooling=pooling, proj_size=proj_size, **_parse_sets(set_))
         run = fit_head(head, features=features, out=out, seed=seed, refit_trainval=refit_trainval, epochs=epochs,
                        patience=patience, batch_size=batch_size, lr=lr, crop_frames=crop_frames, device=device,
-                       command=["harx", *sys.argv[1:]], on_epoch=_print_epoch, **options)
+                       command=["harx", *sys.argv[1:]], on_epoch=_print_epoch, streams=streams,
+                       fusion=fusion.value, **options)
     _print_run(run)
 
 
@@ -445,7 +456,8 @@ def _print_scores(metrics: dict) -> None:
 
 
 def _protocol_line(proto: dict) -> str:
-    keys = ("dataset", "split_protocol", "unit_scored", "frame_aggregation", "trained_on", "model_selection", "seed")
+    keys = ("dataset", "split_protocol", "unit_scored", "streams", "frame_aggregation", "trained_on", "model_selection",
+            "seed")
     return "; ".join(f"{k.replace('_', ' ')}: {proto[k]}" for k in keys if proto.get(k) not in (None, ""))
 
 
@@ -474,10 +486,17 @@ def compare(
     refit_trainval: Annotated[bool, typer.Option(help="Retrain on train+val for the epochs chosen on val.")] = False,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda[:N], mps.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Most epochs per run.")] = None,
+    streams: Annotated[Optional[str], typer.Option(help="Stream selections, comma-separated, e.g. "
+                                                   "rgb,motion,rgb+motion. Default: each stream of the cache, then "
+                                                   "all of them fused.")] = None,
+    fusion: Annotated[Fusion, typer.Option(help="How a selection of several streams is fused: late (a head per "
+                                           "stream, weights chosen on val) or early (side by side per "
+                                           "frame).")] = Fusion.late,
 ):
-    """Train each head over several seeds (reusing finished runs) and compare them under one protocol."""
+    """Train each head over several seeds (reusing finished runs) and compare them under one protocol,
+    per stream and fused."""
     _run_compare(features=features, heads=heads, seeds=seeds, out=out, refit_trainval=refit_trainval,
-                 device=device, epochs=epochs)
+                 device=device, epochs=epochs, streams=streams, fusion=fusion.value)
 
 
 def _run_compare(**kwargs):
@@ -487,7 +506,7 @@ def _run_compare(**kwargs):
 
     def on_run(r) -> None:
         acc = (r.metrics.get("test") or {}).get("accuracy")
-        err_console.print(f"  {r.head} seed {r.seed}: test accuracy {_pct(acc)}"
+        err_console.print(f"  {r.label} seed {r.seed}: test accuracy {_pct(acc)}"
                           + (" (reused)" if r.reused else f" ({r.seconds:.1f} s)"), markup=False, highlight=False)
 
     with user_errors():

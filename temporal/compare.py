@@ -1,8 +1,12 @@
-"""Train several heads over several seeds on one cache and compare them.
+"""Train several heads over several seeds on one cache and compare them, per stream and fused.
 
 ``compare(features, heads=("vote", "lstm"), seeds=3)`` calls :func:`temporal.fit` for every
-(head, seed), reusing finished runs with the same cache and configuration (their default run
-folders are named by a hash of both), then aggregates over seeds and writes to ``out``::
+(head, streams, seed), reusing finished runs with the same cache and configuration (their default
+run folders are named by a hash of both), then aggregates over seeds and writes to ``out``. The
+stream selections default to each stream of the cache alone and, where it has several, all of
+them fused (``fusion``, late by default): the headline, frame vote against the LSTM, is then shown
+on the frames, on motion and on both. Each column is a ``HEAD`` label such as ``vote-rgb`` or
+``lstm-rgb+motion`` (:func:`temporal.run.run_label`)::
 
     compare.json   protocol; results[HEAD][SPLIT][METRIC] = {mean, std, values}, SPLIT = val|test,
                    METRIC = accuracy|mean_class_accuracy|macro_f1 (fractions in 0..1);
@@ -34,6 +38,7 @@ from harx.features.errors import InvalidOptionError
 from harx.features.reader import FeatureStore
 from harx.features.writer import make_folder
 
+from .fusion import parse_stream_selection
 from .metrics import METRIC_NAMES
 from .registry import list_heads
 from .report import pct, plot_compare
@@ -71,6 +76,8 @@ def compare(
     device: str | None = None,
     epochs: int | None = None,
     head_options: dict[str, dict] | None = None,
+    streams: Sequence[str] | str | None = None,
+    fusion: str = "late",
     command: str | Sequence[str] | None = None,
     on_run: Callable[[RunResult], None] | None = None,
     on_epoch: Callable | None = None,
@@ -85,6 +92,9 @@ def compare(
             ``harx fit`` and later comparisons reuse them).
         refit_trainval, device, epochs: passed to every :func:`fit`.
         head_options: per-head options, e.g. ``{"lstm": {"hidden_size": 256}}``.
+        streams: stream selections, e.g. ``["rgb", "motion", "rgb+motion"]`` or one comma-separated
+            string ``"rgb,rgb+motion"``; ``None``: each stream of the cache, then all fused.
+        fusion: how a selection of several streams is fused (``late`` or ``early``).
         on_run: called with each :class:`RunResult` (``.reused`` says whether it trained).
         on_epoch: passed to :func:`fit` (called only for runs that train).
 
@@ -112,20 +122,26 @@ def compare(
     path = resolve_features(features)
     store = FeatureStore(path)
     names = store.class_names
+    selections = stream_selections(streams, store.streams)
+    for selection in selections:   # a stream the cache lacks fails now, in one line
+        store.check_streams(selection, needed_by="harx compare")
     if out is not None:
         make_folder(Path(out))  # a bad --out fails now, not after training every run
 
     runs: list[RunResult] = []
-    for head in heads:
-        for seed in seed_list:
-            r = fit(head, path, seed=seed, refit_trainval=refit_trainval, device=device, epochs=epochs, reuse=True,
-                    on_epoch=on_epoch, **head_options.get(head, {}))
-            runs.append(r)
-            if on_run is not None:
-                on_run(r)
+    for selection in selections:
+        for head in heads:
+            for seed in seed_list:
+                r = fit(head, path, seed=seed, refit_trainval=refit_trainval, device=device, epochs=epochs,
+                        reuse=True, on_epoch=on_epoch, streams=selection, fusion=fusion, **head_options.get(head, {}))
+                runs.append(r)
+                if on_run is not None:
+                    on_run(r)
 
-    results = {h: _aggregate([r.metrics for r in runs if r.head == h], names) for h in heads}
-    first = {h: next(r for r in runs if r.head == h) for h in heads}
+    head_names = heads
+    heads = list(dict.fromkeys(r.label for r in runs))   # columns: vote-rgb, lstm-rgb, ..., lstm-rgb+motion
+    results = {h: _aggregate([r.metrics for r in runs if r.label == h], names) for h in heads}
+    first = {h: next(r for r in runs if r.label == h) for h in heads}
     p0 = first[heads[0]].metrics["protocol"]
     protocol = {
         **{k: p0.get(k) for k in ("dataset", "split_protocol", "unit_scored", "video_level", "sampling", "backbone",
@@ -135,26 +151,48 @@ def compare(
         "seeds": seed_list,
         "std": "sample standard deviation over seeds (ddof=1)",
         "frame_aggregation": {h: first[h].metrics["protocol"]["frame_aggregation"] for h in heads},
-        "model_selection": {h: _selection([r.metrics for r in runs if r.head == h]) for h in heads},
+        "model_selection": {h: _selection([r.metrics for r in runs if r.label == h]) for h in heads},
+        "streams": {h: first[h].streams for h in heads},
+        "fusion": {h: first[h].metrics["protocol"].get("fusion") for h in heads
+                   if first[h].metrics["protocol"].get("fusion")},
     }
     confusions = _confusion_differences(results, names)
-    digest = hashlib.sha256(json.dumps([heads, seed_list, refit_trainval, device, epochs, head_options,
-                                        store.fingerprint], sort_keys=True, default=str).encode()).hexdigest()[:6]
+    digest = hashlib.sha256(json.dumps([head_names, seed_list, refit_trainval, device, epochs, head_options,
+                                        store.fingerprint, selections, fusion], sort_keys=True,
+                                       default=str).encode()).hexdigest()[:6]
     out_dir = Path(out) if out is not None else (
-        runs_root(path) / f"compare-{'+'.join(heads)}-{len(seed_list)}seeds-{digest}")
+        runs_root(path) / f"compare-{'+'.join(head_names)}-{len(seed_list)}seeds-{digest}")
     make_folder(out_dir)
     table = compare_markdown(protocol, results, names, confusions)
     doc = {"protocol": protocol, "heads": heads, "seeds": seed_list, "results": results,
            "confusion_differences": confusions,
-           "runs": [{"head": r.head, "seed": r.seed, "path": str(r.path), "reused": r.reused} for r in runs],
+           "runs": [{"head": r.head, "streams": r.streams, "label": r.label, "seed": r.seed, "path": str(r.path),
+                     "reused": r.reused} for r in runs],
            "command": command if command is None or isinstance(command, str) else " ".join(map(str, command))}
     _write_json(out_dir / "compare.json", doc)
     (out_dir / "compare.md").write_text(table)
     _write_csv(out_dir / "compare.csv", runs)
-    title = (f"{', '.join(heads)} on {protocol['dataset']} ({protocol['backbone']}), "
+    title = (f"{', '.join(head_names)} on {protocol['dataset']} ({protocol['backbone']}), "
              f"{len(seed_list)} seed{'s' if len(seed_list) > 1 else ''}, unit: {protocol['unit_scored']}")
     plot_compare(out_dir / "compare.png", results, names, title)
     return CompareResult(path=out_dir, results=results, protocol=protocol, table=table, runs=runs)
+
+
+def stream_selections(streams: Sequence[str] | str | None, available: Sequence[str]) -> list[list[str]]:
+    """``"rgb,rgb+motion"`` -> ``[["rgb"], ["rgb", "motion"]]``; ``None``: each available stream,
+    then all of them together when there are several."""
+    if streams is None:
+        chosen = [[s] for s in available] + ([list(available)] if len(available) > 1 else [])
+    else:
+        items = streams.split(",") if isinstance(streams, str) else list(streams)
+        chosen = [parse_stream_selection(item, available) for item in items if str(item).strip()]
+        if not chosen:
+            raise InvalidOptionError("--streams names no stream selection; e.g. rgb,motion,rgb+motion")
+    unique: list[list[str]] = []
+    for c in chosen:
+        if c not in unique:
+            unique.append(c)
+    return unique
 
 
 # ----------------------------------------------------------------------------- aggregation
@@ -245,6 +283,39 @@ def _num(s: dict | None) -> str:
     return f"{s['mean']:.3f} ± {s['std']:.3f}"
 
 
+def _streams_words(protocol: dict) -> str:
+    """'rgb; motion; rgb+motion (late: ...)': each stream selection compared, with its fusion."""
+    selections = list(dict.fromkeys("+".join(s) for s in (protocol.get("streams") or {}).values())) or ["rgb"]
+    fusions = {"+".join(protocol["streams"][h]): f for h, f in (protocol.get("fusion") or {}).items()}
+    return "; ".join(s + (f" ({fusions[s].split(':')[0]} fusion)" if s in fusions else "") for s in selections)
+
+
+def _headline(protocol: dict, results: dict) -> list[str]:
+    """Test accuracy of each head (rows: stream selections), when more than one selection was
+    compared: frame voting against the temporal heads, on each stream and fused."""
+    streams = protocol.get("streams") or {}
+    selections = list(dict.fromkeys("+".join(s) for s in streams.values()))
+    if len(selections) < 2:
+        return []
+    heads = list(dict.fromkeys(h.rsplit("-", 1)[0] if h.endswith("-early") else h.split("-", 1)[0] for h in results))
+    cell = {("+".join(streams[h]), h.split("-", 1)[0]): h for h in results}
+    video = any("video" in results[h].get("test", {}) for h in results)
+    unit = protocol.get("unit_scored") or "sample"
+    lines = [f"**Test accuracy (%) per stream**, per {unit}" + (" / per video" if video else "") + ":", "",
+             "| streams | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+    for sel in selections:
+        cells = []
+        for head in heads:
+            key = cell.get((sel, head))
+            test = results[key].get("test", {}) if key else {}
+            text = _pm(test.get("accuracy"))
+            if video and key:
+                text += f" / {_pm((test.get('video') or {}).get('accuracy'))}"
+            cells.append(text)
+        lines.append(f"| {sel} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def compare_markdown(protocol: dict, results: dict, names: list[str], confusions: list[dict]) -> str:
     heads = list(results)
     seeds = protocol["seeds"]
@@ -253,10 +324,12 @@ def compare_markdown(protocol: dict, results: dict, names: list[str], confusions
              f"**Protocol.** {protocol['dataset']} ({protocol.get('split_protocol') or 'split stored in the cache'}); "
              f"samples: {', '.join(f'{k} {v}' for k, v in samples.items())}; unit scored: "
              f"{protocol['unit_scored']}{' (video level also shown)' if protocol.get('video_level') else ''}; "
-             f"features: {protocol['backbone']} {protocol['embed_dim']}-d, {protocol.get('sampling')}; "
+             f"features: {protocol['backbone']}, {protocol.get('sampling')}, streams "
+             f"{_streams_words(protocol)}; "
              f"trained on {protocol['trained_on']}, epochs chosen on val, scored once on test; "
              f"mean ± std over {len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}); "
-             f"cache {protocol['cache']} ({protocol['cache_fingerprint']}).", ""]
+             f"cache {protocol['cache']}.", ""]
+    lines += _headline(protocol, results)
     if protocol.get("absent_from_training"):
         lines += [f"**Classes absent from training:** {', '.join(protocol['absent_from_training'])} (no training "
                   "sample: no head has an output for them; their test samples count as errors).", ""]
@@ -314,7 +387,8 @@ def _write_csv(path: Path, runs: list[RunResult]) -> None:
         cols += [("test", "calibration", m) for m in CALIBRATION_KEYS]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["head", "seed", "run", "reused", *("_".join(x for x in c if x) for c in cols), "fit_seconds"])
+        w.writerow(["head", "streams", "seed", "run", "reused", *("_".join(x for x in c if x) for c in cols),
+                    "fit_seconds"])
         for r in runs:
             vals = []
             for split, sub, m in cols:
@@ -323,5 +397,5 @@ def _write_csv(path: Path, runs: list[RunResult]) -> None:
                     block = block.get(sub) or {}
                 v = block.get(m)
                 vals.append("" if v is None else f"{v:.4f}")
-            w.writerow([r.head, r.seed, str(r.path), int(r.reused), *vals,
+            w.writerow([r.head, "+".join(r.streams), r.seed, str(r.path), int(r.reused), *vals,
                         r.metrics.get("training", {}).get("fit_seconds", "")])

@@ -89,6 +89,15 @@ class RunResult:
         return list(self.metrics.get("protocol", {}).get("warnings") or [])
 
     @property
+    def streams(self) -> list[str]:
+        return list(self.config.get("streams") or ["rgb"])
+
+    @property
+    def label(self) -> str:
+        """``lstm-rgb+motion``: the head and the streams it read (see :func:`run_label`)."""
+        return run_label(self.head, self.streams, self.config.get("fusion"))
+
+    @property
     def test_accuracy(self) -> float | None:
         return (self.metrics.get("test") or {}).get("accuracy")
 
