@@ -16,7 +16,11 @@ folder, adds the videos under ``--folder`` if given, and measures on those same 
    that load drifting on a shared machine meets both alike; also the model alone on already
    preprocessed tensors;
 3. harx: ``run_extract`` on a ``folder`` dataset of the clips (a CSV manifest of links), fresh
-   output file, in a child process, ``--rounds`` times (default 5). Each run's frames/s is divided
+   output file, in a child process, ``--rounds`` times (default 5), each time with ``--streams rgb``
+   and with ``--streams rgb,motion`` (order alternating). ``two_stream_cost`` is the median of the
+   rounds' one-stream frames/s over two-stream frames/s (goal: at most 2.05: the motion stream
+   costs one more backbone pass and little else), ``two_stream_vs_two_backbone_passes`` the
+   two-stream run against half the backbone's frames/s. Each one-stream run's frames/s is divided
    by the mean of the backbone segments just before and just after it, and ``harx_vs_backbone`` is
    the median of these ratios (all of them are in ``harx_vs_backbone_rounds``): on a shared
    machine one round's ratio moved by up to 20 % between rounds of one run (0.86 to 1.06).
@@ -40,7 +44,7 @@ frame). The N-video harx run always embeds every frame. ``--sweep`` also times
 every measurement, harx's child process included.
 
 Prints a table, then as the last line one JSON object (``decode_fps``, ``backbone_fps``,
-``harx_fps``, ``naive_fps``, ``harx_vs_backbone``, ``harx_vs_naive``, ``rss_mb_small``,
+``harx_fps`` (rgb), ``two_stream_fps``, ``two_stream_cost``, ``naive_fps``, ``harx_vs_backbone``, ``harx_vs_naive``, ``rss_mb_small``,
 ``rss_mb_large`` and machine details). Other processes on the machine change every number;
 the JSON records the load average before and after. Every loop runs under torch's own OpenMP
 settings (spin-waiting threads), as harx does; the backbone loops, like harx, drop a thread while
@@ -709,25 +713,40 @@ def main(argv: list[str] | None = None) -> int:
         common = dict(dataset="folder", backbone=backbone_name, weights=args.weights, device=args.device,
                       precision=args.precision, batch_size=args.batch_size)
         small_root = str(make_manifest(tmp / "ds-small", clips, 1))
-        runs = []
+        runs, runs2 = [], []
         for r in range(args.rounds):
-            runs.append(run_harx(dict(common, root=small_root, out=str(tmp / f"small-{r}.h5")),
-                                 tmp / "home", args.threads))
+            # one stream and two streams (rgb, motion) in each round, their order alternating
+            order = ("rgb", "rgb,motion") if r % 2 == 0 else ("rgb,motion", "rgb")
+            for streams in order:
+                report = run_harx(dict(common, root=small_root, out=str(tmp / f"small-{r}-{len(streams)}.h5"),
+                                       streams=streams), tmp / "home", args.threads)
+                (runs if streams == "rgb" else runs2).append(report)
             segments.append(time_embed(backbone, batches, args.seconds / 2))
-            print(f"  harx round {r + 1}/{args.rounds} done ({fps(runs[-1]['frames'], runs[-1]['seconds']):.1f} f/s; "
-                  f"backbone after it {fps(*segments[-1]):.1f} f/s)", flush=True)
+            print(f"  harx round {r + 1}/{args.rounds} done (rgb {fps(runs[-1]['frames'], runs[-1]['seconds']):.1f} "
+                  f"f/s, rgb+motion {fps(runs2[-1]['frames'], runs2[-1]['seconds']):.1f} f/s; backbone after it "
+                  f"{fps(*segments[-1]):.1f} f/s)", flush=True)
         seg_fps = [fps(f, s) for f, s in segments]
         run_fps = [fps(run["frames"], run["seconds"]) for run in runs]
+        run2_fps = [fps(run["frames"], run["seconds"]) for run in runs2]
         ratios = [h / ((seg_fps[r] + seg_fps[r + 1]) / 2) for r, h in enumerate(run_fps)]
+        # a frame of two streams costs two backbone passes: the goal is <= 2.05 x one stream's cost
+        costs = [one / two for one, two in zip(run_fps, run2_fps)]
+        ratios2 = [2 * h / ((seg_fps[r] + seg_fps[r + 1]) / 2) for r, h in enumerate(run2_fps)]
         mid = sorted(range(len(runs)), key=lambda r: ratios[r])[len(runs) // 2]
+        mid2 = sorted(range(len(runs2)), key=lambda r: costs[r])[len(runs2) // 2]
         small, harx_fps = runs[mid], run_fps[mid]
         bb_frames, bb_s = sum(f for f, _ in segments), sum(s for _, s in segments)
         rows.insert(2, ("backbone: embed() on decoded frames", bb_frames, bb_s, fps(bb_frames, bb_s),
                         f"batch {batch}, {backbone.precision}, preprocess incl.; segments " +
                         ", ".join(f"{v:.0f}" for v in seg_fps) + " f/s"))
-        rows.append(("harx: run_extract, N videos (median round)", small["frames"], small["seconds"], harx_fps,
+        rows.insert(3, ("backbone: two passes (a frame and its motion image)", bb_frames, 2 * bb_s,
+                        fps(bb_frames, 2 * bb_s), "half the line above: what two streams cost at best"))
+        rows.append(("harx: run_extract, N videos, rgb (median round)", small["frames"], small["seconds"], harx_fps,
                      f"batch {batch}, {workers} worker(s), {small['precision']}; rounds " +
                      ", ".join(f"{v:.0f}" for v in run_fps) + " f/s"))
+        rows.append(("harx: run_extract, N videos, rgb+motion (median)", runs2[mid2]["frames"], runs2[mid2]["seconds"],
+                     run2_fps[mid2], "frames/s of rows with both streams; rounds " +
+                     ", ".join(f"{v:.0f}" for v in run2_fps) + " f/s"))
         large_opts = dict(common, root=str(make_manifest(tmp / "ds-large", clips, LARGE_FACTOR)),
                           out=str(tmp / "large.h5"))
         if args.large_max_frames > 0:
@@ -747,6 +766,10 @@ def main(argv: list[str] | None = None) -> int:
             "naive_fps": round(naive_fps, 2),
             "harx_vs_backbone": round(ratios[mid], 3),
             "harx_vs_backbone_rounds": [round(v, 3) for v in ratios],
+            "two_stream_fps": round(run2_fps[mid2], 2),
+            "two_stream_cost": round(costs[mid2], 3),
+            "two_stream_cost_rounds": [round(v, 3) for v in costs],
+            "two_stream_vs_two_backbone_passes": round(sorted(ratios2)[len(ratios2) // 2], 3),
             "harx_vs_naive": round(harx_fps / naive_fps, 3) if naive_fps else None,
             "rss_mb_small": mb(max(run["hwm_kb"] for run in runs)),
             "rss_mb_large": mb(large["hwm_kb"]),
@@ -794,6 +817,9 @@ def main(argv: list[str] | None = None) -> int:
           f"; embed() is {result['harx_embed_share']:.1%} of the wall time; main process CPU {small['cpu_s']:.1f} s "
           f"({small['torch_threads']} torch threads, changed {small['calls'].get('thread_changes', 0)} time(s) "
           f"for other processes), decode workers CPU {small['workers_cpu_s']:.1f} s")
+    print(f"two streams (rgb, motion) cost {result['two_stream_cost']} x one stream per frame (rounds "
+          f"{', '.join(map(str, result['two_stream_cost_rounds']))}; goal <= 2.05); two-stream harx / two backbone "
+          f"passes {result['two_stream_vs_two_backbone_passes']}")
     print(f"harx / backbone {result['harx_vs_backbone']} (median of rounds "
           f"{', '.join(map(str, result['harx_vs_backbone_rounds']))}), harx / naive {result['harx_vs_naive']}; peak RSS "
           f"(extraction process) {result['rss_mb_small']} MB for {len(clips)} videos, {result['rss_mb_large']} MB "

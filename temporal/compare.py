@@ -139,9 +139,11 @@ def compare(
                     on_run(r)
 
     head_names = heads
-    heads = list(dict.fromkeys(r.label for r in runs))   # columns: vote-rgb, lstm-rgb, ..., lstm-rgb+motion
-    results = {h: _aggregate([r.metrics for r in runs if r.label == h], names) for h in heads}
-    first = {h: next(r for r in runs if r.label == h) for h in heads}
+    # columns: the heads, or with several stream selections vote-rgb, lstm-rgb, ..., lstm-rgb+motion
+    column = {id(r): (r.head if len(selections) == 1 else r.label) for r in runs}
+    heads = list(dict.fromkeys(column[id(r)] for r in runs))
+    results = {h: _aggregate([r.metrics for r in runs if column[id(r)] == h], names) for h in heads}
+    first = {h: next(r for r in runs if column[id(r)] == h) for h in heads}
     p0 = first[heads[0]].metrics["protocol"]
     protocol = {
         **{k: p0.get(k) for k in ("dataset", "split_protocol", "unit_scored", "video_level", "sampling", "backbone",
@@ -151,8 +153,9 @@ def compare(
         "seeds": seed_list,
         "std": "sample standard deviation over seeds (ddof=1)",
         "frame_aggregation": {h: first[h].metrics["protocol"]["frame_aggregation"] for h in heads},
-        "model_selection": {h: _selection([r.metrics for r in runs if r.label == h]) for h in heads},
+        "model_selection": {h: _selection([r.metrics for r in runs if column[id(r)] == h]) for h in heads},
         "streams": {h: first[h].streams for h in heads},
+        "head_of": {h: first[h].head for h in heads},
         "fusion": {h: first[h].metrics["protocol"].get("fusion") for h in heads
                    if first[h].metrics["protocol"].get("fusion")},
     }
@@ -297,8 +300,9 @@ def _headline(protocol: dict, results: dict) -> list[str]:
     selections = list(dict.fromkeys("+".join(s) for s in streams.values()))
     if len(selections) < 2:
         return []
-    heads = list(dict.fromkeys(h.rsplit("-", 1)[0] if h.endswith("-early") else h.split("-", 1)[0] for h in results))
-    cell = {("+".join(streams[h]), h.split("-", 1)[0]): h for h in results}
+    head_of = protocol.get("head_of") or {h: h for h in results}
+    heads = list(dict.fromkeys(head_of[h] for h in results))
+    cell = {("+".join(streams[h]), head_of[h]): h for h in results}
     video = any("video" in results[h].get("test", {}) for h in results)
     unit = protocol.get("unit_scored") or "sample"
     lines = [f"**Test accuracy (%) per stream**, per {unit}" + (" / per video" if video else "") + ":", "",

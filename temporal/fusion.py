@@ -220,3 +220,7 @@ class LateFusion(TemporalHead):
 
     def _set_state(self, state: dict) -> None:
         self.heads_ = {s: TemporalHead.from_export(state[s]) for s in self.streams}
+        widths = [int(self.heads_[s].n_features_in_) for s in self.streams]
+        if widths != [int(w) for w in self.widths] or sum(widths) != int(self.num_features):
+            raise ValueError(f"stream heads of {widths} features for streams of {self.widths} "
+                             f"({self.num_features} in all)")

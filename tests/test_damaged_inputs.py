@@ -76,8 +76,8 @@ def _zero_metadata(src: Path, dst: Path) -> None:
     """Zero every byte between the first object header and the data (same size): what a
     damaged disk block does to the middle of a cache. Before the fix: a 101-line KeyError."""
     with h5py.File(src, "r") as f:
-        lo = h5py.h5o.get_info(f["embeddings"].id).addr
-        hi = f["embeddings"].id.get_chunk_info(0).byte_offset
+        lo = h5py.h5o.get_info(f["streams/rgb"].id).addr
+        hi = f["streams/rgb"].id.get_chunk_info(0).byte_offset
     data = bytearray(src.read_bytes())
     data[lo:hi] = bytes(hi - lo)
     dst.write_bytes(data)
@@ -111,9 +111,11 @@ DAMAGES: dict[str, tuple[Callable, str]] = {
     "truncated": (_truncate, "not a readable HDF5 file"),
     "empty file": (lambda s, d: d.write_bytes(b""), "not a readable HDF5 file"),
     "text file": (lambda s, d: d.write_text("hello"), "not a readable HDF5 file"),
-    "foreign HDF5": (lambda s, d: h5py.File(d, "w").close(), "not a harx cache of schema 1"),
+    "foreign HDF5": (lambda s, d: h5py.File(d, "w").close(), "not a harx cache of schema 1 or 2"),
     "no samples group": (_del("samples"), "is damaged"),
-    "no embeddings": (_del("embeddings"), "is damaged"),
+    "no rgb stream": (_del("streams/rgb"), "is damaged"),
+    "no streams attribute": (_del_attr("streams"), "is damaged"),
+    "streams not a list": (_set_attr("streams", '"rgb"'), "is damaged"),
     "no failures group": (_del("failures"), "is damaged"),
     "no row_start column": (_del("samples/row_start"), "is damaged"),
     "no class_names": (_del_attr("class_names"), "is damaged"),
@@ -124,8 +126,9 @@ DAMAGES: dict[str, tuple[Callable, str]] = {
     "no settings_fingerprint": (_del_attr("settings_fingerprint"), "is damaged"),
     "sampling bad JSON": (_set_attr("sampling", "{bad"), "is damaged"),
     "sample_id integers": (_replace("samples/sample_id", np.arange(12)), "is damaged"),
-    "embeddings 1-D": (_replace("embeddings", np.zeros(10, "f2")), "is damaged"),
-    "embeddings strings": (_replace("embeddings", np.full((3, 256), b"a", dtype="S1")), "is damaged"),
+    "stream 1-D": (_replace("streams/motion", np.zeros(10, "f2")), "is damaged"),
+    "stream strings": (_replace("streams/rgb", np.full((3, 256), b"a", dtype="S1")), "is damaged"),
+    "stream spec bad JSON": (_edit(lambda f: f["streams/motion"].attrs.__setitem__("spec", "{bad")), "is damaged"),
     "short column": (_replace("samples/label_index", np.zeros(3, "i2")), "is damaged"),
     "rows past the end": (_poke("samples/row_stop", 0, 10**9), "is damaged"),
     "label_index out of range": (_poke("samples/label_index", 0, 77), "is damaged"),

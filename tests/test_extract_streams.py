@@ -162,3 +162,49 @@ def test_a_schema_1_cache_is_read_as_rgb_and_grows_a_motion_stream(video_folder,
     assert all(_same(a, b) for a, b in zip(_streams(old).values(), _streams(two).values()))
     with h5py.File(old, "r") as f:
         assert json.loads(f.attrs["streams"]) == ["rgb", "motion"] and "embeddings" not in f
+
+
+# ----------------------------------------------------------------------------- real clips
+
+def test_two_streams_on_real_kth_walking_and_running_of_unseen_persons(realdata, tmp_path):
+    """End to end on real KTH clips (lite0, its packaged ImageNet weights, the official person
+    split, outdoor scenario d1, 16 frames per subsequence): rgb then motion added, fit, compare,
+    evaluate and predict on both streams. Motion separates walking from running for test persons
+    never seen; the fused LSTM is not below rgb frame voting."""
+    from harx.temporal import compare, evaluate, fit
+    from harx.temporal.predict import Predictor
+
+    src = realdata / "kth_walk_run"
+    if not (src / "00sequences.txt").is_file():
+        pytest.skip(f"{src} absent")
+    root = tmp_path / "kth"
+    root.mkdir()
+    (root / "00sequences.txt").symlink_to(src / "00sequences.txt")
+    for p in (11, 12, 13, 14, 15, 16, 1, 4, 19, 2, 3, 5):       # train 11-16, val 1 4 19, test 2 3 5
+        for action in ("walking", "running"):
+            name = f"person{p:02d}_{action}_d1_uncomp.avi"
+            (root / name).symlink_to(src / action / name)
+    cache = tmp_path / "kth.h5"
+    options = dict(dataset="kth", root=root, out=cache, device="cpu", max_frames=16)
+    run_extract(make_config(streams="rgb", **options))
+    grown = run_extract(make_config(**options))                 # the default streams: motion is added
+    assert grown.streams == ["rgb", "motion"] and grown.streams_added == ["motion"]
+    with FeatureStore(cache) as store:
+        assert store.streams == ["rgb", "motion"] and len(store.indices("test")) == 24
+    result = compare(cache, heads="vote,lstm", seeds=1, out=tmp_path / "cmp", epochs=30)
+    test = {h: r["test"]["accuracy"]["mean"] for h, r in result.results.items()}
+    assert set(test) == {f"{h}-{s}" for h in ("vote", "lstm") for s in ("rgb", "motion", "rgb+motion")}
+    assert "| rgb+motion |" in result.table and "late fusion" in result.table
+    assert test["lstm-motion"] >= 0.9 and test["lstm-rgb+motion"] >= 0.9, test
+    assert test["lstm-rgb+motion"] >= test["vote-rgb"], test
+    run = next(r for r in result.runs if r.label == "lstm-rgb+motion")
+    again = evaluate(run.path)
+    assert again["test"]["accuracy"] == pytest.approx(run.metrics["test"]["accuracy"])
+    assert again["protocol"]["streams"] == ["rgb", "motion"]
+    video = src / "walking" / "person02_walking_d1_uncomp.avi"
+    (prediction,) = Predictor(run.path, device="cpu").predict([video])
+    assert prediction.ok and prediction.label == "walking" and prediction.unfamiliar is False
+    rgb_only = tmp_path / "rgb.h5"
+    run_extract(make_config(**dict(options, out=rgb_only, streams="rgb")))
+    with pytest.raises(CacheMismatchError, match="has no motion stream that run"):
+        evaluate(run.path, features=rgb_only)
