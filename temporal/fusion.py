@@ -74,8 +74,6 @@ class LateFusion(TemporalHead):
     name = LATE_FUSION
     _fitted_attrs = ("classes_", "n_features_in_", "weights_", "best_epoch_", "n_epochs_", "max_epochs_",
                      "patience_", "stopped_early_", "fit_seconds_", "n_threads_", "stream_training_", "history_")
-    #: the run must not checkpoint the fusion after each epoch of one stream's head
-    saves_per_epoch = False
 
     def __init__(self, *, base: str, num_features: int, num_classes: int, streams: list, widths: list,
                  options: dict):
@@ -147,36 +145,47 @@ class LateFusion(TemporalHead):
 
     def fit(self, X, y, *, X_val=None, y_val=None, class_names: Sequence[str] | None = None,
             on_epoch: Callable | None = None, phase: str = "select", resume: dict | None = None) -> "LateFusion":
-        """Fit one head per stream, then choose the weights on val. ``resume`` is ignored: an
-        interrupted late-fusion fit starts again (each stream's fit takes seconds)."""
+        """Fit one head per stream, then choose the weights on val. ``resume`` is ignored here; a
+        run (:func:`temporal.fit`) trains each stream as a run of its own, which resumes."""
         self._validate_params()
         started = time.perf_counter()
         train = self._columns(X)
         val = self._columns(X_val) if X_val is not None and len(X_val) else None
         heads = self._sub_heads()
-        self.history_ = []
         for stream, head in heads.items():
             def tagged(info, stream=stream):
-                row = replace(info, phase=f"{info.phase}:{stream}")
-                self.history_.append(row.as_dict())
                 if on_epoch is not None:
-                    on_epoch(row)
+                    on_epoch(replace(info, phase=f"{info.phase}:{stream}"))
             head.fit(train[stream], y, X_val=None if val is None else val[stream], y_val=y_val,
                      class_names=class_names, on_epoch=tagged, phase=phase)
-        self.heads_ = heads
-        first = next(iter(heads.values()))
+        self.fuse(heads, X_val, y_val)
+        self.fit_seconds_ = time.perf_counter() - started
+        return self
+
+    def fuse(self, heads: dict[str, TemporalHead], X_val=None, y_val=None) -> "LateFusion":
+        """Take fitted per-stream ``heads`` (one per stream, each on its stream's columns) and choose
+        the weights on val samples ``X_val`` (frames of all streams side by side)."""
+        self._validate_params()
+        widths = [int(heads[s].n_features_in_) for s in self.streams]
+        if widths != [int(w) for w in self.widths]:
+            raise InvalidOptionError(f"stream heads of {widths} features for streams {self.streams} of {self.widths}")
+        val = self._columns(X_val) if X_val is not None and len(X_val) else None
+        self.heads_ = {s: heads[s] for s in self.streams}
+        first = self.heads_[self.streams[0]]
         self.classes_ = first.classes_
         self.n_features_in_ = self.num_features
         self.weights_ = self._choose_weights(val, y_val)
+        self.history_ = [dict(row, phase=f"{row['phase']}:{s}") for s, h in self.heads_.items()
+                         for row in getattr(h, "history_", [])]
         self.stream_training_ = {s: {"best_epoch": int(h.best_epoch_), "epochs_run": int(h.n_epochs_),
-                                     "stopped_early": bool(h.stopped_early_)} for s, h in heads.items()}
-        self.best_epoch_ = max(int(h.best_epoch_) for h in heads.values())
-        self.n_epochs_ = max(int(h.n_epochs_) for h in heads.values())
-        self.max_epochs_ = max(int(h.max_epochs_) for h in heads.values())
+                                     "stopped_early": bool(h.stopped_early_)} for s, h in self.heads_.items()}
+        self.best_epoch_ = max(int(h.best_epoch_) for h in self.heads_.values())
+        self.n_epochs_ = max(int(h.n_epochs_) for h in self.heads_.values())
+        self.max_epochs_ = max(int(h.max_epochs_) for h in self.heads_.values())
         self.patience_ = int(first.patience_)
-        self.stopped_early_ = all(bool(h.stopped_early_) for h in heads.values())
+        self.stopped_early_ = all(bool(h.stopped_early_) for h in self.heads_.values())
         self.n_threads_ = getattr(first, "n_threads_", None)
-        self.fit_seconds_ = time.perf_counter() - started
+        self.fit_seconds_ = float(sum(getattr(h, "fit_seconds_", 0.0) for h in self.heads_.values()))
         return self
 
     def _choose_weights(self, val: dict[str, Sequences] | None, y_val) -> list[float]:

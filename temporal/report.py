@@ -124,10 +124,12 @@ def plot_compare(path: Path, results: dict, class_names: Sequence[str], title: s
     ax_sum.set(ylabel="test (%)", title="test metrics, mean ± std over seeds")
     ax_cls.set_xticks(np.arange(len(class_names)), class_names, rotation=30, ha="right", fontsize=8)
     ax_cls.set(ylabel="test accuracy (%)", title="per-class test accuracy")
+    ncol = min(len(heads) + 1, 4)          # six columns (heads x streams) need two legend rows
+    top = 110 + 11 * -(-(len(heads) + 1) // ncol)
     for ax in (ax_sum, ax_cls):          # head-room above 100 % holds the legend, clear of the bars
-        ax.set(ylim=(0, 122), yticks=range(0, 101, 20))
+        ax.set(ylim=(0, top), yticks=range(0, 101, 20))
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper center", ncol=len(heads) + 1, frameon=False)
+        ax.legend(fontsize=7, loc="upper center", ncol=ncol, frameon=False)
         ax.title.set_fontsize(9)
     fig.suptitle(title, fontsize=10)
     fig.savefig(path)

@@ -271,10 +271,6 @@ def fit(
         def hook(info):
             history.append(info.as_dict())
             _write_epochs_csv(run_dir / "epochs.csv", history)
-            if not getattr(current, "saves_per_epoch", True):   # a late fusion: one stream's head is training
-                if on_epoch is not None:
-                    on_epoch(info)
-                return
             meta = dict(ckpt_meta, epoch=info.epoch, phase=info.phase)
             state = current.training_state() if hasattr(current, "training_state") else None   # torch heads
             current.save(run_dir / f"{prefix}last.pt", dict(meta, checkpoint="last"), resume=state)
@@ -289,6 +285,14 @@ def fit(
         # selection had finished: its model is select_best.pt, saved before the refit began
         model = TemporalHead.load(run_dir / "select_best.pt")
         history.extend(model.history_)
+    elif isinstance(model, LateFusion):
+        # one run per stream, in its own default folder: reused when it exists (harx compare trains
+        # them anyway), resumed when it was interrupted; then the weights are chosen on val
+        stream_runs = _stream_runs(head, store, seed, options, on_epoch, command)
+        model.fuse({s: TemporalHead.load(r.path / "best.pt") for s, r in stream_runs.items()}, X_sel, y_sel)
+        history.extend(model.history_)
+        config["stream_runs"] = {s: str(r.path) for s, r in stream_runs.items()}
+        _write_json(run_dir / "config.json", config)
     else:
         if resume is not None:
             history.extend(resume["history"])
@@ -347,6 +351,21 @@ def fit(
                      reused=False, seconds=time.perf_counter() - started, history=history,
                      resumed_from=None if resume is None else int(resume["epoch"]),
                      resumed_phase=None if resume is None else resume["phase"])
+
+
+def _stream_runs(head: str, store, seed: int, options: dict, on_epoch: Callable | None,
+                 command) -> dict[str, RunResult]:
+    """A finished run of ``head`` on each of ``store``'s streams alone, with the same options and
+    seed (trained now, or reused): the parts of a late fusion."""
+    runs = {}
+    for stream in store.streams:
+        def tagged(info, stream=stream):
+            if on_epoch is not None:
+                from dataclasses import replace
+                on_epoch(replace(info, phase=f"{info.phase}:{stream}"))
+        runs[stream] = fit(head, store.path, seed=seed, streams=[stream], reuse=True, command=command,
+                           on_epoch=tagged, **{k: v for k, v in options.items() if k != "random_state"})
+    return runs
 
 
 def _trained_only(classes: ClassMap, X, y) -> tuple[list | None, np.ndarray | None]:
