@@ -120,6 +120,9 @@ def extract(
                                                   rich_help_panel=MODEL_PANEL)] = None,
     precision: Annotated[Optional[Precision], typer.Option(help="auto = bf16/fp16 where the hardware does it "
                                                            "well.", rich_help_panel=MODEL_PANEL)] = None,
+    input_size: Annotated[Optional[int], typer.Option(help="The backbone's square input in pixels. Default: the "
+                                                      "model's (224 for lite0); smaller is faster per frame.",
+                                                      rich_help_panel=MODEL_PANEL)] = None,
     every: Annotated[Optional[int], typer.Option(help="Embed every k-th frame.", rich_help_panel=SAMPLING_PANEL)] = None,
     fps: Annotated[Optional[float], typer.Option(help="Embed frames at this rate instead (e.g. 5).",
                                                  rich_help_panel=SAMPLING_PANEL)] = None,
@@ -153,7 +156,8 @@ def extract(
     with user_errors():
         cfg = make_config(dataset=dataset, root=root, out=out, dataset_options={k: v for k, v in options.items() if v is not None},
                           backbone=backbone, weights=weights, device=device,
-                          precision=precision.value if precision else None, every=every, target_fps=fps,
+                          precision=precision.value if precision else None, input_size=input_size,
+                          every=every, target_fps=fps,
                           max_frames=max_frames, streams=streams, motion_gap=motion_gap, motion_amp=motion_amp,
                           batch_size=batch_size, num_workers=workers,
                           decode_timeout_s=decode_timeout, overwrite=overwrite or None)
@@ -280,7 +284,8 @@ def info(
         a = store.attrs
         _say(f"{cache}: {len(store)} samples, {a.get('n_frames'):,} frames, {a.get('n_failed')} failed")
         _say(f"dataset {a['dataset']} ({a['unit']}s) from {a['root']}; split: {a.get('split_protocol')}")
-        _say(f"backbone {a['backbone']} ({a['embed_dim']}-d, weights {a['weights']} "
+        size = "x".join(map(str, (a.get("preprocess") or {}).get("input_size") or []))
+        _say(f"backbone {a['backbone']} ({a['embed_dim']}-d from {size} input, weights {a['weights']} "
              f"sha256 {str(a['weights_sha256'])[:12]}), {a['precision']}; sampling: "
              f"{a.get('sampling_description')}")
         for name in store.streams:
@@ -536,8 +541,8 @@ def runs(
         _warn("no runs found" + (f" on caches matching {features!r}" if features else "")
               + "; train one with harx fit")
         return
-    header = ("head", "cache", "seed", "val acc", "test acc", "when (UTC)", "folder")
-    body = [(r.head, Path(r.cache).name, "" if r.seed is None else str(r.seed), _pct(r.val_accuracy).strip(),
+    header = ("head", "streams", "cache", "seed", "val acc", "test acc", "when (UTC)", "folder")
+    body = [(r.head, r.streams, Path(r.cache).name, "" if r.seed is None else str(r.seed), _pct(r.val_accuracy).strip(),
              _pct(r.test_accuracy).strip() if r.finished else "unfinished",
              r.created_utc.replace("T", " ").replace("+00:00", ""), str(r.path)) for r in rows]
     for line in _columns([header, *body]):
@@ -713,12 +718,13 @@ def demo(
     from harx.extract.sampling import Sampling
 
     extract(dataset="demo", root=None, out=None, unit=None, manifest=None, split_seed=None, backbone=None,
-            weights=None, device=None, precision=None, every=None, fps=None, max_frames=None,
+            weights=None, device=None, precision=None, input_size=None, every=None, fps=None, max_frames=None,
             batch_size=None, workers=None, decode_timeout=None, overwrite=overwrite)
     cache = default_cache_path("demo", None, "video", DEFAULT_BACKBONE, Sampling())
     result = _run_compare(features=cache, heads="vote,lstm", seeds=seeds, out=None, refit_trainval=False,
                           device=None, epochs=None)
-    lstm = next((r for r in result.runs if r.head == "lstm"), None)
+    lstms = [r for r in result.runs if r.head == "lstm"]
+    lstm = max(lstms, key=lambda r: len(r.streams), default=None)   # on every stream of the cache
     if lstm is not None:
         _say("next: classify your own videos with this LSTM, and see the labels drawn on them:")
         _say(f"  harx predict VIDEO... --run {lstm.path} --annotate labelled/")

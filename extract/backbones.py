@@ -210,8 +210,12 @@ class PendingEmbeddings:
 
 
 def create_backbone(name: str = DEFAULT_BACKBONE, weights: str = "auto", device: str = "auto",
-                    precision: str = "auto") -> Backbone:
+                    precision: str = "auto", input_size: int | None = None) -> Backbone:
     """Build backbone ``name`` (any timm model) with weights from ``weights``.
+
+    ``input_size``: the square crop the model sees, instead of its pretrained config's (224 for
+    lite0); the short side is resized to ``input_size / crop_pct`` as for the default. A CNN takes
+    any size; smaller costs less per frame (KTH's frames are 160x120, so 224 upscales them).
 
     Raises:
         UnknownBackboneError-like BackboneError: timm has no such model.
@@ -234,7 +238,9 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str = "auto", device:
     model.reset_classifier(0)
     model.eval()
     cfg = timm.data.resolve_model_data_config(model)
-    input_size = tuple(int(v) for v in cfg["input_size"][1:])
+    if input_size is not None and (not isinstance(input_size, int) or not 32 <= input_size <= 1024):
+        raise InvalidOptionError(f"--input-size must be a whole number of pixels from 32 to 1024, got {input_size!r}")
+    input_size = (input_size, input_size) if input_size else tuple(int(v) for v in cfg["input_size"][1:])
     model, folded = fold_batchnorm(model, input_size)
     if precision != "fp32":
         _keep_stem_in_fp32(model, torch_device.type)

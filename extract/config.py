@@ -30,6 +30,7 @@ class ExtractConfig:
         out: cache file; default ``$HARX_HOME/features/<dataset>[-<unit>]-<backbone>-<sampling>.h5``.
         dataset_options: adapter options (``unit`` for kth, ``manifest``/``seed`` for folder).
         backbone / weights / device / precision: see :mod:`extract.backbones`.
+        input_size: the backbone's square input in pixels (``None``: its pretrained config's).
         every / target_fps / max_frames: frame sampling, see :class:`extract.sampling.Sampling`.
         streams: the feature streams to embed, ``"rgb,motion"`` or a sequence of names (``None``:
             both, :data:`extract.streams.DEFAULT_STREAMS`); streams the cache holds already are kept
@@ -52,6 +53,7 @@ class ExtractConfig:
     weights: str = "auto"
     device: str = "auto"
     precision: str = "auto"
+    input_size: int | None = None
     every: int = 1
     target_fps: float | None = None
     max_frames: int | None = None
@@ -84,13 +86,14 @@ def make_config(**options) -> ExtractConfig:
 
 
 def default_cache_path(dataset: str, root: Path | None, unit: str | None, backbone: str,
-                       sampling: Sampling) -> Path:
-    """``<dataset>[-<unit>]-<backbone>-<sampling>.h5`` in the default cache folder. A ``folder``
-    dataset adds its folder name and a hash of its path, so two folders never share a file."""
+                       sampling: Sampling, input_size: int | None = None) -> Path:
+    """``<dataset>[-<unit>]-<backbone>[-in<size>]-<sampling>.h5`` in the default cache folder. A
+    ``folder`` dataset adds its folder name and a hash of its path, so two folders never share a file."""
     name = dataset
     if dataset == "folder" and root is not None:
         digest = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:6]
         name = f"folder-{Path(root).resolve().stem or 'root'}-{digest}"
     if dataset == "kth" and unit == "video":
         name += "-video"
-    return default_cache_dir() / f"{name}-{backbone}-{sampling.slug}.h5"
+    size = f"-in{input_size}" if input_size else ""
+    return default_cache_dir() / f"{name}-{backbone}{size}-{sampling.slug}.h5"

@@ -90,9 +90,10 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[ExtractProgress], Non
     sampling = cfg.sampling  # validates the sampling options first: cheapest check
     streams = cfg.stream_infos
     index = create_dataset(cfg.dataset, cfg.root, **cfg.dataset_options)
-    out = Path(cfg.out) if cfg.out else default_cache_path(cfg.dataset, index.root, index.unit, cfg.backbone, sampling)
+    out = Path(cfg.out) if cfg.out else default_cache_path(cfg.dataset, index.root, index.unit, cfg.backbone, sampling,
+                                                           cfg.input_size)
     # A finished cache is confirmed from its attributes (extract.reuse): no torch, no model.
-    key = request_key(cfg.backbone, cfg.weights, cfg.device, cfg.precision)
+    key = request_key(cfg.backbone, cfg.weights, cfg.device, cfg.precision, cfg.input_size)
     finished = None if cfg.overwrite else finished_cache(out, index, sampling, cfg.backbone, key, streams)
     if finished is not None:
         return _nothing_to_do(finished, index)
@@ -112,7 +113,8 @@ def _build_cache(cfg: ExtractConfig, sampling, streams: list[StreamInfo], index:
     the request ``key`` are those run_extract checked the existing cache against."""
     from .backbones import create_backbone
 
-    backbone = create_backbone(cfg.backbone, weights=cfg.weights, device=cfg.device, precision=cfg.precision)
+    backbone = create_backbone(cfg.backbone, weights=cfg.weights, device=cfg.device, precision=cfg.precision,
+                               input_size=cfg.input_size)
     settings = dict(cache_settings(index, backbone, sampling), request_key=key)
     started = time.monotonic()
     summary = ExtractSummary(out=out, dataset=index.name, unit=index.unit, backbone=backbone.name,

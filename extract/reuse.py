@@ -5,7 +5,7 @@ A rerun whose cache is complete has nothing to do, yet building the backbone to 
 fingerprint that decides whether a cache fits (:mod:`features.schema`) covers values only a
 built model knows (``weights_sha256``, ``embed_dim``, ``preprocess``) and the precision ``auto``
 resolves to on this host. So each cache also records ``request_key``, a hash of what decides
-those values: the backbone name; the weight source and the identity of its file (the weights
+those values: the backbone name and any ``--input-size``; the weight source and the identity of its file (the weights
 package's version, or a checkpoint's path, size and modification time); ``--device`` and
 ``--precision`` as given; the host when either is ``auto`` (its name and architecture, the GPUs
 it shows, the CPU's bf16 flags); the torch and timm versions. When the key matches, the stored
@@ -68,7 +68,8 @@ def index_settings(index: DatasetIndex, sampling: Sampling) -> dict:
     }
 
 
-def request_key(backbone: str, weights: str | None, device: str | None, precision: str | None) -> str:
+def request_key(backbone: str, weights: str | None, device: str | None, precision: str | None,
+                input_size: int | None = None) -> str:
     """A hash of everything that decides the model-made settings of a cache (module docstring).
 
     Raises:
@@ -86,6 +87,8 @@ def request_key(backbone: str, weights: str | None, device: str | None, precisio
     request = {"backbone": backbone, "weights": source, "weights_identity": identity, "device": device,
                "precision": precision, "torch": _version("torch"), "timm": _version("timm"),
                "host": _host() if "auto" in (device, precision) else None}
+    if input_size is not None:   # absent otherwise, so that caches made before the option keep their key
+        request["input_size"] = int(input_size)
     return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -200,7 +200,10 @@ class Predictor:
                 precision = resolve_precision(ext.get("precision") or "auto", resolve_device(device))
             except InvalidOptionError:
                 precision = "auto"
-        backbone = create_backbone(ext["backbone"], weights=source, device=device, precision=precision)
+        size = (ext.get("preprocess") or {}).get("input_size")
+        square = int(size[0]) if isinstance(size, list) and len(size) == 2 and size[0] == size[1] else None
+        backbone = create_backbone(ext["backbone"], weights=source, device=device, precision=precision,
+                                   input_size=square)
         run = self.run_dir.name
         if backbone.weights_sha256 != ext.get("weights_sha256"):
             raise CacheMismatchError(

@@ -24,6 +24,7 @@ class RunRow:
 
     path: Path
     head: str
+    streams: str                # "rgb", "rgb+motion" (late fusion), "rgb+motion-early"
     cache: str                  # the cache's path when trained
     seed: int | None
     finished: bool              # metrics.json present
@@ -88,7 +89,9 @@ def _read_row(run_dir: Path) -> RunRow | None:
         return float(value) if isinstance(value, (int, float)) else None
 
     seed = config.get("seed")
-    return RunRow(path=run_dir, head=str(config["head"]), cache=str(config["features"]),
+    streams = config.get("streams") if isinstance(config.get("streams"), list) else ["rgb"]
+    return RunRow(path=run_dir, head=str(config["head"]), streams="+".join(map(str, streams)) +
+                  ("-early" if config.get("fusion") == "early" else ""), cache=str(config["features"]),
                   seed=int(seed) if isinstance(seed, int) else None, finished=metrics is not None,
                   val_accuracy=accuracy("val"), test_accuracy=accuracy("test"),
                   created_utc=str(config.get("created_utc") or ""), unit=config.get("unit"))

@@ -89,3 +89,33 @@ def video_folder(tmp_path_factory) -> Path:
         w.writerow(["path", "label", "group", "split"])
         w.writerows(rows)
     return root
+
+
+_EXTRACT_CHILD = """
+import json, sys
+from harx.extract import make_config, run_extract
+run_extract(make_config(dataset="folder", root=sys.argv[1], out=sys.argv[2], backbone="test_efficientnet",
+                        weights="none", device="cpu", precision="fp32", part_seconds=0, decode_timeout_s=600,
+                        **json.loads(sys.argv[3])))
+"""
+
+
+def kill_9_mid_extraction(root: Path, out: Path, parts: int = 4, **options) -> int:
+    """Start ``harx extract`` of the folder dataset ``root`` into ``out`` in a child process that
+    stalls on a late video (``g2_wave``), ``kill -9`` it once ``parts`` parts are committed, and
+    return how many were."""
+    import json
+    import signal
+    import subprocess
+    import time
+
+    env = dict(os.environ, HARX_FAULT_HANG="g2_wave:0", PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", _EXTRACT_CHILD, str(root), str(out), json.dumps(options)], env=env)
+    folder = out.with_name(out.name + ".parts")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(folder.glob("part-*.h5"))) < parts:
+        time.sleep(0.2)
+    committed = len(list(folder.glob("part-*.h5")))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return committed

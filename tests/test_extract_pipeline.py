@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -16,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY, needs_cpu_bf16
+from conftest import TINY, kill_9_mid_extraction, needs_cpu_bf16
 from harx.extract import make_config, run_extract
 from harx.features import FeatureStore
 from harx.features.errors import CacheMismatchError, ForeignCacheError
@@ -98,28 +93,12 @@ def test_hung_decoder_keeps_frames_before_the_hang(video_folder, tmp_path, monke
     assert "hung" in rec.note and rec.range_stop == 20 and s.clamped == 1
 
 
-SCRIPT = textwrap.dedent("""
-    import sys
-    from harx.extract import make_config, run_extract
-    run_extract(make_config(dataset="folder", root=sys.argv[1], out=sys.argv[2], backbone="test_efficientnet",
-                            weights="none", device="cpu", precision="fp32", part_seconds=0,
-                            decode_timeout_s=600))
-""")
-
-
 def test_kill_9_then_resume_equals_uninterrupted_run(video_folder, tmp_path):
     clean = tmp_path / "clean.h5"
     _extract(video_folder, clean, part_seconds=0)
     out = tmp_path / "killed.h5"
-    env = dict(os.environ, HARX_FAULT_HANG="g2_wave:0", PYTHONPATH=str(REPO))  # stalls on a late video
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(video_folder), str(out)], env=env)
     parts = out.with_name("killed.h5.parts")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(parts.glob("part-*.h5"))) < 4:
-        time.sleep(0.2)
-    committed = len(list(parts.glob("part-*.h5")))
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    committed = kill_9_mid_extraction(video_folder, out)
     assert committed >= 4 and not out.exists()
     s = _extract(video_folder, out, part_seconds=0)
     assert s.reused >= committed and s.samples_new + s.reused + len(s.failed) == 14

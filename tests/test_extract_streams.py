@@ -4,19 +4,13 @@ adding, mismatched stream settings, and caches of schema 1."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY
+from conftest import TINY, kill_9_mid_extraction
 from harx.extract import make_config, run_extract
 from harx.extract.motion import difference_images, partners
 from harx.features import FeatureStore
@@ -99,29 +93,13 @@ def test_another_motion_gap_is_refused_and_unknown_streams_too(video_folder, tmp
             store.load("train", "rgb")
 
 
-SCRIPT = textwrap.dedent("""
-    import sys
-    from harx.extract import make_config, run_extract
-    run_extract(make_config(dataset="folder", root=sys.argv[1], out=sys.argv[2], backbone="test_efficientnet",
-                            weights="none", device="cpu", precision="fp32", part_seconds=0,
-                            decode_timeout_s=600, streams=sys.argv[3]))
-""")
-
-
 def test_kill_9_while_adding_motion_then_rerun_equals_a_clean_extraction(video_folder, tmp_path):
     clean = tmp_path / "clean.h5"
     _extract(video_folder, clean)
     out = tmp_path / "killed.h5"
     _extract(video_folder, out, streams="rgb")
-    env = dict(os.environ, HARX_FAULT_HANG="g2_wave:0", PYTHONPATH=str(REPO))  # stalls on a late video
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(video_folder), str(out), "motion"], env=env)
     parts = out.with_name("killed.h5.parts")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(parts.glob("part-*.h5"))) < 4:
-        time.sleep(0.2)
-    committed = len(list(parts.glob("part-*.h5")))
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    committed = kill_9_mid_extraction(video_folder, out, streams="motion")
     assert committed >= 4
     with FeatureStore(out) as store:
         assert store.streams == ["rgb"]            # the finished cache is untouched until the merge
