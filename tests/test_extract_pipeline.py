@@ -226,3 +226,22 @@ def test_resume_refuses_a_cache_whose_split_would_change(video_folder, tmp_path,
     monkeypatch.setattr(pipeline, "drop_undecodable", real)
     finished = run_extract(make_config(dataset="folder", root=video_folder, out=out, **TINY))
     assert finished.reused >= len(done) and FeatureStore(out).attrs["n_samples"] > 0
+
+
+def test_input_size_sets_the_crop_the_cache_name_and_predict(video_folder, tmp_path):
+    from harx.features.errors import InvalidOptionError
+    from harx.temporal import fit
+    from harx.temporal.predict import Predictor
+
+    s = run_extract(make_config(dataset="folder", root=video_folder, input_size=64, streams="rgb", **TINY))
+    assert s.out.name.endswith("-in64-every1.h5")
+    with FeatureStore(s.out) as store:
+        assert store.attrs["preprocess"]["input_size"] == [64, 64]
+        assert store.attrs["preprocess"]["resize_short_side"] >= 64
+    run = fit("vote", s.out, out=tmp_path / "run", epochs=2)
+    predictor = Predictor(run.path, device="cpu")
+    assert predictor.backbone.input_size == (64, 64)
+    (p,) = predictor.predict([video_folder / "jump" / "g3_jump.avi"])
+    assert p.ok
+    with pytest.raises(InvalidOptionError, match="--input-size must be"):
+        run_extract(make_config(dataset="folder", root=video_folder, input_size=8, out=tmp_path / "x.h5", **TINY))
