@@ -254,9 +254,10 @@ def _read_images(vr, chunk: np.ndarray, images, n_reported: int, recent: dict[in
     frames = at(chunk)
     out = [frames if kind == "rgb" else difference_images(frames, at(pairs[gap]), amp)
            for _, kind, gap, amp in images]
-    keep = max(pairs, default=0)
+    keep = max(pairs, default=0)      # the next frames' partners are among the last `keep` frames read
+    latest = sorted(got)[len(got) - keep:] if keep else []
     recent.clear()
-    recent.update({int(i): got[int(i)] for i in wanted[len(wanted) - keep:]} if keep else {})
+    recent.update({i: got[i] for i in latest})
     return out[0] if len(out) == 1 else np.concatenate(out, axis=-1)
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
+
 from harx.features.coverage import split_warnings
 from harx.features.errors import CacheMismatchError, HarxError
 from harx.features.paths import library_versions
@@ -132,6 +134,7 @@ def _build_cache(cfg: ExtractConfig, sampling, streams: list[StreamInfo], index:
                 f"{out} holds {len(moved)} sample(s) in another split than this run would give them (e.g. "
                 f"{sample_id}: {was} there, {now} now): the videos that decode have changed since it was "
                 "written, and harx's split is made from them; use --overwrite to rebuild it with one split")
+        _refuse_stale_samples(writer, index, out)
         videos = _group_by_video(index.samples)
         todo = OrderedDict((p, s) for p, s in videos.items() if any(x.sample_id not in writer.done_ids for x in s))
         summary.reused = sum(1 for s in index.samples if s.sample_id in writer.done_ids)
@@ -156,6 +159,19 @@ def _build_cache(cfg: ExtractConfig, sampling, streams: list[StreamInfo], index:
         raise HarxError(f"none of the {len(summary.failed)} sample(s) could be decoded (first: {sample_id}: "
                         f"{reason}); check that the files are videos")
     return summary
+
+
+def _refuse_stale_samples(writer: FeatureWriter, index: DatasetIndex, out: Path) -> None:
+    """A stream cannot be added to a sample the dataset no longer has, or whose video no longer
+    decodes: every sample of a cache has every stream. Refused before any work."""
+    now = {s.sample_id for s in index.samples}
+    gone = {sample_id for sample_id, _, _ in index.left_out}
+    stale = [sid for sid in writer.stored_splits if writer.missing_streams(sid) and (sid not in now or sid in gone)]
+    if stale:
+        raise CacheMismatchError(
+            f"{out} holds {len(stale)} sample(s) that stream(s) {', '.join(writer.missing_streams(stale[0]))} "
+            f"cannot be added to: not in the dataset now, or their videos no longer decode (e.g. {stale[0]}); use "
+            "--overwrite to rebuild the cache from the videos as they are now, or --out for a new file")
 
 
 def _record_left_out(writer: FeatureWriter, index: DatasetIndex, summary: ExtractSummary) -> int:
@@ -237,7 +253,8 @@ def _embed_videos(cfg: ExtractConfig, backbone: Backbone, todo, index: DatasetIn
             summary.frames += video.n_decoded
         else:
             for s in samples:
-                _fail(writer, summary, s, root, video.error or "no frame decoded")
+                if writer.missing_streams(s.sample_id):
+                    _fail(writer, summary, s, root, video.error or "no frame decoded")
         writer.maybe_commit()
         progress(video.job.key + 1, video.job.path)
 
@@ -253,7 +270,12 @@ def _write_samples(writer: FeatureWriter, samples: list[VideoSample], video: Emb
     info = video.info
     reason = video.error or f"the video decodes {info.n_reported} frames"
     for k, sample in enumerate(samples):
+        if not writer.missing_streams(sample.sample_id):   # finished before: its video is decoded for another
+            continue
         start, stop, frames, rows = video.range_rows(k)
+        stored = writer.stored_frame_index(sample.sample_id)
+        if stored is not None:   # a stream is added to rows written before: exactly their frames
+            frames, rows = _stored_rows(sample, stored, frames, rows, reason)
         annotated = sample.frame_range
         what = "the video" if annotated is None else f"annotated frames {annotated[0] + 1}-{annotated[1]}"
         if not len(frames):
@@ -275,11 +297,26 @@ def _write_samples(writer: FeatureWriter, samples: list[VideoSample], video: Emb
         summary.samples_new += 1
 
 
+def _stored_rows(sample: VideoSample, stored: np.ndarray, frames: np.ndarray, rows: np.ndarray,
+                 reason: str) -> tuple[np.ndarray, np.ndarray]:
+    """The decoded ``frames`` (and their ``rows``) at the frames a sample's other streams were
+    written at; HarxError when some of those did not decode this time (a decoder hang now), since
+    the streams of one row must stand at one frame. A sample stored cut short (a hang then) takes
+    the frames it has."""
+    pos = np.searchsorted(frames, stored)
+    if len(frames) == 0 or pos.max(initial=0) >= len(frames) or not np.array_equal(frames[pos], stored):
+        raise HarxError(f"{sample.sample_id}: decoding gave other frames than when its other streams were written "
+                        f"({reason}); nothing was written for it: rerun to try again (finished work is kept), or "
+                        "use --overwrite to rebuild every stream from the videos as they are now")
+    return stored, rows[pos]
+
+
 def _fail(writer: FeatureWriter, summary: ExtractSummary, sample: VideoSample, root: Path, reason: str) -> None:
     if sample.sample_id in writer.stored_splits:   # embedded before: another stream is being added
         raise HarxError(f"{sample.sample_id}: {reason}, but its other streams were made from it before, so "
-                        f"{', '.join(writer.missing_streams(sample.sample_id))} cannot be added; use --overwrite "
-                        "to rebuild every stream from the videos as they are now")
+                        f"{', '.join(writer.missing_streams(sample.sample_id))} cannot be added: rerun to try "
+                        "again (finished work is kept), or use --overwrite to rebuild every stream from the videos "
+                        "as they are now")
     writer.add_failure(sample.sample_id, _rel(sample.path, root), reason)
     summary.failed.append((sample.sample_id, reason))
 

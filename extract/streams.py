@@ -56,7 +56,7 @@ def parse_streams(streams: str | tuple[str, ...] | list[str] | None) -> tuple[st
         raise InvalidOptionError(f"--streams names no stream; give some of {', '.join(STREAM_NAMES)}")
     if len(set(names)) != len(names):
         raise InvalidOptionError(f"--streams {','.join(names)} names a stream twice")
-    return tuple(names)
+    return tuple(n for n in STREAM_NAMES if n in names)   # one order whatever the order given: rgb first
 
 
 def stream_infos(names: tuple[str, ...], motion: MotionOptions) -> list[StreamInfo]:

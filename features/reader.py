@@ -167,12 +167,15 @@ class FeatureStore:
         return names
 
     def feature_dim(self, streams=None) -> int:
-        """Width of one frame's features of ``streams`` side by side (default: the first stream)."""
+        """Width of one frame's features of ``streams`` side by side (default: rgb, else the first)."""
         names = self.check_streams(self._default(streams))
         return int(sum(np.prod(self._streams[n].feature_shape) for n in names))
 
     def _default(self, streams):
-        return self.streams[0] if streams is None else streams
+        """``streams``, or by default ``rgb`` (the frames), else the first stream."""
+        if streams is not None:
+            return streams
+        return "rgb" if "rgb" in self._streams else self.streams[0]
 
     @property
     def fingerprint(self) -> str:

@@ -182,6 +182,17 @@ def read_sample_ids(path: Path, hint: str = REPLACE_HINT) -> tuple[dict[str, str
     return splits, failed, streams
 
 
+def _row_ranges(path: Path) -> dict[str, tuple[int, int]]:
+    """``sample_id -> (row_start, row_stop)`` of a cache or part (read after read_sample_ids)."""
+    try:
+        with h5py.File(path, "r") as f:
+            s = f["samples"]
+            return {_text(sid): (int(a), int(b)) for sid, a, b in zip(s["sample_id"][:], s["row_start"][:],
+                                                                       s["row_stop"][:])}
+    except H5_READ_ERRORS as err:
+        raise corrupt_cache(path, err, "use --overwrite to rebuild the cache") from None
+
+
 def _text(value) -> str:
     if isinstance(value, bytes):
         return value.decode()
@@ -273,6 +284,7 @@ class FeatureWriter:
         self.failed_ids: set[str] = set()
         self.stored_splits: dict[str, str] = {}   # split of each sample embedded before this run
         self._have: dict[str, set[str]] = {}      # streams each sample embedded before this run has
+        self._stored_rows: dict[str, tuple[Path, int, int]] = {}   # where its frame index was written
         self.has_final = False
         self._lock: Path | None = None
 
@@ -310,10 +322,25 @@ class FeatureWriter:
                 source, hint="use --overwrite to rebuild the cache" if source == self.path
                 else "use --overwrite to discard the interrupted run and start over")
             self.stored_splits.update(splits)
+            rows = _row_ranges(source)
             for sample_id in splits:
                 self._have.setdefault(sample_id, set()).update(s.name for s in streams)
+                self._stored_rows.setdefault(sample_id, (source, *rows[sample_id]))
             self.failed_ids.update(failed)       # a failed sample is not retried
         self.done_ids = set(self.failed_ids) | {sid for sid, have in self._have.items() if names <= have}
+
+    def stored_frame_index(self, sample_id: str) -> np.ndarray | None:
+        """The source frames of sample ``sample_id``'s rows as written before this run (``None``: not
+        written): a stream added to it must stand at exactly these frames."""
+        where = self._stored_rows.get(sample_id)
+        if where is None:
+            return None
+        path, lo, hi = where
+        try:
+            with h5py.File(path, "r") as f:
+                return f["frame_index"][lo:hi]
+        except H5_READ_ERRORS as err:
+            raise corrupt_cache(path, err, "use --overwrite to rebuild the cache") from None
 
     def missing_streams(self, sample_id: str) -> list[str]:
         """The streams sample ``sample_id`` still needs, in :attr:`streams` order (none once failed)."""
@@ -414,6 +441,8 @@ class FeatureWriter:
         (an array alone: the one stream it lacks), and its source frame numbers."""
         sample_id = meta["sample_id"]
         needed = self.missing_streams(sample_id)
+        if isinstance(embeddings, dict) and not embeddings:
+            raise ValueError(f"no features given for sample {sample_id}")
         if not isinstance(embeddings, dict):
             if len(needed) != 1:
                 raise ValueError(f"sample {sample_id} needs streams {needed}; give a dict of arrays")

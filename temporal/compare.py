@@ -125,6 +125,10 @@ def compare(
     selections = stream_selections(streams, store.streams)
     for selection in selections:   # a stream the cache lacks fails now, in one line
         store.check_streams(selection, needed_by="harx compare")
+    if refit_trainval and fusion == "late" and any(len(s) > 1 for s in selections):
+        raise InvalidOptionError("--refit-trainval is not offered with late fusion (each stream's head would need "
+                                 "its own epoch count); compare single streams (--streams rgb,motion) or use "
+                                 "--fusion early")
     if out is not None:
         make_folder(Path(out))  # a bad --out fails now, not after training every run
 

@@ -767,7 +767,9 @@ def evaluate(run: str | Path, features: str | Path | None = None, *, device: str
     test = _score_split(store, "test", final, temperature=t)
     protocol = _protocol(store, config["head"], selected, final, int(config["seed"]), refit, n_split, calibration)
     return {"harx_metrics_version": METRICS_VERSION, "head": config["head"], "run": str(run_dir),
-            "same_cache": store.fingerprint == config.get("cache_fingerprint"), "protocol": protocol,
+            # runs from before streams recorded the cache's own fingerprint
+            "same_cache": (store.fingerprint if "streams" in config else store.store.fingerprint)
+            == config.get("cache_fingerprint"), "protocol": protocol,
             "calibration": calibration,
             "val": val["metrics"] if val else None, "test": test["metrics"] if test else None,
             "versions": library_versions()}

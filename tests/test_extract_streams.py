@@ -3,6 +3,7 @@ adding, mismatched stream settings, and caches of schema 1."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -186,3 +187,66 @@ def test_two_streams_on_real_kth_walking_and_running_of_unseen_persons(realdata,
     run_extract(make_config(**dict(options, out=rgb_only, streams="rgb")))
     with pytest.raises(CacheMismatchError, match="has no motion stream that run"):
         evaluate(run.path, features=rgb_only)
+
+
+def test_a_stream_is_added_only_at_the_frames_its_sample_was_written_at():
+    from harx.extract.datasets.base import VideoSample
+    from harx.extract.pipeline import _stored_rows
+    from harx.features.errors import HarxError
+
+    sample = VideoSample(sample_id="v/1", video_id="v", path=Path("v.avi"), label="a", split="train")
+    frames, rows = np.array([0, 2, 4, 6, 8]), np.array([10, 11, 12, 13, 14])
+    got = _stored_rows(sample, np.array([2, 4]), frames, rows, "")   # stored cut short by an old hang
+    assert got[0].tolist() == [2, 4] and got[1].tolist() == [11, 12]
+    with pytest.raises(HarxError, match="v/1: decoding gave other frames.*rerun to try again"):
+        _stored_rows(sample, np.array([2, 4, 6, 8, 10]), frames, rows, "decoder hung")   # cut short now
+
+
+def test_adding_a_stream_to_samples_the_dataset_lost_is_refused_before_any_work(video_folder, tmp_path):
+    import csv
+    import shutil
+
+    root = tmp_path / "videos"
+    shutil.copytree(video_folder, root)
+    out = tmp_path / "c.h5"
+    _extract(root, out, streams="rgb")
+    manifest = root / "manifest.csv"
+    rows = list(csv.reader(manifest.open()))
+    with manifest.open("w", newline="") as f:
+        csv.writer(f).writerows([r for r in rows if not r[0].startswith("jump/g3")])
+    with pytest.raises(CacheMismatchError, match="1 sample.*motion cannot be added to.*jump/g3_jump"):
+        _extract(root, out, streams="motion")
+    assert not out.with_name("c.h5.parts").exists() and _streams(out).keys() == {"rgb"}
+
+
+def test_resuming_motion_on_a_video_half_done_adds_only_what_is_missing(realdata, tmp_path):
+    """KTH videos hold several subsequences: a run stopped between two of one video's samples
+    left some with motion; the rerun decodes the video again and adds motion to the others only."""
+    from harx.features.writer import FeatureWriter
+
+    src = realdata / "kth_walk_run"
+    if not (src / "00sequences.txt").is_file():
+        pytest.skip(f"{src} absent")
+    root = tmp_path / "kth"
+    root.mkdir()
+    (root / "00sequences.txt").symlink_to(src / "00sequences.txt")
+    for p in (11, 1, 2):
+        name = f"person{p:02d}_walking_d1_uncomp.avi"
+        (root / name).symlink_to(src / "walking" / name)
+    options = dict(dataset="kth", root=root, device="cpu", max_frames=6)
+    run_extract(make_config(out=tmp_path / "clean.h5", **options))
+    out = tmp_path / "grown.h5"
+    run_extract(make_config(out=out, streams="rgb", **options))
+    clean = FeatureStore(tmp_path / "clean.h5")
+    first = clean.sample(0)
+    with FeatureStore(out) as store:
+        settings = {k: v for k, v in store.attrs.items() if k not in ("format", "schema_version", "complete",
+                    "n_samples", "n_frames", "n_failed", "created_utc", "settings_fingerprint", "streams")}
+        infos = [store.stream_info("rgb"), clean.stream_info("motion")]
+    with FeatureWriter(out, settings, streams=infos) as w:    # stopped after the first subsequence
+        meta = {k: v for k, v in dataclasses.asdict(first).items() if k not in ("index", "row_start", "row_stop")}
+        w.add_sample(meta, {"motion": clean.frames(0, stream="motion")}, clean.frame_index(0))
+    s = run_extract(make_config(out=out, **options))
+    assert s.streams_added == ["motion"] and s.samples_new == len(clean) - 1
+    got, want = _streams(out), {n: clean.load(stream=n)[0] for n in clean.streams}
+    assert _same(got["rgb"], want["rgb"]) and _same(got["motion"], want["motion"])
