@@ -67,7 +67,7 @@ def test_harx_runs_lists_and_filters(extracted, tmp_path):
     assert header.split()[:4] == ["head", "streams", "cache", "seed"]
     # the default streams, late fusion: the fused run and the run of each stream it is made of
     assert {r.split()[1] for r in rows if r.startswith("meanpool")} == {"rgb", "motion", "rgb+motion"}
-    row = next(r for r in rows if r.startswith("meanpool rgb+motion"))
+    row = next(r for r in rows if r.split()[:2] == ["meanpool", "rgb+motion"])
     folder = row.split()[-1]
     metrics = json.loads(open(os.path.join(folder, "metrics.json")).read())
     assert f"{100 * metrics['test']['accuracy']:.1f}%" in row and " 3 " in row
