@@ -684,8 +684,11 @@ def _print_predictions(items, protocol: dict, top_k: int) -> None:
             a = item.annotated
             _say(f"annotated: {a.path} ({a.n_frames} frames, {a.size[0]}x{a.size[1]}, {a.fps:g} fps)"
                  + (f"; {a.note}" if a.note else ""))
+    streams = "+".join(protocol.get("streams") or ["rgb"])
+    fused = f", {protocol['fusion']} fusion" if protocol.get("fusion") else ""
     _say(f"protocol: head {protocol['head']} of run {protocol['run']}; backbone {protocol['backbone']} "
-         f"({protocol['precision']} on {protocol['device']}); sampling {protocol['sampling']}; windows of "
+         f"({protocol['precision']} on {protocol['device']}); streams {streams}{fused}; sampling "
+         f"{protocol['sampling']}; windows of "
          f"{protocol['window_s']:g} s every {protocol['stride_s']:g} s; video label = "
          f"{protocol['video_label']}; probabilities: {protocol.get('probabilities', 'uncalibrated')}")
     if (protocol.get("unfamiliar") or {}).get("note"):
