@@ -119,3 +119,18 @@ def kill_9_mid_extraction(root: Path, out: Path, parts: int = 4, **options) -> i
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     return committed
+
+
+def kth_subset(realdata: Path, folder: Path, persons, actions=("walking", "running"), scenario: str = "d1") -> Path:
+    """A KTH root in ``folder`` linking the real ``kth_walk_run`` clips of ``persons``, ``actions``
+    and ``scenario`` beside the real ``00sequences.txt``; skips the test when they are absent."""
+    src = realdata / "kth_walk_run"
+    if not (src / "00sequences.txt").is_file():
+        pytest.skip(f"{src} absent")
+    folder.mkdir(parents=True)
+    (folder / "00sequences.txt").symlink_to(src / "00sequences.txt")
+    for p in persons:
+        for action in actions:
+            name = f"person{p:02d}_{action}_{scenario}_uncomp.avi"
+            (folder / name).symlink_to(src / action / name)
+    return folder

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import TINY, kill_9_mid_extraction
+from conftest import TINY, kill_9_mid_extraction, kth_subset
 from harx.extract import make_config, run_extract
 from harx.extract.motion import difference_images, partners
 from harx.features import FeatureStore
@@ -154,15 +154,8 @@ def test_two_streams_on_real_kth_walking_and_running_of_unseen_persons(realdata,
     from harx.temporal.predict import Predictor
 
     src = realdata / "kth_walk_run"
-    if not (src / "00sequences.txt").is_file():
-        pytest.skip(f"{src} absent")
-    root = tmp_path / "kth"
-    root.mkdir()
-    (root / "00sequences.txt").symlink_to(src / "00sequences.txt")
-    for p in (11, 12, 13, 14, 15, 16, 1, 4, 19, 2, 3, 5):       # train 11-16, val 1 4 19, test 2 3 5
-        for action in ("walking", "running"):
-            name = f"person{p:02d}_{action}_d1_uncomp.avi"
-            (root / name).symlink_to(src / action / name)
+    # train 11-16, val 1 4 19, test 2 3 5
+    root = kth_subset(realdata, tmp_path / "kth", (11, 12, 13, 14, 15, 16, 1, 4, 19, 2, 3, 5))
     cache = tmp_path / "kth.h5"
     options = dict(dataset="kth", root=root, out=cache, device="cpu", max_frames=16)
     run_extract(make_config(streams="rgb", **options))
@@ -224,15 +217,7 @@ def test_resuming_motion_on_a_video_half_done_adds_only_what_is_missing(realdata
     left some with motion; the rerun decodes the video again and adds motion to the others only."""
     from harx.features.writer import FeatureWriter
 
-    src = realdata / "kth_walk_run"
-    if not (src / "00sequences.txt").is_file():
-        pytest.skip(f"{src} absent")
-    root = tmp_path / "kth"
-    root.mkdir()
-    (root / "00sequences.txt").symlink_to(src / "00sequences.txt")
-    for p in (11, 1, 2):
-        name = f"person{p:02d}_walking_d1_uncomp.avi"
-        (root / name).symlink_to(src / "walking" / name)
+    root = kth_subset(realdata, tmp_path / "kth", (11, 1, 2), actions=("walking",))
     options = dict(dataset="kth", root=root, device="cpu", max_frames=6)
     run_extract(make_config(out=tmp_path / "clean.h5", **options))
     out = tmp_path / "grown.h5"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import TINY
+from conftest import TINY, kth_subset
 from harx.cli import app
 from harx.extract import make_config, run_extract
 from harx.extract.encode import write_h264
@@ -214,15 +214,8 @@ def test_real_walk_run_run_flags_ucf_and_hmdb_clips_not_kth_test_persons(realdat
     clip and none of the first three KTH test persons' walking/running videos (the false-flag
     rate over all test persons is measured in benchmarks/RESULTS.md)."""
     src = realdata / "kth_walk_run"
-    if not (src / "00sequences.txt").is_file():
-        pytest.skip(f"{src} absent")
-    root = tmp_path / "kth"      # the train and val persons' d1 videos: what the run learns from
-    root.mkdir()
-    (root / "00sequences.txt").symlink_to(src / "00sequences.txt")
-    for p in (11, 12, 13, 14, 15, 16, 17, 18, 1, 4, 19, 20, 21, 23, 24, 25):
-        for action in ("walking", "running"):
-            name = f"person{p:02d}_{action}_d1_uncomp.avi"
-            (root / name).symlink_to(src / action / name)
+    # the train and val persons' d1 videos: what the run learns from
+    root = kth_subset(realdata, tmp_path / "kth", (11, 12, 13, 14, 15, 16, 17, 18, 1, 4, 19, 20, 21, 23, 24, 25))
     cache = tmp_path / "kth.h5"
     run_extract(make_config(dataset="kth", root=root, out=cache, device="cpu", max_frames=16))
     run = fit("vote", features=cache, out=tmp_path / "run", epochs=3, seed=0)
