@@ -12,6 +12,7 @@ an ``@register_head`` entrypoint, plus its import in ``heads/__init__.py``.
 """
 
 from . import heads  # noqa: F401  (registers every head before anything looks one up)
+from . import fusion  # noqa: F401  (registers late fusion, which checkpoints may name)
 from .base import TemporalHead
 from .compare import CompareResult, compare
 from .errors import NotFittedError, RunFolderError

@@ -30,12 +30,11 @@ import numpy as np
 from harx.features.errors import CacheMismatchError, HarxError, InvalidOptionError
 
 from .errors import NotFittedError, RunFolderError
-from .registry import create_head
+from .registry import COMPOSITES, create_head
 
 __all__ = ["TemporalHead", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "harx-head"
-LATE_FUSION = "late_fusion"   # the checkpoint name of temporal.fusion.LateFusion (not a registered head)
 CHECKPOINT_VERSION = 1
 
 
@@ -180,9 +179,8 @@ class TemporalHead(ABC):
     def from_export(entry: dict) -> "TemporalHead":
         """The fitted head :meth:`export` described (KeyError, ValueError... when it is damaged)."""
         params = dict(entry["params"])
-        if entry["head"] == LATE_FUSION:
-            from .fusion import LateFusion
-            head = LateFusion(**params)
+        if entry["head"] in COMPOSITES:    # a head of heads (late fusion): its own parameters build it
+            head = COMPOSITES[entry["head"]](**params)
         else:
             head = create_head(entry["head"], params.pop("num_features"), params.pop("num_classes"), **params)
         n_classes = int(head.num_classes)

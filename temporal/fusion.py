@@ -32,9 +32,9 @@ import numpy as np
 
 from harx.features.errors import InvalidOptionError
 
-from .base import LATE_FUSION, TemporalHead
+from .base import TemporalHead
 from .calibration import negative_log_likelihood
-from .registry import create_head
+from .registry import create_head, register_composite
 from .sequences import Sequences, as_sequences
 
 __all__ = ["FUSIONS", "LateFusion", "build_head", "parse_stream_selection"]
@@ -73,12 +73,13 @@ def build_head(head: str, widths: Sequence[int], num_classes: int, *, streams: S
                       options={k: v for k, v in options.items() if v is not None})
 
 
+@register_composite
 class LateFusion(TemporalHead):
     """One ``base`` head per stream, on that stream's columns of each frame; probabilities mixed
     with weights chosen on val (module docstring). Refit on train+val is not offered: each stream
     would need its own epoch count."""
 
-    name = LATE_FUSION
+    name = "late_fusion"      # in checkpoints; not a head of harx fit (see registry.COMPOSITES)
     _fitted_attrs = ("classes_", "n_features_in_", "weights_", "best_epoch_", "n_epochs_", "max_epochs_",
                      "patience_", "stopped_early_", "fit_seconds_", "n_threads_", "stream_training_", "history_")
 

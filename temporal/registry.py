@@ -20,9 +20,18 @@ from harx.features.errors import InvalidOptionError, UnknownNameError
 #: (named, not imported: ``base`` imports this module, and imports go one way)
 HeadFactory = Callable[..., object]
 
-__all__ = ["HEADS", "create_head", "head_options", "list_heads", "register_head"]
+__all__ = ["COMPOSITES", "HEADS", "create_head", "head_options", "list_heads", "register_composite", "register_head"]
 
 HEADS: dict[str, HeadFactory] = {}
+#: heads made of other heads (``temporal.fusion.LateFusion``), by checkpoint name: built from
+#: their own parameters, not offered as ``harx fit NAME``
+COMPOSITES: dict[str, type] = {}
+
+
+def register_composite(cls: type) -> type:
+    """Register a head class made of other heads under its ``name`` (checkpoints name it)."""
+    COMPOSITES[cls.name] = cls
+    return cls
 
 
 def register_head(fn: HeadFactory) -> HeadFactory:
