@@ -384,7 +384,9 @@ def fit(
                                                 rich_help_panel=TRAIN_PANEL)] = None,
     crop_frames: Annotated[Optional[int], typer.Option(help="Random temporal crop length in training (evaluation "
                                                        "always sees whole samples). Default: "
-                                                       f"{_per_head('crop_frames')}.",
+                                                       f"{_per_head('crop_frames')}; on a cache of every k-th "
+                                                       "frame, sequence heads take 1/k of that (at least 8): the "
+                                                       "same duration.",
                                                        rich_help_panel=TRAIN_PANEL)] = None,
     device: Annotated[Optional[str], typer.Option(help="auto (CUDA, then MPS, then the CPU), cpu, cuda[:N], mps.",
                                                   rich_help_panel=TRAIN_PANEL)] = None,

@@ -327,3 +327,19 @@ def test_compare_defaults_to_vote_and_lstm():
     import inspect
 
     assert inspect.signature(compare).parameters["heads"].default == ("vote", "lstm")
+
+
+def test_sequence_heads_crop_the_same_duration_of_a_thinned_cache(video_folder, tmp_path, cache):
+    """At --every 4 a 32-row crop covers a whole short sample (no temporal augmentation): the
+    default crop of sequence heads is divided by the rows' spacing; frame-level heads keep theirs."""
+    from conftest import TINY
+    from harx.extract import make_config, run_extract
+
+    thinned = run_extract(make_config(dataset="folder", root=video_folder, out=tmp_path / "e4.h5", every=4,
+                                      streams="rgb", **TINY)).out
+    lstm = fit("lstm", thinned, tmp_path / "lstm", epochs=1)
+    # 32 rows at every frame; the short clips here (9-40 frames) put rows 3-4 source frames apart
+    assert 8 <= lstm.config["params"]["crop_frames"] <= 11
+    assert fit("vote", thinned, tmp_path / "vote", epochs=1).config["params"]["crop_frames"] == 64
+    assert fit("lstm", thinned, tmp_path / "given", epochs=1, crop_frames=20).config["params"]["crop_frames"] == 20
+    assert fit("lstm", cache, tmp_path / "every1", epochs=1).config["params"]["crop_frames"] == 32
