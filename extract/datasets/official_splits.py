@@ -1,0 +1,195 @@
+"""The official split files of UCF101 and HMDB51, read as folds; validation carved by group.
+
+Groundwork for the ``ucf101`` and ``hmdb51`` adapters (issue 16): they need every fold of one
+extraction, so a fold here is a mapping ``relative path -> "train" | "test"`` and the adapters
+decide how a cache stores them. Formats (``../shared/REFERENCE.md`` §5):
+
+* UCF101, ``ucfTrainTestlist/``: ``classInd.txt`` (``<1-based index> <Class>``), ``trainlist0k.txt``
+  (``<Class>/<file> <index>``) and ``testlist0k.txt`` (``<Class>/<file>``), k = 1, 2, 3, with CRLF
+  line endings. The class folder ``HandstandPushups`` holds files named ``v_HandStandPushups_*``;
+  paths are kept as the lists spell them (folder, then file). Clip names carry their group
+  (``_g08_``): fold k tests groups 7(k-1)+1 .. 7k, groups 22-25 are always train.
+* HMDB51: one file per class and fold, ``<class>_test_split<k>.txt``, lines ``<file> <flag>`` with
+  flag 0 unused, 1 train, 2 test (70 train and 30 test clips per class and fold). The source
+  movie is the file name up to the class name (``50_FIRST_DATES_drink_u_...`` -> ``50_FIRST_DATES``).
+
+Neither has an official validation set. :func:`carve_validation` takes one from a fold's train
+part by group (UCF101: the clip's group; HMDB51: its source movie), so that no group is in two
+parts, seeded and recorded by the caller.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from harx.features.errors import DatasetFormatError, DatasetNotFoundError
+
+UCF_FOLDS = 3
+HMDB_FOLDS = 3
+_UCF_GROUP = re.compile(r"_g(\d+)_c(\d+)(?:\.\w+)?$", re.I)
+_HMDB_FILE = re.compile(r"^(.+)_test_split(\d+)\.txt$")
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One official train/test split: ``assignment`` maps each listed clip's path relative to the
+    dataset root (``Class/file``) to ``train`` or ``test`` (HMDB51's unused clips are left out)."""
+
+    name: str
+    assignment: dict[str, str]
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    """Non-blank lines with their 1-based numbers: CRLF, a BOM and stray spaces removed."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        text = path.read_text(encoding="latin-1")
+    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise DatasetNotFoundError(f"{path} not found: {what}")
+    return path
+
+
+def read_ucf101_lists(folder: str | Path) -> tuple[list[str], list[Fold]]:
+    """The class names (in ``classInd.txt`` order) and the three official folds of UCF101.
+
+    Raises:
+        DatasetNotFoundError: a list file is missing.
+        DatasetFormatError: a line that is not in the format, naming the file and line.
+    """
+    folder = Path(folder)
+    hint = "UCF101's split lists (ucfTrainTestlist/) are needed"
+    classes: dict[int, str] = {}
+    index_file = _need(folder / "classInd.txt", hint)
+    for n, line in _lines(index_file):
+        parts = line.split()
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise DatasetFormatError(f"{index_file}:{n}: expected '<index> <Class>', got {line!r}")
+        classes[int(parts[0])] = parts[1]
+    if sorted(classes) != list(range(1, len(classes) + 1)):
+        raise DatasetFormatError(f"{index_file}: class indices are not 1..{len(classes)}")
+    names = [classes[i] for i in sorted(classes)]
+    folds = []
+    for k in range(1, UCF_FOLDS + 1):
+        assignment: dict[str, str] = {}
+        train_file = _need(folder / f"trainlist0{k}.txt", hint)
+        for n, line in _lines(train_file):
+            parts = line.split()
+            if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) not in classes:
+                raise DatasetFormatError(f"{train_file}:{n}: expected '<Class>/<file> <class index>', got {line!r}")
+            path = _ucf_path(parts[0], train_file, n)
+            if path.split("/")[0] != classes[int(parts[1])]:
+                raise DatasetFormatError(f"{train_file}:{n}: {path} is in folder {path.split('/')[0]} but has the "
+                                         f"index of {classes[int(parts[1])]}")
+            assignment[path] = "train"
+        test_file = _need(folder / f"testlist0{k}.txt", hint)
+        for n, line in _lines(test_file):
+            path = _ucf_path(line.split()[0], test_file, n)
+            if path.split("/")[0] not in names:
+                raise DatasetFormatError(f"{test_file}:{n}: {path} is in no class of classInd.txt")
+            if assignment.get(path) == "train":
+                raise DatasetFormatError(f"{test_file}:{n}: {path} is also in {train_file.name}")
+            assignment[path] = "test"
+        folds.append(Fold(f"split{k}", assignment))
+    return names, folds
+
+
+def _ucf_path(raw: str, where: Path, n: int) -> str:
+    path = raw.replace("\\", "/").strip("/")
+    if path.count("/") != 1:
+        raise DatasetFormatError(f"{where}:{n}: expected '<Class>/<file>', got {raw!r}")
+    return path
+
+
+def ucf_group(path: str | Path) -> str:
+    """``"g08"`` from ``.../v_Class_g08_c01.avi``.
+
+    Raises:
+        DatasetFormatError: the name carries no group.
+    """
+    match = _UCF_GROUP.search(Path(path).name)
+    if match is None:
+        raise DatasetFormatError(f"{path}: a UCF clip name ends in _gNN_cNN, this one does not")
+    return f"g{int(match.group(1)):02d}"
+
+
+def read_hmdb51_splits(folder: str | Path) -> tuple[list[str], list[Fold]]:
+    """The class names (sorted) and the three official folds of HMDB51, from the
+    ``<class>_test_split<k>.txt`` files in ``folder``.
+
+    Raises:
+        DatasetNotFoundError: no split file, or a class lacks one of its three.
+        DatasetFormatError: a line that is not ``<file> <0|1|2>``, naming the file and line.
+    """
+    folder = Path(folder)
+    files: dict[tuple[str, int], Path] = {}
+    for path in folder.glob("*_test_split*.txt") if folder.is_dir() else ():
+        match = _HMDB_FILE.match(path.name)
+        if match:
+            files[(match.group(1), int(match.group(2)))] = path
+    names = sorted({c for c, _ in files})
+    if not names:
+        raise DatasetNotFoundError(f"no HMDB51 split files (<class>_test_split1.txt) in {folder}")
+    folds = []
+    for k in range(1, HMDB_FOLDS + 1):
+        assignment: dict[str, str] = {}
+        for name in names:
+            path = files.get((name, k))
+            if path is None:
+                raise DatasetNotFoundError(f"{folder / f'{name}_test_split{k}.txt'} not found: every class needs "
+                                           f"its {HMDB_FOLDS} split files")
+            for n, line in _lines(path):
+                parts = line.split()
+                if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                    raise DatasetFormatError(f"{path}:{n}: expected '<file> <0|1|2>', got {line!r}")
+                if parts[1] != "0":
+                    assignment[f"{name}/{parts[0]}"] = "train" if parts[1] == "1" else "test"
+        folds.append(Fold(f"split{k}", assignment))
+    return names, folds
+
+
+def hmdb_source(path: str | Path) -> str:
+    """The source movie of an HMDB51 clip: its file name up to ``_<class>_`` (the class is the
+    clip's folder), e.g. ``drink/50_FIRST_DATES_drink_u_nm_np1_fr_goo_29.avi`` -> ``50_FIRST_DATES``."""
+    path = Path(path)
+    cls, stem = path.parent.name, path.stem
+    cut = stem.rfind(f"_{cls}_")
+    return stem[:cut] if cut > 0 else stem
+
+
+def carve_validation(fold: Fold, group_of: Callable[[str], str], fraction: float = 0.15,
+                     seed: int = 0) -> Fold:
+    """``fold`` with about ``fraction`` of each class's train clips moved to ``val``, whole groups
+    at a time (a group never spans two parts), groups drawn in a seeded order. A class whose train
+    clips form a single group keeps them all in train."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must lie in (0, 1), got {fraction}")
+    by_class: dict[str, dict[str, list[str]]] = {}
+    for path, part in fold.assignment.items():
+        if part == "train":
+            by_class.setdefault(path.split("/")[0], {}).setdefault(group_of(path), []).append(path)
+    assignment = dict(fold.assignment)
+    rng = np.random.default_rng(seed)
+    for cls in sorted(by_class):
+        groups = by_class[cls]
+        if len(groups) < 2:
+            continue
+        order = sorted(groups)
+        rng.shuffle(order)
+        total, taken = sum(len(v) for v in groups.values()), 0
+        for group in order[:-1]:              # at least one group stays in train
+            if taken >= fraction * total:
+                break
+            for path in groups[group]:
+                assignment[path] = "val"
+            taken += len(groups[group])
+    return Fold(fold.name, assignment)

@@ -1,0 +1,116 @@
+"""UCF101 and HMDB51 split files, written here in their real formats and quirks (CRLF, a BOM,
+the HandStandPushups file names, HMDB51's 0/1/2 flags), read as folds; validation by group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harx.extract.datasets.official_splits import (carve_validation, hmdb_source, read_hmdb51_splits,
+                                                   read_ucf101_lists, ucf_group)
+from harx.features.errors import DatasetFormatError, DatasetNotFoundError
+
+UCF_CLASSES = ["ApplyEyeMakeup", "HandstandPushups", "Shotput"]
+
+
+def _ucf_file(cls: str, group: int, clip: int) -> str:
+    stem = "HandStandPushups" if cls == "HandstandPushups" else cls   # the real quirk
+    return f"{cls}/v_{stem}_g{group:02d}_c{clip:02d}.avi"
+
+
+def _write_ucf_lists(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    crlf = "\r\n"
+    (folder / "classInd.txt").write_bytes(("\ufeff" + crlf.join(f"{i} {c}" for i, c in enumerate(UCF_CLASSES, 1))
+                                           + crlf).encode())
+    for k in (1, 2, 3):
+        test_groups = range(7 * (k - 1) + 1, 7 * k + 1)
+        train, test = [], []
+        for i, cls in enumerate(UCF_CLASSES, 1):
+            for g in range(1, 26):
+                for c in (1, 2):
+                    (test if g in test_groups else train).append((_ucf_file(cls, g, c), i))
+        (folder / f"trainlist0{k}.txt").write_bytes("".join(f"{p} {i}{crlf}" for p, i in train).encode())
+        (folder / f"testlist0{k}.txt").write_bytes(("".join(f"{p}{crlf}" for p, _ in test) + crlf).encode())
+    return folder
+
+
+def test_ucf101_lists_give_three_folds_that_test_seven_groups_each(tmp_path):
+    names, folds = read_ucf101_lists(_write_ucf_lists(tmp_path / "ucfTrainTestlist"))
+    assert names == UCF_CLASSES and [f.name for f in folds] == ["split1", "split2", "split3"]
+    for k, fold in enumerate(folds, 1):
+        assert len(fold.assignment) == 3 * 25 * 2
+        tested = {int(ucf_group(p)[1:]) for p, part in fold.assignment.items() if part == "test"}
+        assert tested == set(range(7 * (k - 1) + 1, 7 * k + 1))
+    assert folds[0].assignment["HandstandPushups/v_HandStandPushups_g08_c01.avi"] == "train"
+    assert ucf_group("HandstandPushups/v_HandStandPushups_g08_c01.avi") == "g08"
+
+
+@pytest.mark.parametrize("name, line, message", [
+    ("trainlist01.txt", "Shotput/v_Shotput_g09_c01.avi x", "trainlist01.txt:1: expected '<Class>/<file> <class index>'"),
+    ("trainlist01.txt", "Shotput/v_Shotput_g09_c01.avi 1", "trainlist01.txt:1: .* is in folder Shotput but has the index of ApplyEyeMakeup"),
+    ("testlist01.txt", "Archery/v_Archery_g01_c01.avi", "testlist01.txt:1: .* is in no class"),
+])
+def test_ucf101_bad_lines_name_file_and_line(tmp_path, name, line, message):
+    folder = _write_ucf_lists(tmp_path / "lists")
+    path = folder / name
+    path.write_text(line + "\n" + path.read_text())
+    with pytest.raises(DatasetFormatError, match=message):
+        read_ucf101_lists(folder)
+
+
+def test_ucf101_missing_lists_and_nameless_groups(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="classInd.txt not found"):
+        read_ucf101_lists(tmp_path)
+    with pytest.raises(DatasetFormatError, match="_gNN_cNN"):
+        ucf_group("Shotput/clip.avi")
+
+
+def _write_hmdb(folder: Path, classes=("drink", "jump"), sources=6, clips=5) -> Path:
+    folder.mkdir(parents=True)
+    for cls in classes:
+        files = [f"Movie_{s}_{cls}_u_nm_np1_fr_goo_{c}.avi" for s in range(sources) for c in range(clips)]
+        for k in (1, 2, 3):
+            flags = [(f, str((i + k) % 3)) for i, f in enumerate(files)]
+            (folder / f"{cls}_test_split{k}.txt").write_text("".join(f"{f} {flag} \r\n" for f, flag in flags))
+    return folder
+
+
+def test_hmdb51_split_files_give_three_folds_without_unused_clips(tmp_path):
+    names, folds = read_hmdb51_splits(_write_hmdb(tmp_path / "splits"))
+    assert names == ["drink", "jump"] and len(folds) == 3
+    for k, fold in enumerate(folds, 1):
+        assert len(fold.assignment) == 2 * 20                   # a third of the 30 clips per class flagged 0
+        assert set(fold.assignment.values()) == {"train", "test"}
+    assert hmdb_source("drink/Movie_3_drink_u_nm_np1_fr_goo_2.avi") == "Movie_3"
+    assert hmdb_source("drink/50_FIRST_DATES_drink_u_nm_np1_fr_goo_29.mp4") == "50_FIRST_DATES"
+
+
+def test_hmdb51_missing_and_bad_split_files(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="no HMDB51 split files"):
+        read_hmdb51_splits(tmp_path)
+    folder = _write_hmdb(tmp_path / "s")
+    (folder / "jump_test_split3.txt").unlink()
+    with pytest.raises(DatasetNotFoundError, match="jump_test_split3.txt not found"):
+        read_hmdb51_splits(folder)
+    (folder / "jump_test_split3.txt").write_text("clip.avi 7\n")
+    with pytest.raises(DatasetFormatError, match=r"jump_test_split3.txt:1: expected '<file> <0\|1\|2>'"):
+        read_hmdb51_splits(folder)
+
+
+def test_validation_is_carved_from_train_by_whole_groups(tmp_path):
+    _, folds = read_ucf101_lists(_write_ucf_lists(tmp_path / "lists"))
+    carved = carve_validation(folds[0], ucf_group, fraction=0.15, seed=3)
+    assert carve_validation(folds[0], ucf_group, fraction=0.15, seed=3) == carved      # seeded
+    for cls in UCF_CLASSES:
+        parts: dict[str, set[str]] = {}
+        for path, part in carved.assignment.items():
+            if path.startswith(cls + "/"):
+                parts.setdefault(ucf_group(path), set()).add(part)
+        assert all(len(p) == 1 for p in parts.values())                             # no group in two parts
+        val = sum(1 for p in parts.values() if p == {"val"})
+        assert 3 <= val <= 4                                                       # 15 % of 18 train groups
+        assert {g for g, p in parts.items() if p == {"test"}} == {f"g{g:02d}" for g in range(1, 8)}
+    _, hmdb = read_hmdb51_splits(_write_hmdb(tmp_path / "h", sources=1))
+    assert carve_validation(hmdb[0], hmdb_source).assignment == hmdb[0].assignment   # one movie: stays in train
