@@ -395,6 +395,9 @@ def fit(
     fusion: Annotated[Fusion, typer.Option(help="With several streams: late (a head per stream, probabilities "
                                            "mixed with weights chosen on val) or early (one head on the streams "
                                            "side by side per frame).", rich_help_panel=TRAIN_PANEL)] = Fusion.late,
+    fold: Annotated[Optional[str], typer.Option(help="For a dataset with official folds (UCF101, HMDB51): which "
+                                                "one, by name or number (default: the first).",
+                                                rich_help_panel=TRAIN_PANEL)] = None,
     hidden_size: Annotated[Optional[int], typer.Option(rich_help_panel=HEAD_PANEL)] = None,
     num_layers: Annotated[Optional[int], typer.Option("--layers", rich_help_panel=HEAD_PANEL)] = None,
     bidirectional: Annotated[Optional[bool], typer.Option("--bidirectional/--unidirectional",
@@ -423,7 +426,7 @@ def fit(
         run = fit_head(head, features=features, out=out, seed=seed, refit_trainval=refit_trainval, epochs=epochs,
                        patience=patience, batch_size=batch_size, lr=lr, crop_frames=crop_frames, device=device,
                        command=["harx", *sys.argv[1:]], on_epoch=_print_epoch, streams=streams,
-                       fusion=fusion.value, **options)
+                       fusion=fusion.value, fold=fold, **options)
     _print_run(run)
 
 
@@ -463,7 +466,8 @@ def _print_scores(metrics: dict) -> None:
 
 
 def _protocol_line(proto: dict) -> str:
-    keys = ("dataset", "split_protocol", "unit_scored", "streams", "frame_aggregation", "trained_on", "model_selection",
+    keys = ("dataset", "split_protocol", "fold", "unit_scored", "streams", "frame_aggregation", "trained_on",
+            "model_selection",
             "seed")
     return "; ".join(f"{k.replace('_', ' ')}: {proto[k]}" for k in keys if proto.get(k) not in (None, ""))
 
@@ -499,11 +503,14 @@ def compare(
     fusion: Annotated[Fusion, typer.Option(help="How a selection of several streams is fused: late (a head per "
                                            "stream, weights chosen on val) or early (side by side per "
                                            "frame).")] = Fusion.late,
+    fold: Annotated[Optional[str], typer.Option(help="For a dataset with official folds (UCF101, HMDB51): one "
+                                                "fold by name or number (default: the first), or 'all': each fold, "
+                                                "then mean ± std over the folds.")] = None,
 ):
     """Train each head over several seeds (reusing finished runs) and compare them under one protocol,
     per stream and fused."""
     _run_compare(features=features, heads=heads, seeds=seeds, out=out, refit_trainval=refit_trainval,
-                 device=device, epochs=epochs, streams=streams, fusion=fusion.value)
+                 device=device, epochs=epochs, streams=streams, fusion=fusion.value, fold=fold)
 
 
 def _run_compare(**kwargs):
@@ -522,7 +529,10 @@ def _run_compare(**kwargs):
     for line in dict.fromkeys(w for r in result.runs for w in r.warnings):   # once each, in order
         _warn(f"warning: {line}")
     _say("")
-    _say(f"written: {result.path}/compare.json, compare.md, compare.csv, compare.png")
+    if (result.path / "compare_folds.md").is_file():
+        _say(f"written: {result.path}/compare_folds.json, compare_folds.md, and one folder per fold")
+    else:
+        _say(f"written: {result.path}/compare.json, compare.md, compare.csv, compare.png")
     return result
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from harx.features.coverage import split_warnings
 from harx.features.errors import CacheMismatchError, HarxError
 from harx.features.paths import library_versions
-from harx.features.schema import StreamInfo
+from harx.features.schema import StreamInfo, fold_column
 from harx.features.writer import FeatureWriter, check_writable
 
 from harx.runtime import resolve_device
@@ -249,7 +249,7 @@ def _embed_videos(cfg: ExtractConfig, backbone: Backbone, todo, index: DatasetIn
     for video in embed_videos(backbone, jobs, batch_size=cfg.batch_size, decoder=decoder):
         samples = sample_lists[video.job.key]
         if video.info is not None:  # the video opened: keep every frame that decoded
-            _write_samples(writer, samples, video, root, summary, label_index)
+            _write_samples(writer, samples, video, root, summary, label_index, index.folds)
             summary.frames += video.n_decoded
         else:
             for s in samples:
@@ -260,7 +260,7 @@ def _embed_videos(cfg: ExtractConfig, backbone: Backbone, todo, index: DatasetIn
 
 
 def _write_samples(writer: FeatureWriter, samples: list[VideoSample], video: EmbeddedVideo, root: Path,
-                   summary: ExtractSummary, label_index: dict[str, int]) -> None:
+                   summary: ExtractSummary, label_index: dict[str, int], folds: list[str]) -> None:
     """Give each sample of one video its rows of the embeddings; clamp ranges to what decoded.
 
     ``samples[k]`` asked for ``video.job.ranges[k]``; ``info`` has the ranges clamped to the
@@ -291,7 +291,8 @@ def _write_samples(writer: FeatureWriter, samples: list[VideoSample], video: Emb
                 "split": sample.split, "group": sample.group, "scenario": sample.scenario,
                 "range_start": start, "range_stop": stop,
                 "annotated_start": -1 if annotated is None else annotated[0],
-                "annotated_stop": -1 if annotated is None else annotated[1], "fps": info.fps, "note": note}
+                "annotated_stop": -1 if annotated is None else annotated[1], "fps": info.fps, "note": note,
+                **{fold_column(name): part for name, part in zip(folds, sample.folds)}}
         writer.add_sample(meta, {name: video.features[name][rows] for name in writer.missing_streams(sample.sample_id)},
                           frames)
         summary.samples_new += 1

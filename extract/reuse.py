@@ -64,7 +64,7 @@ def index_settings(index: DatasetIndex, sampling: Sampling) -> dict:
                             if k in ("unit", "seed", "val_fraction", "test_fraction", "manifest", "sequences_file")},
         "class_names": list(index.class_names), "split_protocol": index.split_protocol,
         "dtype": "float16", "sampling": json.loads(sampling.to_json()), "sampling_description": sampling.describe(),
-        "missing": index.missing,
+        "missing": index.missing, "folds": list(index.folds),
     }
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import CacheMismatchError, DatasetNotFoundError, ForeignCacheError
-from .schema import (FAILURE_COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, STR_COLUMNS, StreamInfo, read_stream_infos,
-                     stream_datasets, stream_fingerprint)
+from .errors import CacheMismatchError, DatasetNotFoundError, ForeignCacheError, InvalidOptionError
+from .schema import (FAILURE_COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, STR_COLUMNS, StreamInfo, fold_column,
+                     read_stream_infos, stream_datasets, stream_fingerprint)
 from .writer import H5_READ_ERRORS, corrupt_cache, read_settings
 
 REBUILD_HINT = "rebuild it with harx extract --overwrite (and the options it was made with)"
@@ -83,8 +83,12 @@ class FeatureStore:
         self._pid = -1
         with self._reading(), h5py.File(self.path, "r") as f:
             s = f["samples"]
-            self._columns = {k: (np.array(_strings(s[k]), dtype=object) if k in STR_COLUMNS else s[k][:])
-                             for k in (*STR_COLUMNS, *INT_COLUMNS, *FLOAT_COLUMNS)}
+            folds = self.attrs.get("folds") or []
+            if not isinstance(folds, list) or not all(isinstance(x, str) and x for x in folds):
+                raise ValueError(f"attribute folds is {folds!r}, not a list of fold names")
+            text = (*STR_COLUMNS, *(fold_column(x) for x in folds))
+            self._columns = {k: (np.array(_strings(s[k]), dtype=object) if k in text else s[k][:])
+                             for k in (*text, *INT_COLUMNS, *FLOAT_COLUMNS)}
             self._failures = {k: _strings(f["failures"][k]) for k in FAILURE_COLUMNS}
             self._datasets = stream_datasets(f, self.attrs)
             self._streams = {info.name: info for info in read_stream_infos(f, self.attrs)}
@@ -145,6 +149,35 @@ class FeatureStore:
     @property
     def embed_dim(self) -> int:
         return int(self.attrs["embed_dim"])
+
+    @property
+    def folds(self) -> list[str]:
+        """The names of the dataset's official folds (``["split1", "split2", "split3"]``), or
+        ``[]`` when it has one split (the ``split`` column)."""
+        return list(self.attrs.get("folds") or [])
+
+    def fold_splits(self, fold: str | int | None = None) -> np.ndarray:
+        """Each sample's part (train|val|test, "" unused) in ``fold``: a name, a 1-based number, or
+        ``None`` for the ``split`` column (the first fold's).
+
+        Raises:
+            InvalidOptionError: no such fold, naming the folds there are.
+        """
+        if fold is None:
+            return self._columns["split"]
+        names = self.folds
+        name = names[int(fold) - 1] if str(fold).isdigit() and 1 <= int(fold) <= len(names) else str(fold)
+        if name not in names:
+            there = f"its folds: {', '.join(names)} (or 1-{len(names)})" if names else "it has one split"
+            raise InvalidOptionError(f"{self.path} has no fold {fold!r}; {there}")
+        return self._columns[fold_column(name)]
+
+    def fold_name(self, fold: str | int | None) -> str | None:
+        """The name of ``fold`` (a name or 1-based number), ``None`` for the default split."""
+        if fold is None:
+            return None
+        self.fold_splits(fold)
+        return self.folds[int(fold) - 1] if str(fold).isdigit() else str(fold)
 
     @property
     def streams(self) -> list[str]:
@@ -272,13 +305,16 @@ class FeatureStore:
         Adjacent samples are read as one contiguous run of rows: far fewer HDF5 calls than one
         read per sample, and never more rows than the split holds.
         """
-        names = self.check_streams(self._default(stream))
-        per_stream = [self._load_stream(split, n) for n in names]
-        arrays = per_stream[0] if len(names) == 1 else [np.concatenate(xs, axis=-1) for xs in zip(*per_stream)]
-        return arrays, self._columns["label_index"][self.indices(split)].astype(np.int64)
+        return self.load_indices(self.indices(split), stream)
 
-    def _load_stream(self, split: str | None, name: str) -> list[np.ndarray]:
-        idx = self.indices(split)
+    def load_indices(self, idx: np.ndarray, stream=None) -> tuple[list[np.ndarray], np.ndarray]:
+        """:meth:`load` of the samples ``idx`` (in that order)."""
+        names = self.check_streams(self._default(stream))
+        per_stream = [self._load_stream(idx, n) for n in names]
+        arrays = per_stream[0] if len(names) == 1 else [np.concatenate(xs, axis=-1) for xs in zip(*per_stream)]
+        return arrays, self._columns["label_index"][idx].astype(np.int64)
+
+    def _load_stream(self, idx: np.ndarray, name: str) -> list[np.ndarray]:
         starts, stops = self._columns["row_start"][idx], self._columns["row_stop"][idx]
         with self._reading():
             emb = self._h5()[self._datasets[name]]
@@ -306,10 +342,11 @@ class FeatureStore:
 
 
 
-    def select(self, streams=None, needed_by: str = "") -> "StreamSelection":
-        """This cache seen through ``streams`` (a name or names; default: the first stream); see
-        :class:`StreamSelection`. CacheMismatchError in one line when it lacks one of them."""
-        return StreamSelection(self, self.check_streams(self._default(streams), needed_by))
+    def select(self, streams=None, needed_by: str = "", fold: str | int | None = None) -> "StreamSelection":
+        """This cache seen through ``streams`` (a name or names; default: rgb) and ``fold`` (a
+        name or 1-based number; default: the ``split`` column); see :class:`StreamSelection`.
+        CacheMismatchError in one line when it lacks a stream, InvalidOptionError for no such fold."""
+        return StreamSelection(self, self.check_streams(self._default(streams), needed_by), self.fold_name(fold))
 
 
 class StreamSelection:
@@ -318,10 +355,24 @@ class StreamSelection:
     their total width (``widths``: each stream's), and ``fingerprint`` covers the streams'
     settings. Everything else (``column``, ``indices``, ``attrs``...) is the cache's own."""
 
-    def __init__(self, store: FeatureStore, streams: list[str]):
+    def __init__(self, store: FeatureStore, streams: list[str], fold: str | None = None):
         self.store = store
         self.streams = list(streams)
         self.widths = [store.feature_dim(s) for s in self.streams]
+        self.fold = fold
+        self._split = store.fold_splits(fold)
+
+    def indices(self, split: str | None = None) -> np.ndarray:
+        """Sample indices of ``split`` in this selection's fold (all samples the fold uses for ``None``)."""
+        if split is None:
+            return np.flatnonzero(self._split != "")
+        return np.flatnonzero(self._split == split)
+
+    def column(self, name: str) -> np.ndarray:
+        return self._split if name == "split" else self.store.column(name)
+
+    def samples(self, split: str | None = None) -> list:
+        return [self.store.sample(i) for i in self.indices(split)]
 
     def __getattr__(self, name):
         return getattr(self.store, name)
@@ -335,10 +386,11 @@ class StreamSelection:
 
     @property
     def fingerprint(self) -> str:
-        return self.store.stream_fingerprint(self.streams)
+        fp = self.store.stream_fingerprint(self.streams)
+        return fp if self.fold is None else hashlib.sha256(f"{fp}:{self.fold}".encode()).hexdigest()[:16]
 
     def load(self, split: str | None = None) -> tuple[list[np.ndarray], np.ndarray]:
-        return self.store.load(split, self.streams)
+        return self.store.load_indices(self.indices(split), self.streams)
 
     def frames(self, i: int, start: int = 0, stop: int | None = None) -> np.ndarray:
         return self.store.frames(i, start, stop, self.streams)

@@ -35,13 +35,17 @@ Datasets
         ``[row_start, row_stop)`` of every stream), ``range_start``/``range_stop`` int64 (the
         source frame range that was sampled, 0-based end-exclusive, after clamping to the frames
         that decode), ``annotated_start``/``annotated_stop`` int64 (the range as annotated, -1 for
-        a whole video), ``fps`` float32, ``note`` str (why a range was clamped, else "").
+        a whole video), ``fps`` float32, ``note`` str (why a range was clamped, else "");
+        ``fold_<name>`` str, one column per official fold of a dataset that has several
+        (``attrs["folds"]``, e.g. UCF101's ``split1``-``split3``): the sample's part in that fold
+        (train|val|test, "" when the fold does not use it). ``split`` is then the first fold's.
     ``failures/*``   columns ``sample_id``, ``path``, ``reason`` (str), one entry per sample that
                      could not be embedded (corrupt, truncated to nothing, decoder hang).
 
 File attributes (JSON strings where marked)
     ``format`` = "harx-features", ``schema_version`` = 2, ``complete`` (bool: False only in
-    in-progress part files), ``streams`` (JSON list of stream names, in file order),
+    in-progress part files), ``streams`` (JSON list of stream names, in file order), ``folds``
+    (JSON list of fold names; absent or empty: one split, the ``split`` column),
     ``dataset``, ``root``, ``unit`` (video|subsequence),
     ``split_protocol``, ``class_names`` (JSON list, label-index order), ``dataset_options`` (JSON),
     ``missing`` (JSON list of annotated videos absent from the folder), ``backbone`` (timm name,
@@ -96,7 +100,7 @@ SETTINGS_KEYS = (
     "weights_sha256", "embed_dim", "dtype", "preprocess", "sampling", "precision",
 )
 JSON_ATTRS = ("class_names", "dataset_options", "missing", "preprocess", "sampling", "versions", "streams",
-              "spec", "feature_shape")
+              "spec", "feature_shape", "folds")
 
 STR_DTYPE = h5py.string_dtype("utf-8")
 
@@ -130,6 +134,11 @@ def decode_attr(key: str, value):
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def fold_column(name: str) -> str:
+    """The sample column holding each sample's part in fold ``name``."""
+    return f"fold_{name}"
 
 
 def stream_path(name: str) -> str:

@@ -36,7 +36,8 @@ import numpy as np
 from .errors import CacheMismatchError, CorruptCacheError, ForeignCacheError, HarxError, OutputError
 from .schema import (RGB_SPEC, FAILURE_COLUMNS, FLOAT_COLUMNS, FORMAT, INT_COLUMNS, READABLE_SCHEMAS, SCHEMA_VERSION,
                      SETTINGS_KEYS, STR_COLUMNS, STR_DTYPE, StreamInfo, chunk_rows, decode_attr, encode_attr,
-                     read_stream_infos, settings_fingerprint, stream_datasets, stream_fingerprint, stream_path)
+                     fold_column, read_stream_infos, settings_fingerprint, stream_datasets, stream_fingerprint,
+                     stream_path)
 
 
 class _CacheFile:
@@ -67,7 +68,8 @@ class _CacheFile:
         self.n_rows = 0
         self._pending: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
         self._pending_rows = 0
-        self.columns: dict[str, list] = {k: [] for k in (*STR_COLUMNS, *INT_COLUMNS, *FLOAT_COLUMNS)}
+        self.text_columns = (*STR_COLUMNS, *(fold_column(f) for f in attrs.get("folds") or []))
+        self.columns: dict[str, list] = {k: [] for k in (*self.text_columns, *INT_COLUMNS, *FLOAT_COLUMNS)}
         self.failures: dict[str, list] = {k: [] for k in FAILURE_COLUMNS}
 
     def add_sample(self, meta: dict, embeddings: dict[str, np.ndarray], frame_index: np.ndarray) -> None:
@@ -76,7 +78,7 @@ class _CacheFile:
         self._pending.append(({s.name: np.asarray(embeddings[s.name], dtype=self.dtype) for s in self.streams},
                               np.asarray(frame_index, np.int32)))
         self._pending_rows += n
-        for key in STR_COLUMNS:
+        for key in self.text_columns:
             self.columns[key].append("" if meta.get(key) is None else str(meta[key]))
         for key in (*INT_COLUMNS, *FLOAT_COLUMNS):
             self.columns[key].append(meta.get(key, -1))
@@ -108,7 +110,7 @@ class _CacheFile:
     def close(self, complete: bool) -> None:
         self._flush()
         samples = self.f.create_group("samples")
-        for key in STR_COLUMNS:
+        for key in self.text_columns:
             samples.create_dataset(key, data=np.array(self.columns[key], dtype=object), dtype=STR_DTYPE)
         for key, dt in {**INT_COLUMNS, **FLOAT_COLUMNS}.items():
             samples.create_dataset(key, data=np.array(self.columns[key], dtype=dt))
@@ -562,7 +564,7 @@ def _merge(sources: list[Path], order: list[str], out: _CacheFile) -> None:
                 continue
             (fi, i), *_ = where[sid]
             col = cols[fi]
-            meta = {k: (v[i].decode() if k in STR_COLUMNS else v[i]) for k, v in col.items()}
+            meta = {k: (v[i].decode() if isinstance(v[i], bytes) else v[i]) for k, v in col.items()}
             try:
                 frames = _rows(files[fi]["frame_index"], col, i)
                 features = {}

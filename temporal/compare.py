@@ -78,6 +78,7 @@ def compare(
     head_options: dict[str, dict] | None = None,
     streams: Sequence[str] | str | None = None,
     fusion: str = "late",
+    fold: str | int | None = None,
     command: str | Sequence[str] | None = None,
     on_run: Callable[[RunResult], None] | None = None,
     on_epoch: Callable | None = None,
@@ -95,6 +96,10 @@ def compare(
         streams: stream selections, e.g. ``["rgb", "motion", "rgb+motion"]`` or one comma-separated
             string ``"rgb,rgb+motion"``; ``None``: each stream of the cache, then all fused.
         fusion: how a selection of several streams is fused (``late`` or ``early``).
+        fold: for a dataset with official folds, one fold (name or 1-based number; default: the
+            first), or ``"all"``: each fold compared (``OUT/<fold>/``), then every column's test
+            scores as mean ± std over the folds (``compare_folds.md``/``.json``), as these
+            datasets are published.
         on_run: called with each :class:`RunResult` (``.reused`` says whether it trained).
         on_epoch: passed to :func:`fit` (called only for runs that train).
 
@@ -121,6 +126,11 @@ def compare(
                                  f"({', '.join(heads)})")
     path = resolve_features(features)
     store = FeatureStore(path)
+    if str(fold) == "all":
+        return _compare_folds(store, dict(heads=heads, seeds=seeds, refit_trainval=refit_trainval, device=device,
+                                          epochs=epochs, head_options=head_options, streams=streams, fusion=fusion,
+                                          command=command, on_run=on_run, on_epoch=on_epoch), out)
+    fold = store.fold_name(fold if fold is not None else (store.folds[0] if store.folds else None))
     names = store.class_names
     selections = stream_selections(streams, store.streams)
     for selection in selections:   # a stream the cache lacks fails now, in one line
@@ -137,7 +147,8 @@ def compare(
         for head in heads:
             for seed in seed_list:
                 r = fit(head, path, seed=seed, refit_trainval=refit_trainval, device=device, epochs=epochs,
-                        reuse=True, on_epoch=on_epoch, streams=selection, fusion=fusion, **head_options.get(head, {}))
+                        reuse=True, on_epoch=on_epoch, streams=selection, fusion=fusion, fold=fold,
+                        **head_options.get(head, {}))
                 runs.append(r)
                 if on_run is not None:
                     on_run(r)
@@ -150,7 +161,7 @@ def compare(
     first = {h: next(r for r in runs if column[id(r)] == h) for h in heads}
     p0 = first[heads[0]].metrics["protocol"]
     protocol = {
-        **{k: p0.get(k) for k in ("dataset", "split_protocol", "unit_scored", "video_level", "sampling", "backbone",
+        **{k: p0.get(k) for k in ("dataset", "split_protocol", "fold", "unit_scored", "video_level", "sampling", "backbone",
                                    "embed_dim", "class_names", "trained_on", "validation_scores", "cache",
                                    "cache_fingerprint", "samples", "absent_from_training", "warnings")},
         "scored_split": "test (val shown for reference: it chose the epochs)",
@@ -165,7 +176,7 @@ def compare(
     }
     confusions = _confusion_differences(results, names)
     digest = hashlib.sha256(json.dumps([head_names, seed_list, refit_trainval, device, epochs, head_options,
-                                        store.fingerprint, selections, fusion], sort_keys=True,
+                                        store.fingerprint, selections, fusion, fold], sort_keys=True,
                                        default=str).encode()).hexdigest()[:6]
     out_dir = Path(out) if out is not None else (
         runs_root(path) / f"compare-{'+'.join(head_names)}-{len(seed_list)}seeds-{digest}")
@@ -200,6 +211,57 @@ def stream_selections(streams: Sequence[str] | str | None, available: Sequence[s
         if c not in unique:
             unique.append(c)
     return unique
+
+
+def _compare_folds(store: FeatureStore, options: dict, out) -> CompareResult:
+    """``compare(..., fold="all")``: each fold compared in ``OUT/<fold>``, then each column's test
+    accuracy (per sample, and per video where reported) as mean ± std over the folds' seed means."""
+    if not store.folds:
+        raise InvalidOptionError(f"{store.path} has one split, no folds; --fold all is for datasets with official "
+                                 "folds (UCF101, HMDB51)")
+    base = Path(out) if out is not None else runs_root(store.path) / "compare-folds"
+    make_folder(base)
+    per_fold = {name: compare(store.path, out=base / name, fold=name, **options) for name in store.folds}
+    columns = list(next(iter(per_fold.values())).results)
+    results = {}
+    for col in columns:
+        entry = {"folds": {}}
+        for level in ("accuracy", "video"):
+            means = {}
+            for name, res in per_fold.items():
+                test = res.results[col].get("test") or {}
+                block = test.get("video") if level == "video" else test
+                if block and block.get("accuracy", {}).get("mean") is not None:
+                    means[name] = block["accuracy"]["mean"]
+            if means:
+                entry["folds"][level] = means
+                entry.setdefault("test", {})["accuracy" if level == "accuracy" else "video_accuracy"] = \
+                    _stats(list(means.values()))
+        results[col] = entry
+    first = next(iter(per_fold.values()))
+    protocol = dict(first.protocol, fold="all: " + ", ".join(store.folds),
+                    folds_aggregation="each fold's test accuracy is the mean over its seeds; shown as mean ± std "
+                                      "(ddof=1) over the folds")
+    lines = [f"# {', '.join(columns)} on {protocol['dataset']}, every fold", "",
+             f"**Protocol.** {protocol.get('split_protocol')}; folds {', '.join(store.folds)}, each compared as in "
+             f"its own compare.md ({base}/<fold>/); seeds {', '.join(map(str, protocol['seeds']))}; "
+             f"{protocol['folds_aggregation']}.", "",
+             "| test accuracy (%) | " + " | ".join(store.folds) + " | mean ± std over folds |",
+             "|---|" + "---|" * (len(store.folds) + 1)]
+    for col in columns:
+        for level, label in (("accuracy", ""), ("video", ", per video")):
+            means = results[col]["folds"].get(level)
+            if not means:
+                continue
+            key = "accuracy" if level == "accuracy" else "video_accuracy"
+            lines.append(f"| {col}{label} | " + " | ".join(pct(means.get(f)) for f in store.folds)
+                         + f" | {_pm(results[col]['test'][key])} |")
+    table = "\n".join(lines) + "\n"
+    _write_json(base / "compare_folds.json", {"protocol": protocol, "results": results,
+                                               "per_fold": {n: str(r.path) for n, r in per_fold.items()}})
+    (base / "compare_folds.md").write_text(table)
+    return CompareResult(path=base, results=results, protocol=protocol, table=table,
+                         runs=[r for res in per_fold.values() for r in res.runs])
 
 
 # ----------------------------------------------------------------------------- aggregation

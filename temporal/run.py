@@ -164,6 +164,7 @@ def fit(
     on_epoch: Callable | None = None,
     streams: str | Sequence[str] | None = None,
     fusion: str = "late",
+    fold: str | int | None = None,
     **head_options,
 ) -> RunResult:
     """Train head ``head`` on a feature cache and write a run folder (see the module docstring).
@@ -176,6 +177,8 @@ def fit(
         fusion: with several streams, ``"late"`` (one head per stream, probabilities mixed with
             weights chosen on val) or ``"early"`` (one head on the streams side by side, per
             frame); see :mod:`temporal.fusion`.
+        fold: for a dataset with several official folds (UCF101, HMDB51), which one (a name such
+            as ``"split2"`` or a 1-based number); ``None``: the cache's ``split`` column (fold 1).
         out: the run folder; ``None``: :func:`default_run_dir`.
         seed: seeds everything random (same seed, same CPU -> same numbers).
         refit_trainval: after selecting the epoch count on val, train a fresh model on
@@ -200,7 +203,9 @@ def fit(
     """
     started = time.perf_counter()
     cache = FeatureStore(resolve_features(features))
-    store = cache.select(parse_stream_selection(streams, cache.streams), needed_by="this run")
+    if fold is None and cache.folds:      # a dataset with official folds: the first, by name
+        fold = cache.folds[0]
+    store = cache.select(parse_stream_selection(streams, cache.streams), needed_by="this run", fold=fold)
     fusion = fusion if len(store.streams) > 1 else None
     names = store.class_names
     n_split = {s: len(store.indices(s)) for s in ("train", "val", "test")}
@@ -233,10 +238,10 @@ def fit(
     params = model.get_params()
     hashed = {"head": head, "params": params, "seed": int(seed), "refit_trainval": bool(refit_trainval),
               "cache_fingerprint": store.fingerprint, "device": dev.type, "precision": prec,
-              "streams": store.streams, "fusion": fusion}
+              "streams": store.streams, "fusion": fusion, "fold": store.fold}
     config_hash = hashlib.sha256(json.dumps(hashed, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    run_dir = Path(out) if out is not None else default_run_dir(store.path, run_label(head, store.streams, fusion),
-                                                                seed, config_hash)
+    label = run_label(head, store.streams, fusion) + (f"-{store.fold}" if store.fold else "")
+    run_dir = Path(out) if out is not None else default_run_dir(store.path, label, seed, config_hash)
     if reuse:
         done = _finished_run(run_dir, config_hash)
         if done is not None:
@@ -248,7 +253,7 @@ def fit(
         "device": dev.type, "precision": prec, "config_hash": config_hash,
         "features": str(store.path.resolve()), "cache_fingerprint": store.fingerprint,
         "dataset": store.attrs.get("dataset"), "unit": store.attrs.get("unit"), "backbone": store.backbone,
-        "embed_dim": store.embed_dim, "streams": store.streams, "fusion": fusion,
+        "embed_dim": store.embed_dim, "streams": store.streams, "fusion": fusion, "fold": store.fold,
         "class_names": trained, "cache_class_names": names, "extraction": extraction,
         "command": command if command is None or isinstance(command, str) else shlex.join(map(str, command)),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -393,7 +398,8 @@ def _stream_runs(head: str, store, seed: int, options: dict, on_epoch: Callable 
                 from dataclasses import replace
                 on_epoch(replace(info, phase=f"{info.phase}:{stream}"))
         runs[stream] = fit(head, store.path, seed=seed, streams=[stream], reuse=True, command=command,
-                           on_epoch=tagged, **{k: v for k, v in options.items() if k != "random_state"})
+                           on_epoch=tagged, fold=store.fold,
+                           **{k: v for k, v in options.items() if k != "random_state"})
     return runs
 
 
@@ -571,6 +577,7 @@ def _protocol(store: FeatureStore, head: str, selected: TemporalHead, final: Tem
         selection += f"; then refit on train+val for {best_epoch} epochs"
     return {
         "dataset": store.attrs.get("dataset"), "split_protocol": store.attrs.get("split_protocol") or None,
+        "fold": getattr(store, "fold", None),
         "unit_scored": unit,
         "video_level": ("mean of each video's subsequence probabilities (frame-weighted); reported as "
                         "<split>.video" if unit == "subsequence" else None),
@@ -767,7 +774,8 @@ def evaluate(run: str | Path, features: str | Path | None = None, *, device: str
     if features is None and not cache.is_file():
         raise DatasetNotFoundError(f"run {run_dir.name} was trained on {cache}, which is gone; pass --features "
                                    f"with a cache of {config.get('backbone')} features of the same classes")
-    store = FeatureStore(cache).select(config.get("streams") or ["rgb"], needed_by=f"run {run_dir.name}")
+    store = FeatureStore(cache).select(config.get("streams") or ["rgb"], needed_by=f"run {run_dir.name}",
+                                       fold=config.get("fold"))
     final = TemporalHead.load(run_dir / "best.pt")
     meta = final.checkpoint_meta_
     trained = (f"{meta.get('backbone')} {final.n_features_in_}-d features of {len(final.classes_)} classes "

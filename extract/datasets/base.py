@@ -28,6 +28,9 @@ class VideoSample:
         frame_range: ``(start, stop)`` 0-based, end-exclusive, as annotated; ``None`` = whole video.
             Stage one clamps it to the frames that actually decode and records the clamp.
         video_id: the source video's name; several samples may share one video.
+        folds: the sample's part (train, val, test, or "" unused) in each of the dataset's
+            official folds (``DatasetIndex.folds``), for datasets that have several; ``split``
+            is then its part in the first.
     """
 
     sample_id: str
@@ -38,6 +41,7 @@ class VideoSample:
     scenario: str | None = None
     frame_range: tuple[int, int] | None = None
     video_id: str = ""
+    folds: tuple[str, ...] = ()
 
 
 @dataclass
@@ -63,5 +67,6 @@ class DatasetIndex:
     missing: list[str] = field(default_factory=list)
     options: dict = field(default_factory=dict)
     left_out: list[tuple[str, Path, str]] = field(default_factory=list)
+    folds: list[str] = field(default_factory=list)   # names of the official folds, if several
     resplit: Optional[Callable[[dict[Path, str]], "DatasetIndex"]] = field(default=None, repr=False,
                                                                           compare=False)
