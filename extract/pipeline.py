@@ -68,6 +68,7 @@ class ExtractSummary:
     failed_before: int = 0
     clamped: int = 0
     missing: list[str] = field(default_factory=list)
+    unlisted: list[str] = field(default_factory=list)     # videos present that no split file names
     frames: int = 0
     seconds: float = 0.0
     file_bytes: int = 0
@@ -122,7 +123,7 @@ def _build_cache(cfg: ExtractConfig, sampling, streams: list[StreamInfo], index:
     summary = ExtractSummary(out=out, dataset=index.name, unit=index.unit, backbone=backbone.name,
                              weights=backbone.weights, device=str(backbone.device), precision=backbone.precision,
                              samples_total=len(index.samples) + len(index.left_out), samples_new=0, reused=0,
-                             missing=list(index.missing),
+                             missing=list(index.missing), unlisted=list(index.unlisted),
                              split_protocol=index.split_protocol)
     with FeatureWriter(out, settings, streams=streams, overwrite=cfg.overwrite,
                        part_seconds=cfg.part_seconds) as writer:

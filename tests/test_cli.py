@@ -29,7 +29,7 @@ def _error_line(result) -> str:
 
 
 def test_unknown_dataset():
-    assert "choose one of: demo, folder, kth" in _error_line(runner.invoke(app, ["extract", "--dataset", "ucf"]))
+    assert "choose one of: demo, folder, hmdb51, kth, ucf101" in _error_line(runner.invoke(app, ["extract", "--dataset", "ucf"]))
 
 
 def test_missing_root(tmp_path):

@@ -114,3 +114,75 @@ def test_validation_is_carved_from_train_by_whole_groups(tmp_path):
         assert {g for g, p in parts.items() if p == {"test"}} == {f"g{g:02d}" for g in range(1, 8)}
     _, hmdb = read_hmdb51_splits(_write_hmdb(tmp_path / "h", sources=1))
     assert carve_validation(hmdb[0], hmdb_source).assignment == hmdb[0].assignment   # one movie: stays in train
+
+
+# ----------------------------------------------------------------------------- the adapters, end to end
+
+UCF_GROUPS = (1, 8, 15, 22)      # one test group of each fold, and one always in train
+
+
+def _ucf_tree(root: Path) -> Path:
+    """A UCF101 layout: UCF-101/<Class>/ clips of four groups (two clips each), the real lists of
+    all 25 groups (so most listed clips are missing), and one clip no list names."""
+    from videos import write_video
+
+    _write_ucf_lists(root / "ucfTrainTestlist")
+    for i, cls in enumerate(UCF_CLASSES):
+        for g in UCF_GROUPS:
+            for c in (1, 2):
+                write_video(root / "UCF-101" / _ucf_file(cls, g, c), n_frames=6, size=(32, 24), seed=10 * i + g + c)
+    write_video(root / "UCF-101" / "Shotput" / "v_Shotput_g30_c01.avi", n_frames=6, size=(32, 24), seed=1)
+    return root
+
+
+def test_ucf101_extracts_once_for_every_fold(tmp_path):
+    from conftest import TINY
+    from harx.extract import make_config, run_extract
+    from harx.features import FeatureStore
+
+    root = _ucf_tree(tmp_path / "ucf")
+    s = run_extract(make_config(dataset="ucf101", root=root, out=tmp_path / "ucf.h5", streams="rgb", **TINY))
+    assert s.samples_total == 3 * 4 * 2 and not s.failed
+    assert len(s.missing) == 3 * 25 * 2 - 24 and s.unlisted == ["Shotput/v_Shotput_g30_c01.avi"]
+    store = FeatureStore(s.out)
+    assert store.folds == ["split1", "split2", "split3"] and store.class_names == UCF_CLASSES
+    assert "UCF101 official splits 1-3" in store.attrs["split_protocol"]
+    ids = list(store.column("sample_id"))
+    for k, test_group in enumerate((1, 8, 15), 1):
+        parts = dict(zip(ids, store.fold_splits(k)))
+        assert {p for i, p in parts.items() if f"_g{test_group:02d}_" in i} == {"test"}
+        assert {p for i, p in parts.items() if "_g22_" in i} <= {"train", "val"}
+    assert set(store.column("group")) == {f"{c}/g{g:02d}" for c in UCF_CLASSES for g in UCF_GROUPS}
+
+
+def test_hmdb51_folds_leave_unused_clips_out_of_a_fold(tmp_path):
+    from conftest import TINY
+    from videos import write_video
+    from harx.extract import make_config, run_extract
+    from harx.features import FeatureStore
+
+    root = tmp_path / "hmdb"
+    _write_hmdb(root / "testTrainMulti_7030_splits", sources=2, clips=3)
+    for cls in ("drink", "jump"):
+        for s in range(2):
+            for c in range(3):
+                write_video(root / "hmdb51" / cls / f"Movie_{s}_{cls}_u_nm_np1_fr_goo_{c}.avi", n_frames=5,
+                            size=(32, 24), seed=s * 10 + c)
+    summary = run_extract(make_config(dataset="hmdb51", root=root, out=tmp_path / "h.h5", streams="rgb", **TINY))
+    store = FeatureStore(summary.out)
+    assert store.folds == ["split1", "split2", "split3"] and len(store) == 12 and not summary.missing
+    for k in (1, 2, 3):
+        assert (store.fold_splits(k) == "").sum() == 4            # a third of the clips flagged 0 in each fold
+    assert set(store.column("group")) == {f"{c}/Movie_{s}" for c in ("drink", "jump") for s in range(2)}
+
+
+def test_adapters_say_what_is_missing_in_one_line(tmp_path):
+    from harx.extract.datasets import create_dataset
+
+    with pytest.raises(DatasetNotFoundError, match="no ucfTrainTestlist/classInd.txt"):
+        create_dataset("ucf101", tmp_path)
+    with pytest.raises(DatasetNotFoundError, match="no HMDB51 split files"):
+        create_dataset("hmdb51", tmp_path)
+    _write_ucf_lists(tmp_path / "ucfTrainTestlist")
+    with pytest.raises(DatasetNotFoundError, match="no class folder of the split files"):
+        create_dataset("ucf101", tmp_path)

@@ -45,4 +45,4 @@ __all__ = ["DATASETS", "SPLITS", "DatasetIndex", "VideoSample", "create_dataset"
            "register_dataset"]
 
 # Importing a family module registers its adapter (after register_dataset exists).
-from . import folder, kth, demo  # noqa: E402,F401  isort: skip
+from . import folder, kth, demo, ucf101, hmdb51  # noqa: E402,F401  isort: skip

@@ -68,5 +68,6 @@ class DatasetIndex:
     options: dict = field(default_factory=dict)
     left_out: list[tuple[str, Path, str]] = field(default_factory=list)
     folds: list[str] = field(default_factory=list)   # names of the official folds, if several
+    unlisted: list[str] = field(default_factory=list)  # videos in the folder that no split file names
     resplit: Optional[Callable[[dict[Path, str]], "DatasetIndex"]] = field(default=None, repr=False,
                                                                           compare=False)

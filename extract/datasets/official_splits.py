@@ -1,8 +1,8 @@
 """The official split files of UCF101 and HMDB51, read as folds; validation carved by group.
 
-Groundwork for the ``ucf101`` and ``hmdb51`` adapters (issue 16): they need every fold of one
-extraction, so a fold here is a mapping ``relative path -> "train" | "test"`` and the adapters
-decide how a cache stores them. Formats (``../shared/REFERENCE.md`` §5):
+What the ``ucf101`` and ``hmdb51`` adapters share: one extraction serves every fold, so a fold is
+a mapping ``relative path -> "train" | "val" | "test"``, each sample carries its part in every
+fold (``VideoSample.folds``), and the cache stores them all (``fold_<name>`` columns). Formats (``../shared/REFERENCE.md`` §5):
 
 * UCF101, ``ucfTrainTestlist/``: ``classInd.txt`` (``<1-based index> <Class>``), ``trainlist0k.txt``
   (``<Class>/<file> <index>``) and ``testlist0k.txt`` (``<Class>/<file>``), k = 1, 2, 3, with CRLF
@@ -27,7 +27,10 @@ from typing import Callable
 
 import numpy as np
 
-from harx.features.errors import DatasetFormatError, DatasetNotFoundError
+from harx.extract.videofiles import is_video_file
+from harx.features.errors import DatasetFormatError, DatasetNotFoundError, InvalidOptionError
+
+from .base import DatasetIndex, VideoSample
 
 UCF_FOLDS = 3
 HMDB_FOLDS = 3
@@ -193,3 +196,46 @@ def carve_validation(fold: Fold, group_of: Callable[[str], str], fraction: float
                 assignment[path] = "val"
             taken += len(groups[group])
     return Fold(fold.name, assignment)
+
+
+# ----------------------------------------------------------------------------- building an index
+
+def first_dir(candidates: list[Path], test: Callable[[Path], bool]) -> Path | None:
+    """The first of ``candidates`` that is a folder passing ``test``."""
+    return next((c for c in candidates if c.is_dir() and test(c)), None)
+
+
+def video_folder(root: Path, names: list[str], archive_dir: str) -> Path:
+    """The folder holding the class folders: ``root/<archive_dir>`` or ``root``."""
+    found = first_dir([root / archive_dir, root], lambda d: any((d / n).is_dir() for n in names))
+    if found is None:
+        raise DatasetNotFoundError(f"no class folder of the split files ({', '.join(names[:3])}, ...) in {root} or "
+                                   f"{root / archive_dir}")
+    return found
+
+
+def index_with_folds(name: str, root: Path, class_names: list[str], folds: list[Fold],
+                     group_of: Callable[[str], str], videos: Path, val_fraction: float, seed: int, protocol: str,
+                     options: dict) -> DatasetIndex:
+    """The index of a dataset with official ``folds``: validation carved from each, one sample per
+    listed clip present under ``videos/<class>/``, its part in every fold, missing and unlisted clips."""
+    if not 0 < val_fraction < 1:
+        raise InvalidOptionError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+    folds = [carve_validation(f, group_of, val_fraction, seed) for f in folds]
+    present = {f"{p.parent.name}/{p.name}": p for cls in class_names if (videos / cls).is_dir()
+               for p in sorted((videos / cls).iterdir()) if is_video_file(p)}
+    listed = set().union(*(f.assignment for f in folds))
+    rank = {c: i for i, c in enumerate(class_names)}
+    samples = []
+    for rel in sorted(listed & set(present), key=lambda r: (rank[r.split("/")[0]], r)):
+        cls = rel.split("/")[0]
+        parts = tuple(f.assignment.get(rel, "") for f in folds)
+        samples.append(VideoSample(sample_id=rel, path=present[rel], label=cls, split=parts[0],
+                                   group=f"{cls}/{group_of(rel)}", video_id=Path(rel).stem, folds=parts))
+    if not samples:
+        raise DatasetNotFoundError(f"none of the {len(listed)} clips the {name} split files name is in {videos}")
+    return DatasetIndex(name=name, root=Path(root), class_names=list(class_names), samples=samples,
+                        split_protocol=protocol + (f"; val: {val_fraction:g} of each class's train clips of each fold, "
+                                                   f"whole groups, seed {seed}"), unit="video",
+                        missing=sorted(listed - set(present)), options=options, folds=[f.name for f in folds],
+                        unlisted=sorted(set(present) - listed))
