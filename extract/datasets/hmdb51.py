@@ -10,27 +10,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harx.features.errors import DatasetNotFoundError
-
 from . import register_dataset
 from .base import DatasetIndex
-from .official_splits import first_dir, hmdb_source, index_with_folds, read_hmdb51_splits, video_folder
+from .official_splits import hmdb_source, index_with_folds, read_hmdb51_splits, split_folder, video_folder
 
 
 @register_dataset
 def hmdb51(root: Path | None = None, val_fraction: float = 0.15, seed: int = 0) -> DatasetIndex:
     """HMDB51 with its three official splits (70 train / 30 test clips per class; flag 0 unused)."""
-    if root is None or not Path(root).is_dir():
-        raise DatasetNotFoundError(f"HMDB51 folder {root} not found; give --root the folder that holds the class "
-                                   "folders and testTrainMulti_7030_splits/")
-    root = Path(root)
-    splits = first_dir([root / "testTrainMulti_7030_splits", root / "splits", root,
-                         root.parent / "testTrainMulti_7030_splits"],
-                        lambda d: any(d.glob("*_test_split1.txt")))
-    if splits is None:
-        raise DatasetNotFoundError(f"no HMDB51 split files (<class>_test_split1.txt) in {root} or beside it "
-                                   "(test_train_splits.rar unpacks to testTrainMulti_7030_splits/)")
+    root, splits = split_folder(root, "HMDB51", "the class folders and testTrainMulti_7030_splits/",
+                                ["testTrainMulti_7030_splits", "splits", ".", "../testTrainMulti_7030_splits"],
+                                lambda d: any(d.glob("*_test_split1.txt")),
+                                "no HMDB51 split files (<class>_test_split1.txt; test_train_splits.rar unpacks to "
+                                "testTrainMulti_7030_splits/)")
     names, folds = read_hmdb51_splits(splits)
     return index_with_folds("hmdb51", root, names, folds, hmdb_source, video_folder(root, names, "hmdb51"), val_fraction,
-                  seed, "HMDB51 official splits 1-3 (Kuehne et al. 2011): 70 train and 30 test clips per class, "
-                  "clips flagged 0 unused", {"val_fraction": val_fraction, "seed": seed})
+                            seed, "HMDB51 official splits 1-3 (Kuehne et al. 2011): 70 train and 30 test clips per class, "
+                            "clips flagged 0 unused", {"val_fraction": val_fraction, "seed": seed})

@@ -205,6 +205,24 @@ def first_dir(candidates: list[Path], test: Callable[[Path], bool]) -> Path | No
     return next((c for c in candidates if c.is_dir() and test(c)), None)
 
 
+def split_folder(root: Path | None, dataset: str, layout: str, candidates: list[str],
+                 holds: Callable[[Path], bool], missing: str) -> tuple[Path, Path]:
+    """``(root, the folder of split files)``: the first of ``candidates`` (relative to ``root``;
+    ``".."``-prefixed ones beside it) for which ``holds`` is true.
+
+    Raises:
+        DatasetNotFoundError: ``root`` is no folder (``layout`` says what it should hold), or no
+            candidate holds the split files (``missing`` says which and where they come from).
+    """
+    if root is None or not Path(root).is_dir():
+        raise DatasetNotFoundError(f"{dataset} folder {root} not found; give --root the folder that holds {layout}")
+    root = Path(root)
+    found = first_dir([root / c for c in candidates], holds)
+    if found is None:
+        raise DatasetNotFoundError(f"{missing} in {root} or beside it")
+    return root, found
+
+
 def video_folder(root: Path, names: list[str], archive_dir: str) -> Path:
     """The folder holding the class folders: ``root/<archive_dir>`` or ``root``."""
     found = first_dir([root / archive_dir, root], lambda d: any((d / n).is_dir() for n in names))
