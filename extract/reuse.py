@@ -32,7 +32,7 @@ from pathlib import Path
 
 from harx.features.errors import CacheMismatchError
 from harx.features.schema import SETTINGS_KEYS, StreamInfo, settings_fingerprint
-from harx.features.writer import describe_mismatch, read_settings
+from harx.features.writer import describe_mismatch, read_settings, union_streams
 
 from .datasets import DatasetIndex
 from .sampling import Sampling
@@ -123,12 +123,8 @@ def finished_cache(path: Path, index: DatasetIndex, sampling: Sampling, backbone
         wanted = set(ids)
         labels_splits = [(label, split) for sid, label, split in
                          zip(store.column("sample_id"), store.column("label"), store.column("split")) if sid in wanted]
-        held = {name: store.stream_info(name).spec for name in store.streams}
-    for s in streams or []:
-        if s.name in held and held[s.name] != s.spec:
-            raise CacheMismatchError(f"{path} holds a {s.name} stream made with {_canon(held[s.name])}, not "
-                                     f"{_canon(s.spec)}; use --out for a new file or --overwrite to replace it")
-    if any(s.name not in held for s in streams or []):
+        held = [store.stream_info(name) for name in store.streams]
+    if len(union_streams(path, held, list(streams or []))) > len(held):   # a requested stream to add
         return None
     if path.with_name(path.name + ".parts").exists() or have.get("request_key") != key:
         return None

@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -166,9 +167,19 @@ def read_settings(path: Path, hint: str = REPLACE_HINT, damaged_hint: str | None
         raise corrupt_cache(path, err, damaged_hint or hint) from None
 
 
-def read_sample_ids(path: Path, hint: str = REPLACE_HINT) -> tuple[dict[str, str], set[str], list[StreamInfo]]:
-    """What a cache or part holds: ``(split of each embedded sample, ids of failed samples, its
-    streams)``; every embedded sample of it has rows of every one of its streams.
+@dataclass(frozen=True)
+class StoredSamples:
+    """What a cache or part holds: the split and row range of each embedded sample, the ids of
+    failed samples, and its streams (every embedded sample of it has rows of each)."""
+
+    splits: dict[str, str]
+    rows: dict[str, tuple[int, int]]
+    failed: set[str]
+    streams: list[StreamInfo]
+
+
+def read_stored_samples(path: Path, hint: str = REPLACE_HINT) -> StoredSamples:
+    """:class:`StoredSamples` of the cache or part at ``path``, in one read of its columns.
 
     Raises:
         CorruptCacheError: the file lacks the columns or cannot be read.
@@ -176,23 +187,15 @@ def read_sample_ids(path: Path, hint: str = REPLACE_HINT) -> tuple[dict[str, str
     try:
         with h5py.File(path, "r") as f:
             attrs = {k: decode_attr(k, v) for k, v in f.attrs.items()}
-            splits = dict(zip(map(_text, f["samples/sample_id"][:]), map(_text, f["samples/split"][:])))
-            failed = {_text(s) for s in f["failures/sample_id"][:]}
+            s = f["samples"]
+            ids = [_text(v) for v in s["sample_id"][:]]
+            splits = dict(zip(ids, map(_text, s["split"][:])))
+            rows = {sid: (int(a), int(b)) for sid, a, b in zip(ids, s["row_start"][:], s["row_stop"][:])}
+            failed = {_text(v) for v in f["failures/sample_id"][:]}
             streams = read_stream_infos(f, attrs)
     except H5_READ_ERRORS as err:
         raise corrupt_cache(path, err, hint) from None
-    return splits, failed, streams
-
-
-def _row_ranges(path: Path) -> dict[str, tuple[int, int]]:
-    """``sample_id -> (row_start, row_stop)`` of a cache or part (read after read_sample_ids)."""
-    try:
-        with h5py.File(path, "r") as f:
-            s = f["samples"]
-            return {_text(sid): (int(a), int(b)) for sid, a, b in zip(s["sample_id"][:], s["row_start"][:],
-                                                                       s["row_stop"][:])}
-    except H5_READ_ERRORS as err:
-        raise corrupt_cache(path, err, "use --overwrite to rebuild the cache") from None
+    return StoredSamples(splits, rows, failed, streams)
 
 
 def _text(value) -> str:
@@ -287,6 +290,7 @@ class FeatureWriter:
         self.stored_splits: dict[str, str] = {}   # split of each sample embedded before this run
         self._have: dict[str, set[str]] = {}      # streams each sample embedded before this run has
         self._stored_rows: dict[str, tuple[Path, int, int]] = {}   # where its frame index was written
+        self._final: StoredSamples | None = None  # the finished cache's contents, read once on open
         self.has_final = False
         self._lock: Path | None = None
 
@@ -320,15 +324,13 @@ class FeatureWriter:
             tmp.unlink()
         names = {s.name for s in self.streams}
         for source in self._sources():
-            splits, failed, streams = read_sample_ids(
-                source, hint="use --overwrite to rebuild the cache" if source == self.path
-                else "use --overwrite to discard the interrupted run and start over")
-            self.stored_splits.update(splits)
-            rows = _row_ranges(source)
-            for sample_id in splits:
-                self._have.setdefault(sample_id, set()).update(s.name for s in streams)
-                self._stored_rows.setdefault(sample_id, (source, *rows[sample_id]))
-            self.failed_ids.update(failed)       # a failed sample is not retried
+            stored = self._final if source == self.path else read_stored_samples(
+                source, hint="use --overwrite to discard the interrupted run and start over")
+            self.stored_splits.update(stored.splits)
+            for sample_id, rows in stored.rows.items():
+                self._have.setdefault(sample_id, set()).update(s.name for s in stored.streams)
+                self._stored_rows.setdefault(sample_id, (source, *rows))
+            self.failed_ids.update(stored.failed)       # a failed sample is not retried
         self.done_ids = set(self.failed_ids) | {sid for sid, have in self._have.items() if names <= have}
 
     def stored_frame_index(self, sample_id: str) -> np.ndarray | None:
@@ -364,8 +366,8 @@ class FeatureWriter:
                 raise CacheMismatchError(
                     f"{self.path} was built with other settings ({describe_mismatch(have, self.settings)}); "
                     "use --out for a new file or --overwrite to replace it")
-            _, _, existing = read_sample_ids(self.path, hint="use --overwrite to rebuild the cache")
-            self.streams = _union_streams(self.path, existing, self.requested)
+            self._final = read_stored_samples(self.path, hint="use --overwrite to rebuild the cache")
+            self.streams = union_streams(self.path, self._final.streams, self.requested)
             self.has_final = True
         settings_file = self.parts_dir / "settings.json"
         if settings_file.exists():
@@ -518,9 +520,12 @@ def _stream_specs(streams: list[StreamInfo]) -> dict[str, dict]:
     return {s.name: s.spec for s in streams}
 
 
-def _union_streams(path: Path, existing: list[StreamInfo], requested: list[StreamInfo]) -> list[StreamInfo]:
-    """The existing cache's streams, then the requested ones it lacks; a requested stream whose
-    name it holds must be made the same way."""
+def union_streams(path: Path, existing: list[StreamInfo], requested: list[StreamInfo]) -> list[StreamInfo]:
+    """The existing cache's streams, then the requested ones it lacks.
+
+    Raises:
+        CacheMismatchError: a requested stream whose name the cache holds was made another way.
+    """
     have = {s.name: s for s in existing}
     for s in requested:
         if s.name in have and have[s.name].spec != s.spec:
