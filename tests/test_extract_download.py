@@ -1,69 +1,22 @@
-"""``download_kth`` against a local HTTP server: resume, no length, bad hash, no server, rerun."""
+"""KTH's download against a local HTTP server: resume, no length, bad hash, no server, rerun."""
 
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
-import socket
-import threading
 import time
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from harx.extract.download import (KTH_SEQUENCES, KTH_ZIPS, UNPACK_MARKER, DownloadEvent,
-                              download_kth, plan_kth_download)
+from harx.extract.archives import marker_path
+from harx.extract.datasets.kth import KTH_SOURCE, SEQUENCES_FILE as KTH_SEQUENCES
+from harx.extract.download import DownloadEvent, download_dataset, plan_download
 from harx.features.errors import DownloadError
+from served import closed_port_url as _closed_port_url, serve
 
-
-@dataclass
-class ServerState:
-    """What the fake server serves and how it misbehaves; it records what it was asked."""
-
-    files: dict[str, bytes] = field(default_factory=dict)
-    omit_length: bool = False
-    ignore_range: bool = False
-    drop_once: set[str] = field(default_factory=set)  # names to cut halfway, once each
-    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range)
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    state: ServerState  # set per server in the fixture
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
-        state = self.server.state  # type: ignore[attr-defined]
-        name = self.path.rsplit("/", 1)[-1]
-        rng = self.headers.get("Range")
-        state.requests.append((self.path, rng))
-        if name not in state.files:
-            self.send_error(404)
-            return
-        body, start = state.files[name], 0
-        if rng and not state.ignore_range:
-            start = int(rng.removeprefix("bytes=").split("-")[0])
-            if start >= len(body):
-                self.send_error(416)
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        payload = body[start:]
-        if not state.omit_length:
-            self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if name in state.drop_once:
-            state.drop_once.discard(name)
-            payload = payload[: len(payload) // 2]
-        self.wfile.write(payload)
-        self.wfile.flush()
-        self.close_connection = True
-
-    def log_message(self, *args) -> None:
-        """Keep test output quiet."""
+KTH_ZIPS = [f.name for f in KTH_SOURCE.files if f.name.endswith(".zip")]
 
 
 def _zip_bytes(action: str, nested: bool) -> bytes:
@@ -92,31 +45,14 @@ def served():
     files = {z: _zip_bytes(z.removesuffix(".zip"), nested=i % 2 == 1)
              for i, z in enumerate(KTH_ZIPS)}
     files[KTH_SEQUENCES] = _sequences_text()
-    state = ServerState(files=files)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.state = state  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/cvap/actions/"
-    sums = {z: hashlib.sha1(files[z]).hexdigest() for z in KTH_ZIPS}
-    yield state, url, sums
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
-
-
-def _closed_port_url() -> str:
-    """A URL on a port nobody listens on: connecting fails at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
+    with serve(files, prefix="/cvap/actions/") as (state, url):
+        yield state, url, {z: hashlib.sha1(files[z]).hexdigest() for z in KTH_ZIPS}
 
 
 def _get(root: Path, url: str, sums: dict, **kw):
     events: list[DownloadEvent] = []
-    summary = download_kth(root, base_url=url, fallback_url=None, checksums=sums,
-                           on_progress=events.append, timeout=5, **kw)
+    summary = download_dataset("kth", root, base_urls=[url], checksums=sums, on_progress=events.append,
+                               timeout=5, **kw)
     return summary, events
 
 
@@ -126,7 +62,7 @@ def _assert_unpacked(root: Path) -> None:
         for person in ("01", "02"):
             video = root / action / f"person{person}_{action}_d1_uncomp.avi"
             assert video.is_file() and video.stat().st_size > 0
-        assert (root / action / UNPACK_MARKER).is_file()
+        assert marker_path(root / action, z).is_file()
         assert not list((root / action).glob("*.part"))
 
 
@@ -197,7 +133,7 @@ def test_no_content_length(tmp_path, served):
 def test_sha1_mismatch_deletes_file(tmp_path, served):
     _, url, sums = served
     bad = dict(sums, **{"jogging.zip": "0" * 40})
-    with pytest.raises(DownloadError, match=r"SHA-1 of jogging\.zip.*deleted.*rerun"):
+    with pytest.raises(DownloadError, match=r"jogging\.zip has SHA-1 .*deleted.*rerun"):
         _get(tmp_path, url, bad)
     assert not (tmp_path / "jogging.zip").exists()
     assert not (tmp_path / "jogging.zip.part").exists()
@@ -207,16 +143,14 @@ def test_sha1_mismatch_deletes_file(tmp_path, served):
 def test_unreachable_server(tmp_path):
     start = time.monotonic()
     with pytest.raises(DownloadError, match="cannot reach") as info:
-        download_kth(tmp_path, base_url=_closed_port_url(), fallback_url=_closed_port_url(),
-                     timeout=2)
+        download_dataset("kth", tmp_path, base_urls=[_closed_port_url(), _closed_port_url()], timeout=2)
     assert time.monotonic() - start < 5
     assert "\n" not in str(info.value)
 
 
 def test_fallback_url_used(tmp_path, served):
     state, url, sums = served
-    summary = download_kth(tmp_path, base_url=_closed_port_url(), fallback_url=url,
-                           checksums=sums, timeout=5)
+    summary = download_dataset("kth", tmp_path, base_urls=[_closed_port_url(), url], checksums=sums, timeout=5)
     assert len(summary.fetched) == 7
     assert len(state.requests) == 7  # one per file: the dead base is not retried per file
 
@@ -231,35 +165,35 @@ def test_http_error(tmp_path, served):
 def test_bad_sequences_file(tmp_path, served):
     state, url, sums = served
     state.files[KTH_SEQUENCES] = b"<html>not found</html>"
-    with pytest.raises(DownloadError, match="not the KTH annotation file"):
+    with pytest.raises(DownloadError, match="00sequences.txt is not what was expected"):
         _get(tmp_path, url, sums)
     assert not (tmp_path / KTH_SEQUENCES).exists()
 
 
 def test_no_unpack_and_drop_zips(tmp_path, served):
     _, url, sums = served
-    summary, _ = _get(tmp_path / "a", url, sums, unpack=False)
+    summary, _ = _get(tmp_path / "a", url, sums, unpack_archives=False)
     assert summary.unpacked == [] and not (tmp_path / "a" / "walking").exists()
-    summary, _ = _get(tmp_path / "b", url, sums, keep_zips=False)
+    summary, _ = _get(tmp_path / "b", url, sums, keep_archives=False)
     _assert_unpacked(tmp_path / "b")
     assert not list((tmp_path / "b").glob("*.zip"))
-    summary, _ = _get(tmp_path / "b", url, sums, keep_zips=False)  # rerun: nothing to fetch
+    summary, _ = _get(tmp_path / "b", url, sums, keep_archives=False)  # rerun: nothing to fetch
     assert summary.fetched == [] and summary.bytes_downloaded == 0
 
 
 def test_plan(tmp_path, served):
     state, url, sums = served
-    empty = plan_kth_download(tmp_path / "new")
+    empty = plan_download("kth", tmp_path / "new")
     assert empty.bytes_to_fetch > 900_000_000 and empty.disk_needed > empty.bytes_to_fetch
     assert empty.eta_seconds == pytest.approx(empty.bytes_to_fetch / empty.assumed_bandwidth)
     assert {f.state for f in empty.files} == {"absent"}
     (tmp_path / "new").mkdir()
     (tmp_path / "new" / "walking.zip.part").write_bytes(b"x" * 1000)
-    partial = plan_kth_download(tmp_path / "new")
+    partial = plan_download("kth", tmp_path / "new")
     assert partial.bytes_to_fetch == empty.bytes_to_fetch - 1000
     assert [f.state for f in partial.files if f.name == "walking.zip"] == ["partial"]
     _get(tmp_path / "done", url, sums)
-    done = plan_kth_download(tmp_path / "done")
+    done = plan_download("kth", tmp_path / "done")
     assert done.bytes_to_fetch == 0 and done.disk_needed == 0
     assert {f.state for f in done.files} == {"done"}
 
@@ -269,7 +203,7 @@ def test_not_enough_disk(tmp_path, monkeypatch):
 
     monkeypatch.setattr(dl.shutil, "disk_usage", lambda _: type("U", (), {"free": 10**6})())
     with pytest.raises(DownloadError, match="not enough disk"):
-        download_kth(tmp_path, base_url=_closed_port_url(), fallback_url=None)
+        download_dataset("kth", tmp_path, base_urls=[_closed_port_url()])
 
 
 def test_complete_part_file_is_verified_not_refetched(tmp_path, served):

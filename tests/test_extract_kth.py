@@ -48,7 +48,7 @@ def _touch(path: Path) -> Path:
 
 
 def test_registered():
-    assert DATASETS["kth"] is kth
+    assert DATASETS["kth"].index is kth and DATASETS["kth"].source is not None
 
 
 def test_parse_small_text_quirks():

@@ -10,31 +10,7 @@ import pytest
 from harx.extract.datasets.official_splits import (carve_validation, hmdb_source, read_hmdb51_splits,
                                                    read_ucf101_lists, ucf_group)
 from harx.features.errors import DatasetFormatError, DatasetNotFoundError
-
-UCF_CLASSES = ["ApplyEyeMakeup", "HandstandPushups", "Shotput"]
-
-
-def _ucf_file(cls: str, group: int, clip: int) -> str:
-    stem = "HandStandPushups" if cls == "HandstandPushups" else cls   # the real quirk
-    return f"{cls}/v_{stem}_g{group:02d}_c{clip:02d}.avi"
-
-
-def _write_ucf_lists(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    crlf = "\r\n"
-    (folder / "classInd.txt").write_bytes(("\ufeff" + crlf.join(f"{i} {c}" for i, c in enumerate(UCF_CLASSES, 1))
-                                           + crlf).encode())
-    for k in (1, 2, 3):
-        test_groups = range(7 * (k - 1) + 1, 7 * k + 1)
-        train, test = [], []
-        for i, cls in enumerate(UCF_CLASSES, 1):
-            for g in range(1, 26):
-                for c in (1, 2):
-                    (test if g in test_groups else train).append((_ucf_file(cls, g, c), i))
-        (folder / f"trainlist0{k}.txt").write_bytes("".join(f"{p} {i}{crlf}" for p, i in train).encode())
-        (folder / f"testlist0{k}.txt").write_bytes(("".join(f"{p}{crlf}" for p, _ in test) + crlf).encode())
-    return folder
-
+from layouts import UCF_CLASSES, ucf_file as _ucf_file, write_hmdb_splits as _write_hmdb, write_ucf_lists as _write_ucf_lists
 
 def test_ucf101_lists_give_three_folds_that_test_seven_groups_each(tmp_path):
     names, folds = read_ucf101_lists(_write_ucf_lists(tmp_path / "ucfTrainTestlist"))
@@ -65,16 +41,6 @@ def test_ucf101_missing_lists_and_nameless_groups(tmp_path):
         read_ucf101_lists(tmp_path)
     with pytest.raises(DatasetFormatError, match="_gNN_cNN"):
         ucf_group("Shotput/clip.avi")
-
-
-def _write_hmdb(folder: Path, classes=("drink", "jump"), sources=6, clips=5) -> Path:
-    folder.mkdir(parents=True)
-    for cls in classes:
-        files = [f"Movie_{s}_{cls}_u_nm_np1_fr_goo_{c}.avi" for s in range(sources) for c in range(clips)]
-        for k in (1, 2, 3):
-            flags = [(f, str((i + k) % 3)) for i, f in enumerate(files)]
-            (folder / f"{cls}_test_split{k}.txt").write_text("".join(f"{f} {flag} \r\n" for f, flag in flags))
-    return folder
 
 
 def test_hmdb51_split_files_give_three_folds_without_unused_clips(tmp_path):

@@ -1,31 +1,92 @@
-"""Dataset adapters: a registry of functions ``(root, **options) -> DatasetIndex``.
+"""Dataset adapters: a registry of what harx knows of each dataset, declared in its own file.
 
-The registry key is the function name and the CLI word (``harx extract --dataset kth``).
-Importing a family module registers it, as in timm's model registry.
+An adapter is a function ``(root, *, option=default, ...) -> DatasetIndex`` registered with
+:func:`register_dataset`, which also takes the dataset's download source and which of its
+options decide the cache's numbers (they enter the settings hash; a rerun with another value
+is refused rather than mixed in). The registry key is the function name and the CLI word
+(``harx extract --dataset kth``); its keyword options are ``harx extract -o NAME=VALUE``. A new
+dataset is one adapter file plus its name in the import line at the bottom, as timm's model
+families are one file each.
 """
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from harx.features.errors import UnknownNameError
+from harx.features.errors import InvalidOptionError, UnknownNameError
 
-from .base import SPLITS, DatasetIndex, VideoSample
+from .base import SPLITS, DatasetIndex, DownloadSource, RemoteFile, VideoSample
 
-DATASETS: dict[str, Callable[..., DatasetIndex]] = {}
+_PARSERS: dict[str, Callable[[str], object]] = {"int": int, "float": float, "str": str, "Path": Path}
 
 
-def register_dataset(fn: Callable[..., DatasetIndex]) -> Callable[..., DatasetIndex]:
-    """Add ``fn`` to :data:`DATASETS` under its own name."""
-    if fn.__name__ in DATASETS:
-        raise ValueError(f"dataset {fn.__name__!r} is registered twice")
-    DATASETS[fn.__name__] = fn
-    return fn
+@dataclass(frozen=True)
+class Dataset:
+    """One registered dataset: its adapter, the options that enter the settings hash, its source."""
+
+    name: str
+    index: Callable[..., DatasetIndex]
+    settings: tuple[str, ...] = ()
+    source: DownloadSource | None = None
+
+    @property
+    def summary(self) -> str:
+        return (inspect.getdoc(self.index) or "").split("\n")[0]
+
+    @property
+    def options(self) -> dict[str, inspect.Parameter]:
+        """The adapter's keyword options (everything but ``root``), by name."""
+        return {n: p for n, p in inspect.signature(self.index).parameters.items() if n != "root"}
+
+    def parse_option(self, text: str) -> tuple[str, object]:
+        """``"NAME=VALUE"`` -> ``(name, value)`` typed as the adapter declares it.
+
+        Raises:
+            InvalidOptionError: no ``=``, an option the adapter does not take, or a bad value.
+        """
+        name, sep, raw = text.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in self.options:
+            raise InvalidOptionError(f"dataset {self.name} takes option(s) {self.describe_options() or 'none'}; "
+                                     f"got {text!r} (write -o NAME=VALUE)")
+        kind = str(self.options[name].annotation).split("|")[0].strip()
+        try:
+            return name, _PARSERS.get(kind, str)(raw.strip())
+        except ValueError:
+            raise InvalidOptionError(f"dataset {self.name} option {name} takes a {kind}, got {raw!r}") from None
+
+    def describe_options(self) -> str:
+        return ", ".join(f"{n}={p.default}" for n, p in self.options.items())
+
+
+DATASETS: dict[str, Dataset] = {}
+
+
+def register_dataset(fn: Callable[..., DatasetIndex] | None = None, *, settings: tuple[str, ...] = (),
+                     source: DownloadSource | None = None):
+    """Register adapter ``fn`` under its own name; usable bare (``@register_dataset``) or with the
+    options that decide the cache's numbers (``settings``) and its download ``source``."""
+    def add(fn: Callable[..., DatasetIndex]) -> Callable[..., DatasetIndex]:
+        if fn.__name__ in DATASETS:
+            raise ValueError(f"dataset {fn.__name__!r} is registered twice")
+        DATASETS[fn.__name__] = Dataset(fn.__name__, fn, tuple(settings), source)
+        return fn
+
+    return add(fn) if fn is not None else add
 
 
 def list_datasets() -> list[str]:
     return sorted(DATASETS)
+
+
+def get_dataset(name: str) -> Dataset:
+    """Raises UnknownNameError for a name not registered."""
+    if name not in DATASETS:
+        raise UnknownNameError("dataset", name, list_datasets())
+    return DATASETS[name]
 
 
 def create_dataset(name: str, root: str | Path | None = None, **options) -> DatasetIndex:
@@ -33,16 +94,20 @@ def create_dataset(name: str, root: str | Path | None = None, **options) -> Data
 
     Raises:
         UnknownNameError: ``name`` is not registered.
+        InvalidOptionError: an option the adapter does not take.
         DatasetNotFoundError: ``root`` or a required annotation file is missing.
     """
-    if name not in DATASETS:
-        raise UnknownNameError("dataset", name, list_datasets())
+    dataset = get_dataset(name)
     options = {k: v for k, v in options.items() if v is not None}
-    return DATASETS[name](root=None if root is None else Path(root), **options)
+    unknown = sorted(set(options) - set(dataset.options))
+    if unknown:
+        raise InvalidOptionError(f"dataset {name} does not take option(s) {', '.join(unknown)}; it takes "
+                                 f"{dataset.describe_options() or 'none'}")
+    return dataset.index(root=None if root is None else Path(root), **options)
 
 
-__all__ = ["DATASETS", "SPLITS", "DatasetIndex", "VideoSample", "create_dataset", "list_datasets",
-           "register_dataset"]
+__all__ = ["DATASETS", "SPLITS", "Dataset", "DatasetIndex", "DownloadSource", "RemoteFile", "VideoSample",
+           "create_dataset", "get_dataset", "list_datasets", "register_dataset"]
 
-# Importing a family module registers its adapter (after register_dataset exists).
-from . import folder, kth, demo, ucf101, hmdb51  # noqa: E402,F401  isort: skip
+# The registry: importing a family module registers its adapter (after register_dataset exists).
+from . import folder, kth, demo, ucf101, ucf50, hmdb51  # noqa: E402,F401  isort: skip

@@ -56,6 +56,9 @@ class DatasetIndex:
     do not decode (path -> why), it returns the index split without them, so a failed video does
     not take a video's place in train, val or test. Those videos are then in ``left_out`` as
     ``(sample_id, path, reason)``; stage one records them as failures.
+
+    ``options`` are the adapter's options and facts it found; those the registration names as
+    ``settings`` enter the cache's settings hash (:func:`extract.datasets.register_dataset`).
     """
 
     name: str
@@ -69,5 +72,55 @@ class DatasetIndex:
     left_out: list[tuple[str, Path, str]] = field(default_factory=list)
     folds: list[str] = field(default_factory=list)   # names of the official folds, if several
     unlisted: list[str] = field(default_factory=list)  # videos in the folder that no split file names
+    cache_name: str = ""   # the default cache file's first word; "" = name (kth video unit: kth-video)
     resplit: Optional[Callable[[dict[Path, str]], "DatasetIndex"]] = field(default=None, repr=False,
                                                                           compare=False)
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a dataset's download, fetched from ``<base url><name>`` into ``root/<name>``.
+
+    Attributes:
+        name: path under the base URL, and the file's name on disk.
+        approx_bytes: its size, APPROXIMATE, for planning only (never used to check a download).
+        sha1: the published SHA-1, checked after download; ``None`` where none is published.
+        unpack_to: folder under the root its members go to (``"."``: the root); ``None``: kept as is.
+        flatten: members go to ``unpack_to`` by base name (archives that hold them flat or in a folder).
+        inner_to: the archive holds archives (HMDB51: one RAR per class): each is unpacked into
+            this folder under the root, then deleted; ``unpack_to`` is then unused.
+        check: for a file kept as is: ``path -> None`` if plausible, else why not (a file with no
+            published hash must at least parse).
+        unpacked_bytes: disk its members take once unpacked; ``None``: about ``approx_bytes``
+            (videos are already compressed).
+    """
+
+    name: str
+    approx_bytes: int
+    sha1: str | None = None
+    unpack_to: str | None = None
+    flatten: bool = False
+    inner_to: str | None = None
+    check: Optional[Callable[[Path], Optional[str]]] = field(default=None, compare=False)
+    unpacked_bytes: int | None = None
+
+    @property
+    def is_archive(self) -> bool:
+        return self.unpack_to is not None or self.inner_to is not None
+
+    @property
+    def is_rar(self) -> bool:
+        return self.name.lower().endswith(".rar")
+
+
+@dataclass(frozen=True)
+class DownloadSource:
+    """Where a dataset is published: base URLs tried in order (mirrors), and its files."""
+
+    base_urls: tuple[str, ...]
+    files: tuple[RemoteFile, ...]
+    note: str = ""    # said before downloading, e.g. that no checksum is published
+
+    @property
+    def needs_rar(self) -> bool:
+        return any(f.is_rar for f in self.files)

@@ -424,7 +424,7 @@ def default_demo_root(seed: int = 0) -> Path:
     return harx_home() / ("demo" if seed == 0 else f"demo-seed{seed}")
 
 
-@register_dataset
+@register_dataset(settings=("seed", "manifest"))
 def demo(root: Path | None = None, *, seed: int = 0) -> DatasetIndex:
     """The built-in demo dataset, rendered on first use (a few seconds), then reused."""
     root = default_demo_root(seed) if root is None else Path(root).expanduser().absolute()

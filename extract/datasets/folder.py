@@ -19,6 +19,7 @@ not open (``DatasetIndex.resplit``), so a broken file takes no video's place in 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import random
 from collections import Counter, defaultdict
@@ -470,7 +471,7 @@ def index_folder(root: Path, *, name: str = "folder", seed: int = 0, val_fractio
                        options={"source": "folder", "notes": notes})
 
 
-@register_dataset
+@register_dataset(settings=("seed", "val_fraction", "test_fraction", "manifest"))
 def folder(root: Path | None = None, *, manifest: Path | None = None, val_fraction: float = 0.15,
            test_fraction: float = 0.15, seed: int = 0) -> DatasetIndex:
     """Any folder of class sub-folders, or a CSV manifest (see the module docstring).
@@ -480,7 +481,18 @@ def folder(root: Path | None = None, *, manifest: Path | None = None, val_fracti
         DatasetFormatError: a manifest that cannot be parsed (named by line).
         InvalidOptionError: fractions out of range.
     """
-    options = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
+    index = _index(root, manifest, {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction})
+    index.cache_name = folder_cache_name(index.root)
+    return index
+
+
+def folder_cache_name(root: Path) -> str:
+    """``folder-<folder name>-<hash of its absolute path>``: two folders never share a cache file."""
+    digest = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:6]
+    return f"folder-{Path(root).resolve().stem or 'root'}-{digest}"
+
+
+def _index(root: Path | None, manifest: Path | None, options: dict) -> DatasetIndex:
     if manifest is not None:
         return index_manifest(Path(manifest), root=root, **options)
     if root is None:

@@ -11,11 +11,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import register_dataset
-from .base import DatasetIndex
+from .base import DatasetIndex, DownloadSource, RemoteFile
 from .official_splits import hmdb_source, index_with_folds, read_hmdb51_splits, split_folder, video_folder
 
 
-@register_dataset
+#: hmdb51_org.rar holds one RAR per class (``<class>/<clip>.avi`` inside); they are unpacked into
+#: ``hmdb51/`` and deleted. No checksums are published: members are checked by their CRCs.
+SOURCE = DownloadSource(
+    base_urls=("http://serre-lab.clps.brown.edu/wp-content/uploads/2013/10/",),
+    files=(RemoteFile("hmdb51_org.rar", 2_100_000_000, inner_to="hmdb51", unpacked_bytes=2_100_000_000),
+           RemoteFile("test_train_splits.rar", 200_000, unpack_to=".")),
+    note="no checksum is published for HMDB51: each archive member's CRC is checked as it unpacks")
+
+
+@register_dataset(settings=("val_fraction", "seed"), source=SOURCE)
 def hmdb51(root: Path | None = None, val_fraction: float = 0.15, seed: int = 0) -> DatasetIndex:
     """HMDB51 with its three official splits (70 train / 30 test clips per class; flag 0 unused)."""
     root, splits = split_folder(root, "HMDB51", "the class folders and testTrainMulti_7030_splits/",

@@ -23,7 +23,7 @@ from pathlib import Path
 from harx.features.errors import DatasetFormatError, DatasetNotFoundError, InvalidOptionError
 
 from . import register_dataset
-from .base import DatasetIndex, VideoSample
+from .base import DatasetIndex, DownloadSource, RemoteFile, VideoSample
 
 #: Class names in the order of the KTH website (label index = position).
 KTH_CLASSES: tuple[str, ...] = ("walking", "jogging", "running", "boxing", "handwaving",
@@ -179,6 +179,41 @@ def _samples_for(video_id: str, path: Path, ranges: Ranges | None) -> list[Video
             for k, r in enumerate(ranges, start=1)]
 
 
+# ----------------------------------------------------------------------------- download source
+
+#: Published SHA-1 of the zips (as listed by the vipy project).
+KTH_SHA1: dict[str, str] = {
+    "walking.zip": "a3e81537271a0ab4576591774baa38c2d97b7e3a",
+    "jogging.zip": "21943bdbcef9dad106db0d74661e49eaeaa15a25",
+    "running.zip": "da83bb313edfd4455fffdda6263696fa10d43c6f",
+    "boxing.zip": "adb36ed9c29c846d44d2ba15f348bd115c951bbd",
+    "handwaving.zip": "0792f7cd69f7f895a205c08ac212ddaa7177e370",
+    "handclapping.zip": "d3b81261aa822ef63d0d1523f945bfaff27814d2",
+}
+_APPROX_MB = {"walking": 242, "jogging": 168, "running": 149, "boxing": 194, "handwaving": 218, "handclapping": 176}
+MIN_SEQUENCE_LINES = 590  # the real file lists 600 videos (one of them *missing*)
+
+
+def sequences_problem(path: Path) -> str | None:
+    """Why ``path`` is not a plausible ``00sequences.txt`` (it has no published hash), or ``None``."""
+    try:
+        entries = parse_sequences(path.read_text(encoding="utf-8", errors="replace"))
+    except DatasetFormatError as err:
+        return str(err)
+    if len(entries) < MIN_SEQUENCE_LINES:
+        return f"{len(entries)} video lines, expected about 600"
+    return None
+
+
+#: The six zips unpack flat into one folder per action; the newer address of the same files is
+#: tried when the first cannot be reached.
+KTH_SOURCE = DownloadSource(
+    base_urls=("http://www.nada.kth.se/cvap/actions/", "https://www.csc.kth.se/cvap/actions/"),
+    files=(*(RemoteFile(f"{a}.zip", _APPROX_MB[a] * 1_000_000, KTH_SHA1[f"{a}.zip"], unpack_to=a, flatten=True)
+             for a in KTH_CLASSES),
+           RemoteFile(SEQUENCES_FILE, 40_000, check=sequences_problem)))
+
+
 def _check_root(root: Path | None) -> Path:
     """The root as an existing folder, or a one-line error that says how to get KTH."""
     if root is None:
@@ -198,7 +233,7 @@ def _read_sequences(root: Path, sequences_file: Path | None) -> tuple[Path, str]
     return path.resolve(), path.read_text(encoding="utf-8", errors="replace")
 
 
-@register_dataset
+@register_dataset(settings=("unit", "sequences_file"), source=KTH_SOURCE)
 def kth(root: Path | None = None, *, unit: str = "subsequence",
         sequences_file: Path | None = None) -> DatasetIndex:
     """Index KTH under ``root``: one sample per annotated range (``unit="subsequence"``) or video.
@@ -238,7 +273,7 @@ def kth(root: Path | None = None, *, unit: str = "subsequence",
         options["unannotated"] = unannotated
     return DatasetIndex(name="kth", root=root, class_names=list(KTH_CLASSES), samples=samples,
                         split_protocol=KTH_SPLIT_PROTOCOL, unit=unit, missing=missing,
-                        options=options)
+                        options=options, cache_name="kth-video" if unit == "video" else "kth")
 
 
 def _header_status(header: dict[str, tuple[int, ...]] | None) -> str:
@@ -249,6 +284,6 @@ def _header_status(header: dict[str, tuple[int, ...]] | None) -> str:
     return "official" if same else "differs"
 
 
-__all__ = ["KTH_CLASSES", "KTH_SPLIT", "KTH_SPLIT_PROTOCOL", "KTH_TEST_PERSONS",
+__all__ = ["KTH_CLASSES", "KTH_SHA1", "KTH_SOURCE", "KTH_SPLIT", "KTH_SPLIT_PROTOCOL", "KTH_TEST_PERSONS",
            "KTH_TRAIN_PERSONS", "KTH_VAL_PERSONS", "SEQUENCES_FILE", "find_videos", "kth",
            "parse_sequences", "parse_split_header", "person_split"]

@@ -232,6 +232,29 @@ def video_folder(root: Path, names: list[str], archive_dir: str) -> Path:
     return found
 
 
+def _present(videos: Path, class_names: list[str], listed: set[str]) -> dict[str, Path]:
+    """The videos under ``videos/<class>/`` by the path the split files would give them. A video
+    re-encoded to another container (``clip.mp4`` for a listed ``clip.avi``, as many HMDB51 and
+    UCF101 copies are) takes the listed name, so its sample id and split are the official ones."""
+    present = {f"{p.parent.name}/{p.name}": p for cls in class_names if (videos / cls).is_dir()
+               for p in sorted((videos / cls).iterdir()) if is_video_file(p)}
+    by_stem = {_stem(rel): rel for rel in listed}
+    found = {rel: path for rel, path in present.items() if rel in listed}
+    for rel, path in present.items():
+        official = by_stem.get(_stem(rel))
+        if rel in listed:
+            continue
+        if official is not None and official not in found:
+            found[official] = path            # a re-encoded copy of a listed clip
+        else:
+            found[rel] = path                 # unlisted: reported under its own name
+    return found
+
+
+def _stem(rel: str) -> str:
+    return rel.rsplit(".", 1)[0]
+
+
 def index_with_folds(name: str, root: Path, class_names: list[str], folds: list[Fold],
                      group_of: Callable[[str], str], videos: Path, val_fraction: float, seed: int, protocol: str,
                      options: dict) -> DatasetIndex:
@@ -240,9 +263,8 @@ def index_with_folds(name: str, root: Path, class_names: list[str], folds: list[
     if not 0 < val_fraction < 1:
         raise InvalidOptionError(f"val_fraction must lie in (0, 1), got {val_fraction}")
     folds = [carve_validation(f, group_of, val_fraction, seed) for f in folds]
-    present = {f"{p.parent.name}/{p.name}": p for cls in class_names if (videos / cls).is_dir()
-               for p in sorted((videos / cls).iterdir()) if is_video_file(p)}
     listed = set().union(*(f.assignment for f in folds))
+    present = _present(videos, class_names, listed)
     rank = {c: i for i, c in enumerate(class_names)}
     samples = []
     for rel in sorted(listed & set(present), key=lambda r: (rank[r.split("/")[0]], r)):

@@ -10,11 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import register_dataset
-from .base import DatasetIndex
+from .base import DatasetIndex, DownloadSource, RemoteFile
 from .official_splits import index_with_folds, read_ucf101_lists, split_folder, ucf_group, video_folder
 
 
-@register_dataset
+#: The authors' site publishes no checksums: archive members are checked by their CRCs on unpacking.
+SOURCE = DownloadSource(
+    base_urls=("https://www.crcv.ucf.edu/data/UCF101/",),
+    files=(RemoteFile("UCF101.rar", 6_900_000_000, unpack_to="."),
+           RemoteFile("UCF101TrainTestSplits-RecognitionTask.zip", 115_000, unpack_to=".")),
+    note="no checksum is published for UCF101: each archive member's CRC is checked as it unpacks")
+
+
+@register_dataset(settings=("val_fraction", "seed"), source=SOURCE)
 def ucf101(root: Path | None = None, val_fraction: float = 0.15, seed: int = 0) -> DatasetIndex:
     """UCF101 with its three official splits (fold k tests groups 7(k-1)+1..7k)."""
     root, lists = split_folder(root, "UCF101", "UCF-101/ and ucfTrainTestlist/",

@@ -1,0 +1,216 @@
+"""Unpacking the archives datasets ship as (zip, RAR), resumably and never half a file.
+
+ZIP is read with the standard library. RAR (UCF101, UCF50 and HMDB51 ship as RAR) is listed with
+``rarfile`` (pure Python: it reads the headers itself) and unpacked by one run of an external
+extractor over the whole archive, since RAR's compression is not free software and no maintained
+pure-Python decoder exists: ``unar`` (Debian/Ubuntu ``apt install unar``, macOS ``brew install
+unar``; free, RAR 1.5 to 5), ``unrar`` (RARLAB's), ``bsdtar`` (``libarchive-tools``) or ``7z``
+with its RAR codec, the first found (one process for the whole archive, so solid archives are
+decoded once). Without one, archives whose members are all stored uncompressed are unpacked in
+Python.
+
+Members go through a staging folder and are moved into place once whole, and a marker beside
+them (:func:`marker_path`) lists every file with its size: a rerun that finds them all skips the
+archive without opening it, and an interrupted unpack is redone. Member names that would land
+outside the destination (``../``, absolute paths) are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+from harx.features.errors import DownloadError
+
+CHUNK = 1 << 20
+#: Extractors tried in this order; each entry: program, arguments before the archive, how the
+#: destination is given (appended after the archive, or as an option before it).
+RAR_TOOLS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("unar", ("-quiet", "-force-overwrite", "-no-directory", "-output-directory", "{dest}", "{archive}")),
+    ("unrar", ("x", "-idq", "-o+", "-y", "{archive}", "{dest}/")),
+    ("bsdtar", ("-x", "-f", "{archive}", "-C", "{dest}")),
+    ("7z", ("x", "-y", "-bd", "-o{dest}", "{archive}")),
+    ("7zz", ("x", "-y", "-bd", "-o{dest}", "{archive}")),
+)
+RAR_TOOL_HINT = ("RAR archives need an extractor: install unar (Debian/Ubuntu: apt install unar; macOS: brew "
+                 "install unar), or unrar, bsdtar (libarchive-tools) or 7z with RAR support, then rerun")
+LEGACY_MARKER = ".harx_unpacked.json"   # harx <= 0.6 wrote one per KTH action folder
+
+Progress = Callable[[int, int], None]   # (bytes done, bytes total)
+
+
+def rar_tool() -> str | None:
+    """The first RAR extractor on ``PATH`` (see :data:`RAR_TOOLS`), or ``None``."""
+    return next((shutil.which(name) for name, _ in RAR_TOOLS if shutil.which(name)), None)
+
+
+def require_rar_tool() -> str:
+    """The extractor to use; DownloadError (one line, what to install) when there is none."""
+    tool = rar_tool()
+    if tool is None:
+        raise DownloadError(f"no RAR extractor found on PATH; {RAR_TOOL_HINT}")
+    return tool
+
+
+def marker_path(dest: Path, archive_name: str) -> Path:
+    return Path(dest) / f".harx_unpacked.{archive_name}.json"
+
+
+def unpacked_ok(dest: Path, archive_name: str) -> bool:
+    """Whether ``dest`` holds every file the archive's marker lists, with the listed sizes."""
+    dest = Path(dest)
+    for marker in (marker_path(dest, archive_name), dest / LEGACY_MARKER):
+        try:
+            data = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        if marker.name == LEGACY_MARKER and data.get("zip") != archive_name:
+            continue
+        files = data.get("files")
+        return isinstance(files, dict) and all(
+            (dest / n).is_file() and (dest / n).stat().st_size == size for n, size in files.items())
+    return False
+
+
+def write_marker(dest: Path, archive_name: str, files: dict[str, int], **extra) -> None:
+    marker_path(dest, archive_name).write_text(json.dumps({"archive": archive_name, **extra, "files": files},
+                                                          indent=1))
+
+
+def list_members(archive: Path) -> dict[str, int]:
+    """Member file path (``/``-separated, relative) -> size, without folders or macOS debris.
+
+    Raises:
+        DownloadError: not a readable zip or RAR, or a member path that leaves the destination.
+    """
+    try:
+        with _open(archive) as arc:
+            infos = [i for i in arc.infolist() if not i.is_dir()]
+            members = {_safe_name(i.filename, archive): i.file_size for i in infos}
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, _rar_errors()) as err:
+        raise DownloadError(f"cannot read archive {archive} ({err}); delete it and rerun to fetch it again") from None
+    return {n: s for n, s in members.items() if not _debris(n)}
+
+
+def unpack(archive: Path, dest: Path, *, flatten: bool = False, progress: Progress | None = None) -> dict[str, int]:
+    """Unpack ``archive`` into ``dest`` (by base name when ``flatten``), write its marker, and
+    return what it holds: relative path -> size.
+
+    Raises:
+        DownloadError: a damaged archive (the caller deletes it), two members with one base name
+            under ``flatten``, or a RAR archive that needs an extractor and none is installed.
+    """
+    archive, dest = Path(archive), Path(dest)
+    members = list_members(archive)
+    targets = _targets(members, flatten, archive)
+    stage = dest / f".harx-unpacking-{archive.name}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        if _is_rar(archive) and (rar_tool() is not None or not _all_stored(archive)):
+            _unpack_with_tool(archive, stage)
+            if progress is not None:
+                progress(sum(members.values()), sum(members.values()))
+        else:
+            _unpack_in_python(archive, stage, members, progress)
+        files = {}
+        for name, target in targets.items():
+            source = stage / name
+            if not source.is_file() or source.stat().st_size != members[name]:
+                raise DownloadError(f"unpacking {archive} gave no whole {name}; delete the archive and rerun to "
+                                    "fetch it again")
+            (dest / target).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, dest / target)
+            files[target] = members[name]
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    write_marker(dest, archive.name, files)
+    return files
+
+
+def _targets(members: dict[str, int], flatten: bool, archive: Path) -> dict[str, str]:
+    if not flatten:
+        return {n: n for n in members}
+    targets: dict[str, str] = {}
+    for name in members:
+        base = PurePosixPath(name).name
+        if base in targets.values():
+            raise DownloadError(f"{archive} holds two files named {base}; delete it and rerun to fetch it again")
+        targets[name] = base
+    return targets
+
+
+def _unpack_in_python(archive: Path, stage: Path, members: dict[str, int], progress: Progress | None) -> None:
+    total, done = sum(members.values()), 0
+    try:
+        with _open(archive) as arc:
+            for info in arc.infolist():
+                if info.is_dir():
+                    continue
+                name = _safe_name(info.filename, archive)
+                if name not in members:
+                    continue
+                target = stage / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with arc.open(info) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+                done += members[name]
+                if progress is not None:
+                    progress(done, total)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, _rar_errors()) as err:
+        raise DownloadError(f"cannot unpack {archive} ({err}); delete it and rerun to fetch it again") from None
+
+
+def _unpack_with_tool(archive: Path, stage: Path) -> None:
+    tool = require_rar_tool()
+    template = dict(RAR_TOOLS)[Path(tool).name]
+    args = [a.format(archive=str(archive.resolve()), dest=str(stage.resolve())) for a in template]
+    done = subprocess.run([tool, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, errors="replace")
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise DownloadError(f"{Path(tool).name} could not unpack {archive} (exit {done.returncode}: {last}); if the "
+                            f"archive is damaged, delete it and rerun; else {RAR_TOOL_HINT}")
+
+
+def _safe_name(raw: str, archive: Path) -> str:
+    parts = [p for p in raw.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or raw.startswith("/") or ":" in parts[0]:
+        raise DownloadError(f"{archive} holds a member outside its folder ({raw!r}); refusing to unpack it")
+    return "/".join(parts)
+
+
+def _debris(name: str) -> bool:
+    return name.startswith("__MACOSX/") or PurePosixPath(name).name.startswith("._")
+
+
+def _is_rar(archive: Path) -> bool:
+    with open(archive, "rb") as f:
+        return f.read(6) == b"Rar!\x1a\x07"
+
+
+def _open(archive: Path):
+    if _is_rar(archive):
+        import rarfile
+
+        return rarfile.RarFile(archive)
+    return zipfile.ZipFile(archive)
+
+
+def _all_stored(archive: Path) -> bool:
+    import rarfile
+
+    with rarfile.RarFile(archive) as arc:
+        return all(i.is_dir() or (i.compress_type == rarfile.RAR_M0 and not i.needs_password())
+                   for i in arc.infolist())
+
+
+def _rar_errors() -> type[Exception]:
+    import rarfile
+
+    return rarfile.Error

@@ -1,0 +1,129 @@
+"""UCF101, UCF50 and HMDB51 downloads against a local HTTP server, from RAR and zip archives built
+here in the layout the real ones have; then their adapters index what was unpacked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import harx.extract.archives as archives
+from harx.extract.archives import marker_path, rar_tool, unpack, unpacked_ok
+from harx.extract.datasets import create_dataset
+from harx.extract.download import download_dataset, plan_download
+from harx.features.errors import DownloadError
+from archives import rar_bytes, zip_bytes
+from layouts import UCF_CLASSES, ucf_file, write_hmdb_splits, write_ucf_lists
+from served import serve
+
+CLIP = b"\x00\x00\x01\xba" + bytes(range(256)) * 8     # bytes, not a video: downloads do not decode
+
+
+@pytest.fixture(params=["tool", "python"])
+def rar_route(request, monkeypatch):
+    """Unpack RAR with the installed extractor, or (none installed) in Python for stored members."""
+    if request.param == "tool" and rar_tool() is None:
+        pytest.skip("no RAR extractor installed (apt install unar)")
+    if request.param == "python":
+        monkeypatch.setattr(archives.shutil, "which", lambda name: None)
+        monkeypatch.setattr("harx.extract.download.require_rar_tool", lambda: "none")
+    return request.param
+
+
+def _files_of(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _ucf101_archives(tmp_path: Path) -> dict[str, bytes]:
+    lists = _files_of(write_ucf_lists(tmp_path / "lists" / "ucfTrainTestlist").parent)
+    clips = {f"UCF-101/{ucf_file(c, g, 1)}": CLIP for c in UCF_CLASSES for g in (1, 8, 22)}
+    return {"UCF101.rar": rar_bytes(clips), "UCF101TrainTestSplits-RecognitionTask.zip": zip_bytes(lists)}
+
+
+def test_ucf101_downloads_unpacks_and_indexes(tmp_path, rar_route):
+    with serve(_ucf101_archives(tmp_path)) as (state, url):
+        root = tmp_path / "ucf101"
+        summary = download_dataset("ucf101", root, base_urls=[url], timeout=5)
+        assert summary.fetched == summary.unpacked == ["UCF101.rar", "UCF101TrainTestSplits-RecognitionTask.zip"]
+        assert (root / "UCF-101" / ucf_file("HandstandPushups", 8, 1)).read_bytes() == CLIP
+        index = create_dataset("ucf101", root)
+        assert len(index.samples) == 9 and index.folds == ["split1", "split2", "split3"]
+        assert {s.folds[1] for s in index.samples if "_g08_" in s.sample_id} == {"test"}
+        asked = len(state.requests)
+        again = download_dataset("ucf101", root, base_urls=[url], timeout=5)
+        assert again.fetched == [] and again.reused == summary.fetched and len(state.requests) == asked
+    assert plan_download("ucf101", root).bytes_to_fetch == 0
+
+
+def test_hmdb51_unpacks_the_rar_of_rars(tmp_path, rar_route):
+    splits = _files_of(write_hmdb_splits(tmp_path / "s" / "testTrainMulti_7030_splits", sources=2, clips=3).parent)
+    inner = {f"{cls}.rar": rar_bytes({f"{cls}/Movie_{s}_{cls}_u_nm_np1_fr_goo_{c}.avi": CLIP
+                                      for s in range(2) for c in range(3)}) for cls in ("drink", "jump")}
+    with serve({"hmdb51_org.rar": rar_bytes(inner), "test_train_splits.rar": rar_bytes(splits)}) as (_, url):
+        root = tmp_path / "hmdb"
+        download_dataset("hmdb51", root, base_urls=[url], timeout=5, keep_archives=False)
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == ["hmdb51", "testTrainMulti_7030_splits"]
+    assert not list(root.rglob("*.rar")) and not list(root.glob(".harx-*"))   # inner archives and staging gone
+    assert unpacked_ok(root / "hmdb51", "hmdb51_org.rar")
+    index = create_dataset("hmdb51", root)
+    assert len(index.samples) == 12 and not index.missing and index.class_names == ["drink", "jump"]
+    assert plan_download("hmdb51", root).bytes_to_fetch == 0        # the outer archive is gone, its work is not
+
+
+def test_ucf50_downloads_and_makes_group_folds(tmp_path, rar_route):
+    clips = {f"UCF50/{c}/v_{c}_g{g:02d}_c01.avi": CLIP for c in ("Biking", "Diving") for g in range(1, 26)}
+    clips["UCF50/Biking/notes.avi"] = CLIP                   # no group in its name: reported, not extracted
+    with serve({"UCF50.rar": rar_bytes(clips)}) as (_, url):
+        download_dataset("ucf50", tmp_path / "u", base_urls=[url], timeout=5)
+    index = create_dataset("ucf50", tmp_path / "u")
+    assert len(index.folds) == 25 and index.folds[0] == "g01" and len(index.samples) == 50
+    assert index.unlisted == ["Biking/notes.avi"]
+    for k, name in enumerate(index.folds):
+        parts = {s.sample_id: s.folds[k] for s in index.samples}
+        assert {p for i, p in parts.items() if f"_g{k + 1:02d}_" in i} == {"test"}
+        assert set(parts.values()) == {"train", "val", "test"}
+    five = create_dataset("ucf50", tmp_path / "u", protocol="5fold")
+    assert five.folds == [f"fold{k}" for k in range(1, 6)] and five.cache_name == "ucf50-5fold"
+    assert sum(p == "test" for s in five.samples for p in s.folds[:1]) == 10     # groups 1-5 of 2 classes
+
+
+def test_no_rar_extractor_is_one_line_before_any_download(tmp_path, monkeypatch):
+    monkeypatch.setattr(archives.shutil, "which", lambda name: None)
+    with serve({"UCF50.rar": b"x"}) as (state, url):
+        with pytest.raises(DownloadError, match="no RAR extractor.*install unar") as info:
+            download_dataset("ucf50", tmp_path, base_urls=[url], timeout=5)
+    assert "\n" not in str(info.value) and state.requests == []
+
+
+def test_damaged_rar_is_refused_and_nothing_half_is_left(tmp_path, rar_route):
+    good = rar_bytes({"A/v_A_g01_c01.avi": CLIP})
+    bad = bytearray(good)
+    bad[-40] ^= 0xFF                                          # a byte of the member: its CRC no longer matches
+    (tmp_path / "bad.rar").write_bytes(bytes(bad))
+    with pytest.raises(DownloadError, match="bad.rar") as info:
+        unpack(tmp_path / "bad.rar", tmp_path / "out")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "out" / "A").exists() and not marker_path(tmp_path / "out", "bad.rar").exists()
+
+
+@pytest.mark.parametrize("name", ["../evil.avi", "/etc/evil.avi", "a/../../evil.avi"])
+def test_members_outside_the_folder_are_refused(tmp_path, name):
+    (tmp_path / "x.zip").write_bytes(zip_bytes({name: b"x"}))
+    with pytest.raises(DownloadError, match="outside its folder"):
+        unpack(tmp_path / "x.zip", tmp_path / "out")
+    assert not (tmp_path / "evil.avi").exists()
+
+
+def test_cli_download_with_a_mirror(tmp_path):
+    if rar_tool() is None:
+        pytest.skip("no RAR extractor installed (apt install unar)")
+    clips = {f"UCF50/Biking/v_Biking_g{g:02d}_c01.avi": CLIP for g in range(1, 26)}
+    with serve({"UCF50.rar": rar_bytes(clips)}) as (_, url):
+        done = subprocess.run([sys.executable, "-m", "harx", "download", "ucf50", "--root", str(tmp_path / "u"), "--mirror", url, "-y"],
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "no checksum is published for UCF50" in done.stdout
+    assert f"Next: harx extract --dataset ucf50 --root {tmp_path / 'u'}" in done.stdout
+    assert len(list((tmp_path / "u" / "UCF50" / "Biking").glob("*.avi"))) == 25
