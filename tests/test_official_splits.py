@@ -152,3 +152,66 @@ def test_adapters_say_what_is_missing_in_one_line(tmp_path):
     _write_ucf_lists(tmp_path / "ucfTrainTestlist")
     with pytest.raises(DatasetNotFoundError, match="no class folder of the split files"):
         create_dataset("ucf101", tmp_path)
+
+
+# ----------------------------------------------------------------------------- the real clips
+
+def test_real_ucf101_clips_with_lists_in_the_real_format(tmp_path, realdata):
+    """The three real UCF101 Xvid AVIs in a UCF-101/ layout; lists naming them (and the rest of
+    their classes, absent): every fold's part follows the clip's group."""
+    from conftest import TINY
+    from harx.extract import make_config, run_extract
+    from harx.features import FeatureStore
+
+    clips = sorted((realdata / "ucf101").glob("*/*.avi"))
+    if not clips:
+        pytest.skip("no real UCF101 clip")
+    lists = tmp_path / "ucf" / "ucfTrainTestlist"
+    lists.mkdir(parents=True)
+    classes = sorted({c.parent.name for c in clips})
+    (lists / "classInd.txt").write_bytes("".join(f"{i} {c}\r\n" for i, c in enumerate(classes, 1)).encode())
+    for c in clips:
+        (tmp_path / "ucf" / "UCF-101" / c.parent.name).mkdir(parents=True)
+        (tmp_path / "ucf" / "UCF-101" / c.parent.name / c.name).symlink_to(c)
+    for k in (1, 2, 3):
+        rows = [(f"{c}/v_{c}_g{g:02d}_c01.avi", i) for i, c in enumerate(classes, 1) for g in range(1, 26)]
+        rows += [(f"{c.parent.name}/{c.name}", classes.index(c.parent.name) + 1) for c in clips]
+        test = [r for r in rows if 7 * k - 6 <= int(r[0].split("_g")[1][:2]) <= 7 * k]
+        (lists / f"trainlist0{k}.txt").write_bytes("".join(f"{p} {i}\r\n" for p, i in rows if (p, i) not in test).encode())
+        (lists / f"testlist0{k}.txt").write_bytes("".join(f"{p}\r\n" for p, _ in test).encode())
+    s = run_extract(make_config(dataset="ucf101", root=tmp_path / "ucf", out=tmp_path / "u.h5", streams="rgb", **TINY))
+    assert s.samples_total == len(clips) and not s.failed and s.frames > 100
+    store = FeatureStore(s.out)
+    for sample_id, *parts in zip(store.column("sample_id"), *(store.fold_splits(k) for k in (1, 2, 3))):
+        group = int(sample_id.split("_g")[1][:2])
+        assert [p == "test" for p in parts] == [7 * k - 6 <= group <= 7 * k for k in (1, 2, 3)]
+
+
+def test_real_hmdb51_mp4_copies_take_the_split_files_avi_names(tmp_path, realdata):
+    """The real HMDB51 clips are MP4 re-encodes, and the split files name the original AVIs: each
+    copy is indexed under its listed name, with its flags, and decodes."""
+    from conftest import TINY
+    from harx.extract import make_config, run_extract
+    from harx.features import FeatureStore
+
+    clips = sorted((realdata / "hmdb51").glob("*/*.mp4"))
+    if not clips:
+        pytest.skip("no real HMDB51 clip")
+    splits = tmp_path / "hmdb" / "testTrainMulti_7030_splits"
+    splits.mkdir(parents=True)
+    for n, c in enumerate(clips):
+        cls = c.parent.name
+        (tmp_path / "hmdb" / "hmdb51" / cls).mkdir(parents=True)
+        (tmp_path / "hmdb" / "hmdb51" / cls / c.name).symlink_to(c)
+        for k in (1, 2, 3):
+            (splits / f"{cls}_test_split{k}.txt").write_text(f"{c.stem}.avi {(n + k) % 3} \r\n")
+    s = run_extract(make_config(dataset="hmdb51", root=tmp_path / "hmdb", out=tmp_path / "h.h5", streams="rgb",
+                                max_frames=8, **TINY))
+    assert s.samples_total == len(clips) and not s.failed and not s.missing and not s.unlisted
+    store = FeatureStore(s.out)
+    assert sorted(store.column("sample_id")) == sorted(f"{c.parent.name}/{c.stem}.avi" for c in clips)
+    flags = {f"{c.parent.name}/{c.stem}.avi": n for n, c in enumerate(clips)}
+    for k in (1, 2, 3):
+        for sample_id, part in zip(store.column("sample_id"), store.fold_splits(k)):
+            assert part == {0: "", 1: "train", 2: "test"}[(flags[sample_id] + k) % 3] or (
+                part == "val" and (flags[sample_id] + k) % 3 == 1)

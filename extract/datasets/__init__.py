@@ -20,7 +20,8 @@ from harx.features.errors import InvalidOptionError, UnknownNameError
 
 from .base import SPLITS, DatasetIndex, DownloadSource, RemoteFile, VideoSample
 
-_PARSERS: dict[str, Callable[[str], object]] = {"int": int, "float": float, "str": str, "Path": Path}
+_PARSERS: dict[str, tuple[Callable[[str], object], str]] = {
+    "int": (int, "an integer"), "float": (float, "a number"), "str": (str, "text"), "Path": (Path, "a path")}
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,11 @@ class Dataset:
             raise InvalidOptionError(f"dataset {self.name} takes option(s) {self.describe_options() or 'none'}; "
                                      f"got {text!r} (write -o NAME=VALUE)")
         kind = str(self.options[name].annotation).split("|")[0].strip()
+        parse, what = _PARSERS.get(kind, _PARSERS["str"])
         try:
-            return name, _PARSERS.get(kind, str)(raw.strip())
+            return name, parse(raw.strip())
         except ValueError:
-            raise InvalidOptionError(f"dataset {self.name} option {name} takes a {kind}, got {raw!r}") from None
+            raise InvalidOptionError(f"dataset {self.name} option {name} takes {what}, got {raw!r}") from None
 
     def describe_options(self) -> str:
         return ", ".join(f"{n}={p.default}" for n, p in self.options.items())
