@@ -474,7 +474,9 @@ def index_folder(root: Path, *, name: str = "folder", seed: int = 0, val_fractio
 @register_dataset(settings=("seed", "val_fraction", "test_fraction", "manifest"))
 def folder(root: Path | None = None, *, manifest: Path | None = None, val_fraction: float = 0.15,
            test_fraction: float = 0.15, seed: int = 0) -> DatasetIndex:
-    """Any folder of class sub-folders, or a CSV manifest (see the module docstring).
+    """Any folder of class sub-folders, or a CSV manifest; split by group when groups are known.
+
+    See the module docstring.
 
     Raises:
         DatasetNotFoundError: no root or manifest, a missing root, or no videos at all.

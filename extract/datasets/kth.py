@@ -236,7 +236,7 @@ def _read_sequences(root: Path, sequences_file: Path | None) -> tuple[Path, str]
 @register_dataset(settings=("unit", "sequences_file"), source=KTH_SOURCE)
 def kth(root: Path | None = None, *, unit: str = "subsequence",
         sequences_file: Path | None = None) -> DatasetIndex:
-    """Index KTH under ``root``: one sample per annotated range (``unit="subsequence"``) or video.
+    """KTH with its official person split: a sample per annotated range (unit=subsequence) or video.
 
     Videos annotated but absent go to ``missing``. Videos present but not annotated are samples
     in ``unit="video"`` and listed in ``options["unannotated"]`` in subsequence mode (they have no
