@@ -245,6 +245,10 @@ def download(
     mirror: Annotated[Optional[list[str]], typer.Option(help="Base URL to fetch the files from instead of the "
                                                         "dataset's site (a mirror, a local copy); repeatable, "
                                                         "tried in order.")] = None,
+    keep_archives: Annotated[bool, typer.Option("--keep-archives/--drop-archives",
+                                                help="Keep each archive once unpacked (a damaged folder can then be "
+                                                     "unpacked again without downloading), or delete it to save "
+                                                     "disk.")] = True,
 ):
     """Download, verify and unpack a dataset from its published source; an interrupted download
     resumes. RAR archives (UCF101, UCF50, HMDB51) need an extractor: unar (apt/brew install unar)."""
@@ -260,7 +264,8 @@ def download(
         if plan.bytes_to_fetch and not yes and not typer.confirm("Download now?", default=True):
             raise typer.Exit(code=1)
         with _DownloadProgressBar() as bar:
-            summary = download_dataset(dataset, root, base_urls=mirror, on_progress=bar.update)
+            summary = download_dataset(dataset, root, base_urls=mirror, on_progress=bar.update,
+                                       keep_archives=keep_archives)
     _say(f"done in {summary.seconds:.0f} s: fetched {len(summary.fetched)}, reused {len(summary.reused)}, "
          f"unpacked {len(summary.unpacked)}. Next: harx extract --dataset {dataset} --root {root}")
 
