@@ -45,7 +45,8 @@ Progress = Callable[[int, int], None]   # (bytes done, bytes total)
 
 
 def rar_tool() -> str | None:
-    """The first RAR extractor on ``PATH`` (see :data:`RAR_TOOLS`), or ``None``."""
+    """The first RAR extractor on ``PATH`` (see :data:`RAR_TOOLS`; the others are tried after it
+    when it fails), or ``None``."""
     return next((shutil.which(name) for name, _ in RAR_TOOLS if shutil.which(name)), None)
 
 
@@ -167,15 +168,24 @@ def _unpack_in_python(archive: Path, stage: Path, members: dict[str, int], progr
 
 
 def _unpack_with_tool(archive: Path, stage: Path) -> None:
-    tool = require_rar_tool()
-    template = dict(RAR_TOOLS)[Path(tool).name]
-    args = [a.format(archive=str(archive.resolve()), dest=str(stage.resolve())) for a in template]
-    done = subprocess.run([tool, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, errors="replace")
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise DownloadError(f"{Path(tool).name} could not unpack {archive} (exit {done.returncode}: {last}); if the "
-                            f"archive is damaged, delete it and rerun; else {RAR_TOOL_HINT}")
+    """Unpack with each installed extractor in turn until one succeeds (unar 1.10 cannot parse
+    some RAR5 archives that bsdtar or unrar can)."""
+    require_rar_tool()
+    failures = []
+    for name, template in RAR_TOOLS:
+        tool = shutil.which(name)
+        if tool is None:
+            continue
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        args = [a.format(archive=str(archive.resolve()), dest=str(stage.resolve())) for a in template]
+        done = subprocess.run([tool, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, errors="replace")
+        if done.returncode == 0:
+            return
+        failures.append(f"{name} exit {done.returncode}: {(done.stderr.strip().splitlines() or ['no message'])[-1]}")
+    raise DownloadError(f"cannot unpack {archive} ({'; '.join(failures)}); if the archive is damaged, delete it and "
+                        f"rerun; else install another extractor (unrar, bsdtar from libarchive-tools) and rerun")
 
 
 def _safe_name(raw: str, archive: Path) -> str:

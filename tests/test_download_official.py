@@ -127,3 +127,26 @@ def test_cli_download_with_a_mirror(tmp_path):
     assert "no checksum is published for UCF50" in done.stdout
     assert f"Next: harx extract --dataset ucf50 --root {tmp_path / 'u'}" in done.stdout
     assert len(list((tmp_path / "u" / "UCF50" / "Biking").glob("*.avi"))) == 25
+
+
+def _fake_tool(folder: Path, name: str, body: str) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(f"#!/bin/sh\n{body}\n")
+    (folder / name).chmod(0o755)
+
+
+def test_a_failing_extractor_hands_over_to_the_next(tmp_path, monkeypatch):
+    """unar 1.10 cannot parse some RAR5 archives that unrar or bsdtar unpack: each installed
+    extractor is tried in turn, and when all fail the error names each failure on one line."""
+    bin_dir = tmp_path / "bin"
+    _fake_tool(bin_dir, "unar", 'echo "Archive parsing failed!" >&2; exit 1')
+    monkeypatch.setenv("PATH", str(bin_dir))
+    (tmp_path / "a.rar").write_bytes(rar_bytes({"A/v_A_g01_c01.avi": CLIP}))
+    with pytest.raises(DownloadError, match=r"unar exit 1: Archive parsing failed!.*install another") as info:
+        unpack(tmp_path / "a.rar", tmp_path / "out")
+    assert "\n" not in str(info.value)
+    # unrar x -idq -o+ -y ARCHIVE DEST/ : here a script that unpacks the stored members with rarfile
+    _fake_tool(bin_dir, "unrar", f'"{sys.executable}" -c "import rarfile, sys; '
+                                 f'rarfile.RarFile(sys.argv[1]).extractall(sys.argv[2])" "$5" "$6"')
+    assert unpack(tmp_path / "a.rar", tmp_path / "out") == {"A/v_A_g01_c01.avi": len(CLIP)}
+    assert (tmp_path / "out" / "A" / "v_A_g01_c01.avi").read_bytes() == CLIP
