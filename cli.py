@@ -427,7 +427,7 @@ def fit(
     fusion: Annotated[Fusion, typer.Option(help="With several streams: late (a head per stream, probabilities "
                                            "mixed with weights chosen on val) or early (one head on the streams "
                                            "side by side per frame).", rich_help_panel=TRAIN_PANEL)] = Fusion.late,
-    fold: Annotated[Optional[str], typer.Option(help="For a dataset with official folds (UCF101, HMDB51): which "
+    fold: Annotated[Optional[str], typer.Option(help="For a dataset with official folds (UCF101, UCF50, HMDB51): which "
                                                 "one, by name or number (default: the first).",
                                                 rich_help_panel=TRAIN_PANEL)] = None,
     hidden_size: Annotated[Optional[int], typer.Option(rich_help_panel=HEAD_PANEL)] = None,
@@ -535,7 +535,7 @@ def compare(
     fusion: Annotated[Fusion, typer.Option(help="How a selection of several streams is fused: late (a head per "
                                            "stream, weights chosen on val) or early (side by side per "
                                            "frame).")] = Fusion.late,
-    fold: Annotated[Optional[str], typer.Option(help="For a dataset with official folds (UCF101, HMDB51): one "
+    fold: Annotated[Optional[str], typer.Option(help="For a dataset with official folds (UCF101, UCF50, HMDB51): one "
                                                 "fold by name or number (default: the first), or 'all': each fold, "
                                                 "then mean ± std over the folds.")] = None,
 ):

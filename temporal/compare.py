@@ -218,7 +218,7 @@ def _compare_folds(store: FeatureStore, options: dict, out) -> CompareResult:
     accuracy (per sample, and per video where reported) as mean ± std over the folds' seed means."""
     if not store.folds:
         raise InvalidOptionError(f"{store.path} has one split, no folds; --fold all is for datasets with official "
-                                 "folds (UCF101, HMDB51)")
+                                 "folds (UCF101, UCF50, HMDB51)")
     base = Path(out) if out is not None else runs_root(store.path) / "compare-folds"
     make_folder(base)
     per_fold = {name: compare(store.path, out=base / name, fold=name, **options) for name in store.folds}

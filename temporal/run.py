@@ -177,7 +177,7 @@ def fit(
         fusion: with several streams, ``"late"`` (one head per stream, probabilities mixed with
             weights chosen on val) or ``"early"`` (one head on the streams side by side, per
             frame); see :mod:`temporal.fusion`.
-        fold: for a dataset with several official folds (UCF101, HMDB51), which one (a name such
+        fold: for a dataset with several official folds (UCF101, UCF50, HMDB51), which one (a name such
             as ``"split2"`` or a 1-based number); ``None``: the cache's ``split`` column (fold 1).
         out: the run folder; ``None``: :func:`default_run_dir`.
         seed: seeds everything random (same seed, same CPU -> same numbers).
