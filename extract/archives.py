@@ -9,7 +9,9 @@ with its RAR codec, the first found (one process for the whole archive, so solid
 decoded once). Without one, archives whose members are all stored uncompressed are unpacked in
 Python.
 
-Members go through a staging folder and are moved into place once whole, and a marker beside
+Extractors differ in what they check (bsdtar 3.6 writes a stored RAR member whose CRC is wrong
+and exits 0), so every RAR member is checked here against the CRC32 its header records before
+it is moved into place. Members go through a staging folder and are moved into place once whole, and a marker beside
 them (:func:`marker_path`) lists every file with its size: a rerun that finds them all skips the
 archive without opening it, and an interrupted unpack is redone. Member names that would land
 outside the destination (``../``, absolute paths) are refused.
@@ -22,6 +24,7 @@ import os
 import shutil
 import subprocess
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
@@ -109,6 +112,7 @@ def unpack(archive: Path, dest: Path, *, flatten: bool = False, progress: Progre
     archive, dest = Path(archive), Path(dest)
     members = list_members(archive)
     targets = _targets(members, flatten, archive)
+    crcs = _rar_crcs(archive) if _is_rar(archive) else {}
     stage = dest / f".harx-unpacking-{archive.name}"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
@@ -125,6 +129,9 @@ def unpack(archive: Path, dest: Path, *, flatten: bool = False, progress: Progre
             if not source.is_file() or source.stat().st_size != members[name]:
                 raise DownloadError(f"unpacking {archive} gave no whole {name}; delete the archive and rerun to "
                                     "fetch it again")
+            if crcs.get(name) is not None and _crc32(source) != crcs[name]:
+                raise DownloadError(f"{archive} is damaged: {name} fails its CRC check; delete the archive and "
+                                    "rerun to fetch it again")
             (dest / target).parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, dest / target)
             files[target] = members[name]
@@ -186,6 +193,22 @@ def _unpack_with_tool(archive: Path, stage: Path) -> None:
         failures.append(f"{name} exit {done.returncode}: {(done.stderr.strip().splitlines() or ['no message'])[-1]}")
     raise DownloadError(f"cannot unpack {archive} ({'; '.join(failures)}); if the archive is damaged, delete it and "
                         f"rerun; else install another extractor (unrar, bsdtar from libarchive-tools) and rerun")
+
+
+def _rar_crcs(archive: Path) -> dict[str, int | None]:
+    """Member path -> the CRC32 its RAR header records (``None`` where it records none)."""
+    import rarfile
+
+    with rarfile.RarFile(archive) as arc:
+        return {_safe_name(i.filename, archive): getattr(i, "CRC", None) for i in arc.infolist() if not i.is_dir()}
+
+
+def _crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return crc
 
 
 def _safe_name(raw: str, archive: Path) -> str:

@@ -21,14 +21,16 @@ from served import serve
 CLIP = b"\x00\x00\x01\xba" + bytes(range(256)) * 8     # bytes, not a video: downloads do not decode
 
 
-@pytest.fixture(params=["tool", "python"])
+@pytest.fixture(params=[*(name for name, _ in archives.RAR_TOOLS), "python"])
 def rar_route(request, monkeypatch):
-    """Unpack RAR with the installed extractor, or (none installed) in Python for stored members."""
-    if request.param == "tool" and rar_tool() is None:
-        pytest.skip("no RAR extractor installed (apt install unar)")
+    """Unpack RAR with one installed extractor alone (they differ in what they check), or with
+    none installed, in Python for stored members."""
+    real_which = archives.shutil.which
+    if request.param != "python" and real_which(request.param) is None:
+        pytest.skip(f"{request.param} is not installed")
     if request.param == "python":
-        monkeypatch.setattr(archives.shutil, "which", lambda name: None)
         monkeypatch.setattr("harx.extract.download.require_rar_tool", lambda: "none")
+    monkeypatch.setattr(archives.shutil, "which", lambda name: real_which(name) if name == request.param else None)
     return request.param
 
 
