@@ -49,6 +49,12 @@ class Fusion(str, Enum):
     early = "early"
 
 
+class Load(str, Enum):
+    auto = "auto"
+    memory = "memory"
+    disk = "disk"
+
+
 def _version(value: bool) -> None:
     if value:
         from harx import __version__
@@ -430,6 +436,9 @@ def fit(
     fold: Annotated[Optional[str], typer.Option(help="For a dataset with official folds (UCF101, UCF50, HMDB51): which "
                                                 "one, by name or number (default: the first).",
                                                 rich_help_panel=TRAIN_PANEL)] = None,
+    load: Annotated[Load, typer.Option(help="Where the features stay while training: memory, disk (read from the "
+                                       "cache batch by batch, for caches larger than RAM; the same numbers), or "
+                                       "auto (memory when they fit comfortably).", rich_help_panel=TRAIN_PANEL)] = Load.auto,
     hidden_size: Annotated[Optional[int], typer.Option(rich_help_panel=HEAD_PANEL)] = None,
     num_layers: Annotated[Optional[int], typer.Option("--layers", rich_help_panel=HEAD_PANEL)] = None,
     bidirectional: Annotated[Optional[bool], typer.Option("--bidirectional/--unidirectional",
@@ -458,7 +467,7 @@ def fit(
         run = fit_head(head, features=features, out=out, seed=seed, refit_trainval=refit_trainval, epochs=epochs,
                        patience=patience, batch_size=batch_size, lr=lr, crop_frames=crop_frames, device=device,
                        command=["harx", *sys.argv[1:]], on_epoch=_print_epoch, streams=streams,
-                       fusion=fusion.value, fold=fold, **options)
+                       fusion=fusion.value, fold=fold, load=load.value, **options)
     _print_run(run)
 
 
@@ -470,6 +479,8 @@ def _print_run(run) -> None:
     if run.resumed_from is not None:
         _warn(f"resumed an interrupted run after its {run.resumed_phase} epoch {run.resumed_from}; "
               "the numbers are those of an uninterrupted run")
+    if run.loading:
+        _say(f"features: {run.loading}")
     _print_scores(m)
     for line in run.warnings:
         _warn(f"warning: {line}")
@@ -538,11 +549,14 @@ def compare(
     fold: Annotated[Optional[str], typer.Option(help="For a dataset with official folds (UCF101, UCF50, HMDB51): one "
                                                 "fold by name or number (default: the first), or 'all': each fold, "
                                                 "then mean ± std over the folds.")] = None,
+    load: Annotated[Load, typer.Option(help="Where the features stay while training: memory, disk (read from the "
+                                       "cache batch by batch, for caches larger than RAM; the same numbers), or "
+                                       "auto (memory when they fit comfortably).")] = Load.auto,
 ):
     """Train each head over several seeds (reusing finished runs) and compare them under one protocol,
     per stream and fused."""
     _run_compare(features=features, heads=heads, seeds=seeds, out=out, refit_trainval=refit_trainval,
-                 device=device, epochs=epochs, streams=streams, fusion=fusion.value, fold=fold)
+                 device=device, epochs=epochs, streams=streams, fusion=fusion.value, fold=fold, load=load.value)
 
 
 def _run_compare(**kwargs):

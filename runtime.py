@@ -86,6 +86,52 @@ def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
         return None
 
 
+def memory_available(root: str = "/sys/fs/cgroup") -> tuple[int, str]:
+    """``(bytes, what limits them)``: the memory this process may still take, the least of
+    what the kernel reports available (``MemAvailable``), the room under the container's cgroup
+    limit (v2 ``memory.max`` minus ``memory.current``; v1 ``memory.limit_in_bytes`` minus
+    ``memory.usage_in_bytes``) and the room under the address-space and data limits
+    (``prlimit --as``/``--data``: the limit minus what the process maps now). Page cache counts in a
+    cgroup's usage but is given back under pressure, so the cgroup room is a cautious estimate."""
+    import resource
+
+    found: list[tuple[int, str]] = []
+    meminfo = _read_kib("/proc/meminfo", "MemAvailable:")
+    if meminfo is not None:
+        found.append((meminfo, "available RAM"))
+    for limit_file, usage_file in ((f"{root}/memory.max", f"{root}/memory.current"),
+                                   (f"{root}/memory/memory.limit_in_bytes", f"{root}/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file) as fl, open(usage_file) as fu:
+                limit, usage = fl.read().strip(), int(fu.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:
+            found.append((max(0, int(limit) - usage), "the cgroup's memory limit"))
+        break
+    for which, status_key, name in ((resource.RLIMIT_AS, "VmSize:", "the address-space limit (ulimit -v)"),
+                                    (resource.RLIMIT_DATA, "VmData:", "the data-segment limit (ulimit -d)")):
+        soft = resource.getrlimit(which)[0]
+        used = _read_kib("/proc/self/status", status_key)
+        if soft != resource.RLIM_INFINITY and used is not None:
+            found.append((max(0, soft - used), name))
+    if not found:
+        return (1 << 62, "no limit found")
+    return min(found)
+
+
+def _read_kib(path: str, key: str) -> int | None:
+    """The ``key: N kB`` line of a /proc file, in bytes."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def threads_for(others: float, cores: int, max_threads: int, taken_share: float = 0.5) -> int:
     """Threads to run when other processes used ``others`` cores' worth of our ``cores``: one
     fewer per core they take (``taken_share`` of a core counts as taken), within 1..max_threads."""

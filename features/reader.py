@@ -23,6 +23,9 @@ from .schema import (FAILURE_COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, STR_COLUMNS, S
                      read_stream_infos, stream_datasets, stream_fingerprint)
 from .writer import H5_READ_ERRORS, corrupt_cache, read_settings
 
+#: rows closer than this share one read in :meth:`FeatureStore.read_rows` (a KTH crop at stride
+#: 2 is one read; two crops of one sample far apart are two)
+READ_GAP_ROWS = 64
 REBUILD_HINT = "rebuild it with harx extract --overwrite (and the options it was made with)"
 
 
@@ -204,6 +207,11 @@ class FeatureStore:
         names = self.check_streams(self._default(streams))
         return int(sum(np.prod(self._streams[n].feature_shape) for n in names))
 
+    @property
+    def feature_dtype(self) -> np.dtype:
+        """The dtype features are stored in (float16 unless the cache says otherwise)."""
+        return np.dtype(self.attrs.get("dtype") or "float16")
+
     def _default(self, streams):
         """``streams``, or by default ``rgb`` (the frames), else the first stream."""
         if streams is not None:
@@ -298,6 +306,31 @@ class FeatureStore:
         with self._reading():
             return self._h5()["frame_index"][lo:hi]
 
+    def read_rows(self, rows: np.ndarray, stream=None, gap: int = READ_GAP_ROWS) -> np.ndarray:
+        """Features of cache rows ``rows`` (any shape, any order, repeats allowed) ->
+        ``(*rows.shape, D)`` in the streams' dtype, streams side by side.
+
+        The distinct rows are read in file order, one slice per run of rows less than ``gap``
+        apart (the rows between are read and dropped): a batch of training crops costs about one
+        read per crop, each touching one or two chunks, instead of one HDF5 call per row.
+        """
+        names = self.check_streams(self._default(stream))
+        rows = np.asarray(rows, dtype=np.int64)
+        wanted, where = np.unique(rows.reshape(-1), return_inverse=True)
+        widths = [self.feature_dim(n) for n in names]
+        out = np.empty((len(wanted), sum(widths)), dtype=self.feature_dtype)
+        cuts = np.concatenate([[0], np.flatnonzero(np.diff(wanted) >= gap) + 1, [len(wanted)]])
+        with self._reading():
+            datasets = [self._h5()[self._datasets[n]] for n in names]
+            for a, b in zip(cuts[:-1], cuts[1:]):
+                lo, hi = int(wanted[a]), int(wanted[b - 1]) + 1
+                col = 0
+                for ds, w in zip(datasets, widths):
+                    block = ds[lo:hi]
+                    out[a:b, col:col + w] = block.reshape(hi - lo, -1)[wanted[a:b] - lo]
+                    col += w
+        return out[where].reshape(*rows.shape, out.shape[1])
+
     def load(self, split: str | None = None, stream=None) -> tuple[list[np.ndarray], np.ndarray]:
         """All samples of a split as ``(list of (frames, D) arrays, label indices)``, of ``stream``
         (a name; several names: their features side by side, per frame; default: the first stream).
@@ -391,6 +424,27 @@ class StreamSelection:
 
     def load(self, split: str | None = None) -> tuple[list[np.ndarray], np.ndarray]:
         return self.store.load_indices(self.indices(split), self.streams)
+
+    def sequences(self, split: str | None = None, *, in_memory: bool = True):
+        """Samples of ``split`` (all the fold uses for ``None``) and their label indices, as
+        ``temporal`` trains on them: read into RAM (:class:`~harx.temporal.sequences.Sequences`),
+        or left in the cache and read as training asks (``in_memory=False``:
+        :class:`~harx.temporal.sequences.StoredSequences`). ``None, None`` for an empty split."""
+        from harx.temporal.sequences import StoredSequences
+
+        idx = self.indices(split)
+        if len(idx) == 0:
+            return None, None
+        c = self.store._columns
+        stored = StoredSequences(self.store, self.streams, c["row_start"][idx], c["row_stop"][idx] - c["row_start"][idx])
+        labels = c["label_index"][idx].astype(np.int64)
+        return (stored.to_memory() if in_memory else stored), labels
+
+    def nbytes(self, split: str | None = None) -> int:
+        """Bytes the features of ``split`` take in RAM (float16, streams side by side)."""
+        idx = self.indices(split)
+        c = self.store._columns
+        return int((c["row_stop"][idx] - c["row_start"][idx]).sum()) * self.embed_dim * self.store.feature_dtype.itemsize
 
     def frames(self, i: int, start: int = 0, stop: int | None = None) -> np.ndarray:
         return self.store.frames(i, start, stop, self.streams)

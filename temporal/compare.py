@@ -79,6 +79,7 @@ def compare(
     streams: Sequence[str] | str | None = None,
     fusion: str = "late",
     fold: str | int | None = None,
+    load: str = "auto",
     command: str | Sequence[str] | None = None,
     on_run: Callable[[RunResult], None] | None = None,
     on_epoch: Callable | None = None,
@@ -100,6 +101,7 @@ def compare(
             first), or ``"all"``: each fold compared (``OUT/<fold>/``), then every column's test
             scores as mean ± std over the folds (``compare_folds.md``/``.json``), as these
             datasets are published.
+        load: where each run keeps the features (auto, memory, disk; see :mod:`temporal.loading`).
         on_run: called with each :class:`RunResult` (``.reused`` says whether it trained).
         on_epoch: passed to :func:`fit` (called only for runs that train).
 
@@ -129,7 +131,7 @@ def compare(
     if str(fold) == "all":
         return _compare_folds(store, dict(heads=heads, seeds=seeds, refit_trainval=refit_trainval, device=device,
                                           epochs=epochs, head_options=head_options, streams=streams, fusion=fusion,
-                                          command=command, on_run=on_run, on_epoch=on_epoch), out)
+                                          load=load, command=command, on_run=on_run, on_epoch=on_epoch), out)
     fold = store.fold_name(fold if fold is not None else (store.folds[0] if store.folds else None))
     names = store.class_names
     selections = stream_selections(streams, store.streams)
@@ -147,7 +149,7 @@ def compare(
         for head in heads:
             for seed in seed_list:
                 r = fit(head, path, seed=seed, refit_trainval=refit_trainval, device=device, epochs=epochs,
-                        reuse=True, on_epoch=on_epoch, streams=selection, fusion=fusion, fold=fold,
+                        reuse=True, on_epoch=on_epoch, streams=selection, fusion=fusion, fold=fold, load=load,
                         **head_options.get(head, {}))
                 runs.append(r)
                 if on_run is not None:

@@ -47,9 +47,20 @@ DEFAULT_QUANTILE = 0.99
 
 def mean_pool(samples: Sequence[np.ndarray]) -> np.ndarray:
     """``(N, D)`` float64: each ``(T, D)`` sample's mean over its frames."""
+    sums, counts = frame_sums(samples)
+    return sums / counts[:, None]
+
+
+def frame_sums(samples: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Each ``(T, D)`` sample's sum over its frames ``(N, D)`` float64 and its ``T``, one sample at
+    a time (samples left in the cache are read once each and not kept)."""
     if len(samples) == 0:
         raise InvalidOptionError("no samples given")
-    return np.stack([np.asarray(s, dtype=np.float32).mean(axis=0, dtype=np.float64) for s in samples])
+    sums, counts = [], []
+    for s in samples:
+        sums.append(np.asarray(s, dtype=np.float32).sum(axis=0, dtype=np.float64))
+        counts.append(len(s))
+    return np.stack(sums), np.asarray(counts, dtype=np.float64)
 
 
 def _ledoit_wolf(Z: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
@@ -146,14 +157,18 @@ class Familiarity:
         out["file"] = FAMILIARITY_FILE
         if self.threshold_ is None or X_test is None or len(X_test) == 0:
             return out
-        scores = self.score(X_test)
+        sums, counts = frame_sums(X_test)     # one read of each sample, nothing kept but its sum
+        if sums.shape[1] != len(self.center_):
+            raise InvalidOptionError(f"samples have {sums.shape[1]} features; the familiarity statistics were "
+                                     f"computed on {len(self.center_)}")
+        scores = self.score_pooled(sums / counts[:, None])
         out["test_samples_flagged"] = round(float((scores > self.threshold_).mean()), 4)
         out["test_samples"] = len(scores)
         if video_ids is not None and len(set(video_ids)) < len(video_ids):
             rows: dict[str, list[int]] = {}
             for i, v in enumerate(video_ids):
                 rows.setdefault(str(v), []).append(i)
-            videos = self.score([np.concatenate([X_test[i] for i in r]) for r in rows.values()])
+            videos = self.score_pooled(np.stack([sums[r].sum(0) / counts[r].sum() for r in rows.values()]))
             out["test_videos_flagged"] = round(float((videos > self.threshold_).mean()), 4)
             out["test_videos"] = len(videos)
         return out

@@ -147,7 +147,7 @@ class LateFusion(TemporalHead):
             raise InvalidOptionError(f"samples have {seqs.dim} features, the head was built for {self.num_features}")
         out, lo = {}, 0
         for s, w in zip(self.streams, self.widths):
-            out[s] = Sequences(np.ascontiguousarray(seqs.data[:, lo:lo + w]), seqs.offsets)
+            out[s] = seqs.columns(lo, lo + w)
             lo += w
         return out
 

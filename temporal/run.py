@@ -60,7 +60,9 @@ from .familiarity import FAMILIARITY_FILE, fit_familiarity
 from .errors import RunFolderError
 from .metrics import classification_metrics, video_scores
 from .fusion import LateFusion, build_head, parse_stream_selection
+from .loading import choose_loading
 from .registry import create_head
+from .sequences import concat_sequences
 
 __all__ = ["RunResult", "evaluate", "fit", "default_run_dir", "open_run", "resolve_features", "runs_root"]
 
@@ -82,6 +84,7 @@ class RunResult:
     resumed_from: int | None = None   # an interrupted run went on after this epoch ("resumed from epoch N")
     resumed_phase: str | None = None  # ... of this phase: "select", or "refit" with refit_trainval
     history: list[dict] = field(default_factory=list)
+    loading: str | None = None        # where the features stayed, and why (None: a reused run)
 
     @property
     def warnings(self) -> list[str]:
@@ -165,6 +168,7 @@ def fit(
     streams: str | Sequence[str] | None = None,
     fusion: str = "late",
     fold: str | int | None = None,
+    load: str = "auto",
     **head_options,
 ) -> RunResult:
     """Train head ``head`` on a feature cache and write a run folder (see the module docstring).
@@ -179,6 +183,9 @@ def fit(
             frame); see :mod:`temporal.fusion`.
         fold: for a dataset with several official folds (UCF101, UCF50, HMDB51), which one (a name such
             as ``"split2"`` or a 1-based number); ``None``: the cache's ``split`` column (fold 1).
+        load: where the features stay while training: ``"memory"``, ``"disk"`` (read from the
+            cache batch by batch: for caches larger than RAM), or ``"auto"`` (RAM when they fit
+            comfortably); the same numbers either way. See :mod:`temporal.loading`.
         out: the run folder; ``None``: :func:`default_run_dir`.
         seed: seeds everything random (same seed, same CPU -> same numbers).
         refit_trainval: after selecting the epoch count on val, train a fresh model on
@@ -207,6 +214,7 @@ def fit(
         fold = cache.folds[0]
     store = cache.select(parse_stream_selection(streams, cache.streams), needed_by="this run", fold=fold)
     fusion = fusion if len(store.streams) > 1 else None
+    store.loading = choose_loading(store, load)
     names = store.class_names
     n_split = {s: len(store.indices(s)) for s in ("train", "val", "test")}
     if n_split["train"] == 0:
@@ -268,8 +276,8 @@ def fit(
                  "extraction": extraction, "streams": store.streams, "fusion": fusion,
                  "embed_dim": store.embed_dim, "class_names": trained, "dataset": store.attrs.get("dataset")}
 
-    X_train, y_train = store.load("train")
-    X_val, y_val = store.load("val") if n_split["val"] else (None, None)
+    X_train, y_train = _samples(store, "train")
+    X_val, y_val = _samples(store, "val")
     y_train = classes.head_labels(y_train)
     X_sel, y_sel = _trained_only(classes, X_val, y_val)   # val samples of untrained classes select nothing
     history: list[dict] = []
@@ -317,7 +325,7 @@ def fit(
         refit_resume = resume if resume is not None and resume["phase"] == "refit" else None
         if refit_resume is not None:
             history.extend(refit_resume["history"])
-        final.fit(list(X_train) + list(X_sel or []), np.concatenate([y_train, y_train[:0] if y_sel is None else y_sel]),
+        final.fit(concat_sequences([X_train, X_sel]), np.concatenate([y_train, y_train[:0] if y_sel is None else y_sel]),
                   class_names=trained, on_epoch=epoch_hook("", final), phase="refit", resume=refit_resume)
         best_meta = dict(ckpt_meta, checkpoint="best", epoch=final.n_epochs_, phase="refit")
     # harx predict's "unfamiliar" flag: statistics of the training features, threshold on val (of trained classes)
@@ -338,7 +346,8 @@ def fit(
                 "device": dev.type, "precision": prec,
                 # CPU results depend on the thread count (harx.runtime.fixed_cpu_threads): same count, same numbers
                 "cpu_threads": getattr(selected, "n_threads_", None) if dev.type == "cpu" else None,
-                "n_parameters": int(sum(p.numel() for p in final.module_.parameters()))}
+                "n_parameters": int(sum(p.numel() for p in final.module_.parameters())),
+                "loading": store.loading.as_record()}
     if isinstance(selected, LateFusion):
         training["per_stream"] = selected.stream_training_
         training["fusion_weights"] = dict(zip(selected.streams, selected.weights_))
@@ -357,7 +366,7 @@ def fit(
     return RunResult(path=run_dir, head=head, seed=int(seed), features=store.path, config=config, metrics=metrics,
                      reused=False, seconds=time.perf_counter() - started, history=history,
                      resumed_from=None if resume is None else int(resume["epoch"]),
-                     resumed_phase=None if resume is None else resume["phase"])
+                     resumed_phase=None if resume is None else resume["phase"], loading=store.loading.describe())
 
 
 def crop_for_sampling(head: str, store) -> int | None:
@@ -398,9 +407,16 @@ def _stream_runs(head: str, store, seed: int, options: dict, on_epoch: Callable 
                 from dataclasses import replace
                 on_epoch(replace(info, phase=f"{info.phase}:{stream}"))
         runs[stream] = fit(head, store.path, seed=seed, streams=[stream], reuse=True, command=command,
-                           on_epoch=tagged, fold=store.fold,
+                           on_epoch=tagged, fold=store.fold, load=store.loading.asked,
                            **{k: v for k, v in options.items() if k != "random_state"})
     return runs
+
+
+def _samples(store, split: str):
+    """A split's samples and label indices, in RAM or left in the cache as ``store.loading`` (a
+    :class:`~temporal.loading.Loading`) says; ``(None, None)`` for an empty split."""
+    loading = getattr(store, "loading", None)
+    return store.sequences(split, in_memory=loading is None or loading.in_memory)
 
 
 def _trained_only(classes: ClassMap, X, y) -> tuple[list | None, np.ndarray | None]:
@@ -412,7 +428,7 @@ def _trained_only(classes: ClassMap, X, y) -> tuple[list | None, np.ndarray | No
     keep = np.flatnonzero(labels >= 0)
     if len(keep) == 0:
         return None, None
-    return [X[i] for i in keep], labels[keep]
+    return X.take(keep), labels[keep]
 
 
 def _familiarity_summary(store: FeatureStore, classes: ClassMap, familiarity, n_split: dict) -> dict:
@@ -420,10 +436,12 @@ def _familiarity_summary(store: FeatureStore, classes: ClassMap, familiarity, n_
     of the trained classes it flags: all of them false flags."""
     if not n_split["test"] or familiarity.threshold_ is None:
         return familiarity.summary()
-    X_test, y_test = store.load("test")
+    X_test, y_test = _samples(store, "test")
     known = np.flatnonzero(classes.head_labels(y_test) >= 0)
+    if len(known) == 0:
+        return familiarity.summary()
     ids = store.column("video_id")[store.indices("test")][known]
-    return familiarity.summary([X_test[i] for i in known], [str(v) for v in ids])
+    return familiarity.summary(X_test.take(known), [str(v) for v in ids])
 
 
 def _familiarity_protocol(familiarity) -> str:
@@ -501,7 +519,7 @@ def _score_split(store: FeatureStore, split: str, model: TemporalHead, X=None, y
     if len(idx) == 0:
         return None
     if X is None:
-        X, y = store.load(split)
+        X, y = _samples(store, split)
     names = store.class_names
     classes = ClassMap(names, model.classes_, where=str(store.path))
     raw = model.predict_scores(X) if raw is None else raw
@@ -776,6 +794,7 @@ def evaluate(run: str | Path, features: str | Path | None = None, *, device: str
                                    f"with a cache of {config.get('backbone')} features of the same classes")
     store = FeatureStore(cache).select(config.get("streams") or ["rgb"], needed_by=f"run {run_dir.name}",
                                        fold=config.get("fold"))
+    store.loading = choose_loading(store)
     final = TemporalHead.load(run_dir / "best.pt")
     meta = final.checkpoint_meta_
     trained = (f"{meta.get('backbone')} {final.n_features_in_}-d features of {len(final.classes_)} classes "

@@ -51,13 +51,14 @@ from harx.features.errors import InvalidOptionError
 from .base import TemporalHead
 from .errors import NotFittedError
 from .layers import Standardize, masked_mean
-from .sequences import Sequences, as_sequences, feature_stats
+from .sequences import Sequences, StoredSequences, as_sequences, feature_stats
 
 __all__ = ["EpochInfo", "TorchHead", "check_range"]
 
 #: at most this many padded frames per evaluation batch (bounds memory for 1,000-frame videos)
 EVAL_FRAMES = 16384
 EVAL_MAX_BATCH = 512
+EVAL_BYTES = 16 << 20
 
 
 def check_range(key: str, value, low, high=None, integer: bool = False, open_high: bool = False) -> None:
@@ -188,18 +189,34 @@ def _pad_rows(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Gather:
-    """Batches of frames ``(B, L, D)`` float32 on the device, from rows of the frame array."""
+    """Batches of frames ``(B, L, D)`` float32 on the device, from rows of the frame array: indexed
+    in RAM (on a GPU the whole array goes over once, not every epoch), or read from the cache
+    batch by batch for :class:`StoredSequences`."""
 
-    def __init__(self, seqs: Sequences, device: torch.device):
-        self.device = device
-        data = torch.from_numpy(seqs.data)
-        # On a GPU the whole frame array (fp16: 580 MB for KTH) goes over once, not every epoch.
-        self.data = data.to(device) if device.type == "cuda" else data
+    def __init__(self, seqs: Sequences | StoredSequences, device: torch.device):
+        self.device, self.seqs = device, seqs
+        self.data = None
+        if seqs.in_memory:
+            data = torch.from_numpy(seqs.data)
+            self.data = data.to(device) if device.type == "cuda" else data
 
     def __call__(self, idx: np.ndarray) -> torch.Tensor:
+        if self.data is None:
+            return torch.from_numpy(self.seqs.rows(idx)).to(self.device, torch.float32, non_blocking=True)
         t = torch.from_numpy(idx).to(self.data.device)
         x = self.data[t.reshape(-1)].reshape(*idx.shape, -1)
         return x.to(self.device, torch.float32, non_blocking=True)
+
+    def block(self, lo: int, hi: int) -> torch.Tensor:
+        """Frame rows ``[lo, hi)`` as float32 on the device."""
+        x = torch.from_numpy(self.seqs.block(lo, hi)) if self.data is None else self.data[lo:hi]
+        return x.to(self.device, torch.float32, non_blocking=True)
+
+
+def eval_frames(dim: int) -> int:
+    """Padded frames per evaluation batch: at most EVAL_FRAMES, and about EVAL_BYTES of float32
+    input, so wide features (spatial maps) do not take more memory than narrow ones."""
+    return max(64, min(EVAL_FRAMES, EVAL_BYTES // (4 * max(1, dim))))
 
 
 # ----------------------------------------------------------------------------- the head base
@@ -473,7 +490,7 @@ class TorchHead(TemporalHead):
         i = 0
         while i < len(order):
             L = int(lengths[order[i]])
-            n = max(1, min(EVAL_MAX_BATCH, EVAL_FRAMES // L))
+            n = max(1, min(EVAL_MAX_BATCH, eval_frames(seqs.dim) // L))
             b = order[i:i + n]
             idx, blen = _pad_rows([np.arange(seqs.offsets[j], seqs.offsets[j + 1]) for j in b])
             blen_t = torch.from_numpy(blen)
@@ -488,13 +505,13 @@ class TorchHead(TemporalHead):
     def _predict_frames(self, seqs: Sequences, gather: _Gather, device: torch.device,
                         amp_dtype: torch.dtype | None) -> dict[str, np.ndarray]:
         """Frame-level heads: classify all frames in flat chunks (no padding), then average per sample."""
-        n_frames = len(seqs.data)
+        n_frames, step = seqs.n_frames, eval_frames(seqs.dim)
         owner = torch.from_numpy(np.repeat(np.arange(len(seqs)), seqs.lengths)).to(device)
         proba = torch.zeros((len(seqs), self.num_classes), device=device)
         votes = torch.zeros_like(proba)
-        for lo in range(0, n_frames, EVAL_FRAMES):
-            hi = min(n_frames, lo + EVAL_FRAMES)
-            x = gather.data[lo:hi].to(device, torch.float32, non_blocking=True)[None]
+        for lo in range(0, n_frames, step):
+            hi = min(n_frames, lo + step)
+            x = gather.block(lo, hi)[None]
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = self.module_(x, torch.tensor([hi - lo]))[0].float()
             proba.index_add_(0, owner[lo:hi], logits.softmax(-1))

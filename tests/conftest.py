@@ -134,3 +134,31 @@ def kth_subset(realdata: Path, folder: Path, persons, actions=("walking", "runni
             name = f"person{p:02d}_{action}_{scenario}_uncomp.avi"
             (folder / name).symlink_to(src / action / name)
     return folder
+
+
+@pytest.fixture(scope="session")
+def two_streams(small_cache, tmp_path_factory):
+    """The small synthetic cache as stream ``rgb`` beside a ``motion`` stream of pure noise: a
+    stream that carries nothing, which late fusion must learn to ignore."""
+    import dataclasses
+
+    import numpy as np
+
+    from harx.features import FeatureStore, FeatureWriter
+    from harx.features.schema import StreamInfo
+
+    src = FeatureStore(small_cache)
+    skip = {"format", "schema_version", "complete", "n_samples", "n_frames", "n_failed", "created_utc",
+            "settings_fingerprint", "streams"}
+    settings = {k: v for k, v in src.attrs.items() if k not in skip}
+    rng = np.random.default_rng(5)
+    dst = tmp_path_factory.mktemp("fusion") / "two.h5"
+    streams = [StreamInfo("rgb"), StreamInfo("motion", {"input": "motion", "gap": 2, "amp": 1.0})]
+    with FeatureWriter(dst, settings, streams=streams) as w:
+        for rec in src.samples():
+            x = src.frames(rec.index)
+            meta = {k: v for k, v in dataclasses.asdict(rec).items() if k not in ("index", "row_start", "row_stop")}
+            w.add_sample(meta, {"rgb": x, "motion": rng.standard_normal(x.shape).astype(np.float16)},
+                         src.frame_index(rec.index))
+        w.finalize(order=list(src.column("sample_id")))
+    return dst
