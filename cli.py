@@ -149,6 +149,15 @@ def extract(
                                                       "(default 2).", rich_help_panel=STREAM_PANEL)] = None,
     motion_amp: Annotated[Optional[float], typer.Option(help="motion: factor on the difference before clipping "
                                                         "to 0-255 (default 1).", rich_help_panel=STREAM_PANEL)] = None,
+    spatial: Annotated[bool, typer.Option("--spatial", help="Also keep each stream's spatial feature map per frame "
+                                          "(streams rgb_map, motion_map), for harx fit convlstm. About "
+                                          "map-size^2 x 640 bytes per frame and stream with lite0.",
+                                          rich_help_panel=STREAM_PANEL)] = False,
+    map_size: Annotated[Optional[int], typer.Option(help="--spatial: maps average-pooled to N x N (default 4).",
+                                                    rich_help_panel=STREAM_PANEL)] = None,
+    map_layer: Annotated[Optional[str], typer.Option(help="--spatial: stage (the backbone's last stage: lite0 320 "
+                                                     "channels; default) or head (what the global pool averages: "
+                                                     "1280).", rich_help_panel=STREAM_PANEL)] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Frames per forward pass (8 on CPU, 128 on GPU: measured best).",
                                                       rich_help_panel=RUN_PANEL)] = None,
     workers: Annotated[Optional[int], typer.Option(help="Decoding processes (1 on CPU, up to 8 on GPU).",
@@ -175,7 +184,7 @@ def extract(
                           precision=precision.value if precision else None, input_size=input_size,
                           every=every, target_fps=fps,
                           max_frames=max_frames, streams=streams, motion_gap=motion_gap, motion_amp=motion_amp,
-                          batch_size=batch_size, num_workers=workers,
+                          spatial=spatial or None, map_size=map_size, map_layer=map_layer, batch_size=batch_size, num_workers=workers,
                           decode_timeout_s=decode_timeout, overwrite=overwrite or None)
         with _ExtractProgressBar() as bar:
             summary = run_extract(cfg, on_progress=bar.update)

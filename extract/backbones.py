@@ -14,7 +14,11 @@ Weight sources (``--weights``):
                  dict holding one under ``state_dict``/``model``.
 
 The embedding is the pooled pre-logits vector (``num_features`` wide): the classifier is removed
-after the weights load. Preprocessing follows the model's timm pretrained config: resize the
+after the weights load. With a map request (``--spatial``) the same forward pass also yields a
+spatial feature map, caught by a hook (no second pass): the last stage's output as timm's
+``feature_info`` names it, or what the global pool receives (``forward_features``), average-pooled
+to ``size x size``. Any timm CNN has both; a transformer's tokens become a map when they form a
+square grid. Preprocessing follows the model's timm pretrained config: resize the
 short side to ``input_size / crop_pct`` (bicubic, antialiased), centre-crop ``input_size``,
 normalise with the config's mean and std. It runs on the chosen device, on whole batches.
 """
@@ -24,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +77,15 @@ class Backbone:
     std: tuple[float, float, float]
     folded_batchnorms: int = 0   # BatchNorm layers folded into their convolutions (same numbers, faster)
     fused_activations: int = 0   # activations run inside their convolution's oneDNN call (CPU)
+    map_size: int = 0            # spatial maps pooled to map_size x map_size (0: no maps)
+    map_module: str = ""         # the module whose output (or, for the global pool, input) is the map
+    map_channels: int = 0
+    _captured: list = field(default_factory=list, repr=False)
+
+    @property
+    def map_shape(self) -> tuple[int, int, int] | None:
+        """``(channels, size, size)`` of one frame's map, or ``None`` without maps."""
+        return (self.map_channels, self.map_size, self.map_size) if self.map_size else None
 
     @property
     def embed_dim(self) -> int:
@@ -183,39 +196,110 @@ class Backbone:
         if cuda and not x.is_cuda:
             x = x.pin_memory()
         x = self.preprocess(x)
+        self._captured.clear()
         if self.dtype is not None:
             with torch.autocast(device_type=self.device.type, dtype=self.dtype):
                 y = self.model(x)
         else:
             y = self.model(x)
+        maps = self._pooled_map() if self.map_size else None
         if not cuda:
-            return PendingEmbeddings(y.float().cpu())
+            return PendingEmbeddings(y.float().cpu(), maps=None if maps is None else maps.cpu())
         out = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
         out.copy_(y.float(), non_blocking=True)
+        maps_out = None
+        if maps is not None:
+            maps_out = torch.empty(maps.shape, dtype=maps.dtype, pin_memory=True)
+            maps_out.copy_(maps, non_blocking=True)
         done = torch.cuda.Event()
         done.record()
-        return PendingEmbeddings(out, done)
+        return PendingEmbeddings(out, done, maps_out)
+
+    def _pooled_map(self) -> torch.Tensor:
+        """The map the hook caught in this forward pass, ``(N, C, size, size)`` float16."""
+        return F.adaptive_avg_pool2d(_as_nchw(self._captured[-1], self.map_channels).float(),
+                                     self.map_size).to(torch.float16)
 
 
 class PendingEmbeddings:
-    """Embeddings of one batch, ready once ``event`` (a CUDA event, or None) has completed."""
+    """Embeddings (and spatial maps, when asked) of one batch, ready once ``event`` (a CUDA
+    event, or None) has completed."""
 
-    def __init__(self, tensor: torch.Tensor, event=None):
-        self.tensor, self.event = tensor, event
+    def __init__(self, tensor: torch.Tensor, event=None, maps: torch.Tensor | None = None):
+        self.tensor, self.event, self._maps = tensor, event, maps
 
     def result(self) -> np.ndarray:
         if self.event is not None:
             self.event.synchronize()
         return self.tensor.numpy()
 
+    def maps(self) -> np.ndarray | None:
+        """``(N, C, size, size)`` float16, or ``None`` for a backbone without maps."""
+        if self.event is not None:
+            self.event.synchronize()
+        return None if self._maps is None else self._maps.numpy()
+
+
+def _as_nchw(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """A caught feature map as ``(N, C, H, W)``: NCHW as it is, NHWC permuted, and a
+    transformer's tokens ``(N, T, C)`` (class tokens first) laid out on their square grid."""
+    if x.ndim == 4:
+        return x if x.shape[1] == channels else x.permute(0, 3, 1, 2)
+    side = math.isqrt(x.shape[1])
+    tokens = x[:, x.shape[1] - side * side:]              # drop class/register tokens
+    return tokens.transpose(1, 2).reshape(x.shape[0], channels, side, side)
+
+
+def attach_map_hook(backbone: Backbone, layer: str, size: int) -> None:
+    """Make ``backbone`` catch a spatial map in its forward pass (see the module docstring).
+
+    Raises:
+        BackboneError: the model has no such map (no ``feature_info``, no global pool, or tokens
+            that do not form a square grid).
+    """
+    model = backbone.model
+    name, channels, pre = "", 0, False
+    info = getattr(model, "feature_info", None)
+    if layer == "stage" and isinstance(info, list) and info and info[-1].get("module"):
+        name, channels = str(info[-1]["module"]), int(info[-1]["num_chs"])
+    elif layer == "head" and isinstance(getattr(model, "global_pool", None), torch.nn.Module):
+        name, channels, pre = "global_pool", int(model.num_features), True
+    try:
+        module = model.get_submodule(name) if name else None
+    except AttributeError:
+        module = None
+    if module is None:
+        raise BackboneError(f"{backbone.name} has no {layer} feature map harx can find (timm feature_info / "
+                            f"global_pool); try --map-layer {'head' if layer == 'stage' else 'stage'}")
+    caught = backbone._captured
+    if pre:
+        module.register_forward_pre_hook(lambda m, args: caught.append(args[0]))
+    else:
+        module.register_forward_hook(lambda m, args, out: caught.append(out[-1] if isinstance(out, (list, tuple))
+                                                                         else out))
+    backbone.map_module, backbone.map_channels, backbone.map_size = name + (" (input)" if pre else ""), channels, size
+    probe = torch.zeros((1, 3, *backbone.input_size), device=backbone.device).contiguous(
+        memory_format=torch.channels_last)
+    with torch.inference_mode():
+        caught.clear()
+        backbone.model(probe)
+    if not caught:
+        raise BackboneError(f"{backbone.name}'s {name} did not run in a forward pass; try another --map-layer")
+    x = caught[-1]
+    grid_ok = x.ndim == 4 or (x.ndim == 3 and math.isqrt(x.shape[1]) ** 2 >= 1 and x.shape[-1] == channels)
+    if not grid_ok or channels not in (x.shape[1], x.shape[-1]):
+        raise BackboneError(f"{backbone.name}'s {layer} output {tuple(x.shape)} is not a map of {channels} channels")
+    caught.clear()
+
 
 def create_backbone(name: str = DEFAULT_BACKBONE, weights: str = "auto", device: str = "auto",
-                    precision: str = "auto", input_size: int | None = None) -> Backbone:
+                    precision: str = "auto", input_size: int | None = None, maps=None) -> Backbone:
     """Build backbone ``name`` (any timm model) with weights from ``weights``.
 
     ``input_size``: the square crop the model sees, instead of its pretrained config's (224 for
     lite0); the short side is resized to ``input_size / crop_pct`` as for the default. A CNN takes
     any size; smaller costs less per frame (KTH's frames are 160x120, so 224 upscales them).
+    ``maps``: an :class:`~extract.streams.MapOptions` to catch spatial maps too (``None``: vectors only).
 
     Raises:
         UnknownBackboneError-like BackboneError: timm has no such model.
@@ -252,12 +336,15 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str = "auto", device:
         autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         model, fused = fuse_convolutions(model, (CPU_BATCH_SIZE, 3, *input_size), autocast_dtype)
     crop_pct = float(cfg.get("crop_pct") or 1.0)
-    return Backbone(name=name, model=model, weights=source, weights_sha256=digest, device=torch_device,
-                    precision=precision, input_size=input_size,
-                    resize_short=int(math.floor(min(input_size) / crop_pct)),
-                    interpolation=str(cfg.get("interpolation", "bilinear")),
-                    mean=tuple(float(v) for v in cfg["mean"]), std=tuple(float(v) for v in cfg["std"]),
-                    folded_batchnorms=folded, fused_activations=fused)
+    backbone = Backbone(name=name, model=model, weights=source, weights_sha256=digest, device=torch_device,
+                        precision=precision, input_size=input_size,
+                        resize_short=int(math.floor(min(input_size) / crop_pct)),
+                        interpolation=str(cfg.get("interpolation", "bilinear")),
+                        mean=tuple(float(v) for v in cfg["mean"]), std=tuple(float(v) for v in cfg["std"]),
+                        folded_batchnorms=folded, fused_activations=fused)
+    if maps is not None:
+        attach_map_hook(backbone, maps.layer, maps.size)
+    return backbone
 
 
 def fold_batchnorm(model: torch.nn.Module, input_size: tuple[int, int]) -> tuple[torch.nn.Module, int]:

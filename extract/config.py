@@ -13,7 +13,7 @@ from harx.features.paths import default_cache_dir
 from harx.features.schema import StreamInfo
 
 from .motion import DEFAULT_AMP, DEFAULT_GAP
-from .streams import MotionOptions, parse_streams, stream_infos
+from .streams import DEFAULT_MAP_LAYER, DEFAULT_MAP_SIZE, MapOptions, MotionOptions, parse_streams, stream_infos
 
 from .weights import DEFAULT_BACKBONE
 from .sampling import Sampling
@@ -35,6 +35,8 @@ class ExtractConfig:
             both, :data:`extract.streams.DEFAULT_STREAMS`); streams the cache holds already are kept
             and not recomputed, so ``streams="motion"`` adds motion to an RGB cache.
         motion_gap / motion_amp: how motion images are made (:mod:`extract.motion`).
+        spatial / map_size / map_layer: also keep each stream's spatial feature map, pooled to
+            ``map_size`` x ``map_size``, from ``map_layer`` (:class:`extract.streams.MapOptions`).
         batch_size: frames per forward pass; ``None`` = 8 on a CPU, 128 on a GPU.
         num_workers: decoding processes; ``None`` = 1 on a CPU (the model needs the cores),
             up to 8 on a GPU (decoding is then the bottleneck).
@@ -59,6 +61,9 @@ class ExtractConfig:
     streams: str | tuple[str, ...] | None = None
     motion_gap: int = DEFAULT_GAP
     motion_amp: float = DEFAULT_AMP
+    spatial: bool = False
+    map_size: int = DEFAULT_MAP_SIZE
+    map_layer: str = DEFAULT_MAP_LAYER
     batch_size: int | None = None
     num_workers: int | None = None
     decode_timeout_s: float = 30.0
@@ -72,7 +77,8 @@ class ExtractConfig:
     @property
     def stream_infos(self) -> list[StreamInfo]:
         """The requested streams as the cache describes them (validates the stream options)."""
-        return stream_infos(parse_streams(self.streams), MotionOptions(self.motion_gap, self.motion_amp))
+        maps = MapOptions(self.map_layer, self.map_size) if self.spatial else None
+        return stream_infos(parse_streams(self.streams), MotionOptions(self.motion_gap, self.motion_amp), maps)
 
 
 def make_config(**options) -> ExtractConfig:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .backbones import CPU_BATCH_SIZE, Backbone, PendingEmbeddings
+from .streams import MAP_SUFFIX
 from .decode import RGB_ONLY, DecodeJob, Frames, VideoDecoder, VideoEnd, VideoInfo, VideoStart
 from harx.runtime import CpuThreads
 
@@ -34,7 +35,7 @@ class EmbeddedVideo:
 
     job: DecodeJob
     info: VideoInfo | None
-    features: dict[str, np.ndarray] | None   # stream -> (n_decoded, embed_dim)
+    features: dict[str, np.ndarray] | None   # stream -> (n_decoded, embed_dim); map streams (n_decoded, C, S, S)
     error: str | None
 
     @property
@@ -160,6 +161,8 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
             while len(inflight) > keep:
                 name, at, n, queued = inflight.pop(0)
                 emb[name][at:at + n] = queued.result()[:n]
+                if backbone.map_shape:
+                    emb[name + MAP_SUFFIX][at:at + n] = queued.maps()[:n]
 
         def flush(final: bool) -> None:
             nonlocal pending, pending_n, written
@@ -183,6 +186,9 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
                 info = event.info
                 names = [image[0] for image in (event.job.images or RGB_ONLY)]
                 emb = {name: np.empty((len(info.union), backbone.embed_dim), dtype=dtype) for name in names}
+                if backbone.map_shape:     # float16 as cached: a long video's maps are large
+                    emb.update({name + MAP_SUFFIX: np.empty((len(info.union), *backbone.map_shape), np.float16)
+                                for name in names})
                 pending, pending_n, written = [], 0, 0
                 plan = deque(plan_batches(len(info.union), batch, pad_multiple))
             elif isinstance(event, Frames):

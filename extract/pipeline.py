@@ -30,7 +30,7 @@ from .datasets import DatasetIndex, VideoSample, create_dataset
 from .decode import DecodeJob, VideoDecoder
 from .probe import drop_undecodable
 from .reuse import FinishedCache, finished_cache, index_settings, request_key
-from .streams import decode_images
+from .streams import decode_images, map_options, with_map_shape
 
 if TYPE_CHECKING:  # both import torch, which a finished cache does not need (extract.reuse)
     from .backbones import Backbone
@@ -117,7 +117,8 @@ def _build_cache(cfg: ExtractConfig, sampling, streams: list[StreamInfo], index:
     from .backbones import create_backbone
 
     backbone = create_backbone(cfg.backbone, weights=cfg.weights, device=cfg.device, precision=cfg.precision,
-                               input_size=cfg.input_size)
+                               input_size=cfg.input_size, maps=map_options(streams))
+    streams = with_map_shape(streams, backbone.map_shape)
     settings = dict(cache_settings(index, backbone, sampling), request_key=key)
     started = time.monotonic()
     summary = ExtractSummary(out=out, dataset=index.name, unit=index.unit, backbone=backbone.name,
@@ -226,9 +227,13 @@ def _group_by_video(samples: list[VideoSample]) -> "OrderedDict[Path, list[Video
 
 def _embed_videos(cfg: ExtractConfig, backbone: Backbone, todo, index: DatasetIndex, writer: FeatureWriter,
                   summary: ExtractSummary, on_progress, started: float, decoder: VideoDecoder) -> None:
+    from .backbones import attach_map_hook
     from .embedding import embed_videos
 
     infos = {s.name: s for s in writer.streams}
+    maps = map_options(writer.streams)      # a cache with maps keeps them for every sample it gains
+    if maps is not None and not backbone.map_size:
+        attach_map_hook(backbone, maps.layer, maps.size)
 
     def images(samples: list[VideoSample]) -> tuple:
         needed = {name for s in samples for name in writer.missing_streams(s.sample_id)}

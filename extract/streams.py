@@ -5,6 +5,11 @@
 decoded frames, and their rows stand at the same frame indices, so a cache holds them side by
 side (:mod:`features.schema`). The names are fixed, so that scripts can rely on them.
 
+With ``--spatial`` (:class:`MapOptions`) each of them also keeps a **spatial map** per frame, as
+one more stream, ``rgb_map`` and ``motion_map``: the backbone's last-stage feature map of the
+same forward pass, average-pooled to ``size x size``, shape ``(channels, size, size)``. The
+vector streams stay beside them (the vector is the map's global average, nearly free to keep).
+
 Default: both (``DEFAULT_STREAMS``). Measured on real KTH walking and running of persons never
 seen (``benchmarks/RESULTS.md``), frozen ImageNet features of the frames carry mostly who and
 where; those of difference images carry how the person moves. The second stream costs a second
@@ -16,12 +21,47 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harx.features.errors import InvalidOptionError
-from harx.features.schema import StreamInfo
+from harx.features.schema import MAP_SUFFIX, StreamInfo, is_map_stream
 
 from .motion import DEFAULT_AMP, DEFAULT_GAP
 
 STREAM_NAMES = ("rgb", "motion")
 DEFAULT_STREAMS = ("rgb", "motion")
+MAP_LAYERS = ("stage", "head")
+#: chosen by measurement (accuracy against bytes on real KTH persons never seen, benchmarks/RESULTS.md)
+DEFAULT_MAP_SIZE = 4
+DEFAULT_MAP_LAYER = "stage"
+
+
+@dataclass(frozen=True)
+class MapOptions:
+    """Which spatial map each image stream keeps (``--spatial``, ``--map-size``, ``--map-layer``).
+
+    ``layer``: ``stage``, the output of the backbone's last stage as timm's ``feature_info`` names
+    it (lite0: ``blocks.6``, 320 channels), or ``head``, what the global pool averages
+    (``forward_features``; lite0: 1,280 channels after its 1x1 ``conv_head``). For lite0 the head
+    map is a pointwise function of the stage map, so ``stage`` carries the same spatial
+    information in a quarter of the bytes. ``size``: the map is average-pooled to ``size x
+    size`` (adaptive pooling; 7x7 at lite0's 224 input is the map unpooled).
+    """
+
+    layer: str = DEFAULT_MAP_LAYER
+    size: int = DEFAULT_MAP_SIZE
+
+    def __post_init__(self) -> None:
+        if self.layer not in MAP_LAYERS:
+            raise InvalidOptionError(f"--map-layer must be one of {', '.join(MAP_LAYERS)}, got {self.layer!r}")
+        if not isinstance(self.size, int) or not 1 <= self.size <= 32:
+            raise InvalidOptionError(f"--map-size must be a whole number from 1 to 32, got {self.size!r}")
+
+    @property
+    def spec(self) -> dict:
+        return {"layer": self.layer, "size": self.size}
+
+
+def image_of(info: StreamInfo) -> str:
+    """The image stream whose frames a stream embeds: ``rgb`` for ``rgb`` and ``rgb_map``."""
+    return info.name[:-len(MAP_SUFFIX)] if is_map_stream(info.name) else info.name
 
 
 @dataclass(frozen=True)
@@ -59,8 +99,40 @@ def parse_streams(streams: str | tuple[str, ...] | list[str] | None) -> tuple[st
     return tuple(n for n in STREAM_NAMES if n in names)   # one order whatever the order given: rgb first
 
 
-def stream_infos(names: tuple[str, ...], motion: MotionOptions) -> list[StreamInfo]:
-    """The cache's description of each stream: the settings that decide its numbers, in words too."""
+def stream_infos(names: tuple[str, ...], motion: MotionOptions, maps: MapOptions | None = None) -> list[StreamInfo]:
+    """The cache's description of each stream: the settings that decide its numbers, in words too;
+    with ``maps``, each image stream is followed by its map stream (whose ``feature_shape`` the
+    backbone decides: :func:`with_map_shape`)."""
+    infos = _image_infos(names, motion)
+    if maps is None:
+        return infos
+    out = []
+    for info in infos:
+        out.append(info)
+        out.append(StreamInfo(info.name + MAP_SUFFIX, dict(info.spec, map=maps.spec),
+                              f"{info.description}: the backbone's {maps.layer} feature map, average-pooled to "
+                              f"{maps.size}x{maps.size}"))
+    return out
+
+
+def with_map_shape(infos: list[StreamInfo], map_shape: tuple[int, ...] | None) -> list[StreamInfo]:
+    """``infos`` with each map stream's ``feature_shape`` set to the backbone's ``map_shape``."""
+    from dataclasses import replace
+
+    return [replace(s, feature_shape=tuple(map_shape)) if is_map_stream(s.name) and map_shape else s for s in infos]
+
+
+def map_options(infos: list[StreamInfo]) -> MapOptions | None:
+    """The map settings the streams ask for (one for all), or ``None`` when none is a map."""
+    specs = [s.spec["map"] for s in infos if is_map_stream(s.name)]
+    if not specs:
+        return None
+    if any(sp != specs[0] for sp in specs):
+        raise InvalidOptionError(f"map streams with different settings {specs}; one cache has one map setting")
+    return MapOptions(str(specs[0].get("layer", DEFAULT_MAP_LAYER)), int(specs[0].get("size", DEFAULT_MAP_SIZE)))
+
+
+def _image_infos(names: tuple[str, ...], motion: MotionOptions) -> list[StreamInfo]:
     infos = []
     for name in names:
         if name == "rgb":
@@ -75,5 +147,10 @@ def stream_infos(names: tuple[str, ...], motion: MotionOptions) -> list[StreamIn
 
 
 def decode_images(infos: list[StreamInfo]) -> tuple[tuple[str, str, int, float], ...]:
-    """What the decoding workers make for each stream: ``(name, input, gap, amp)``."""
-    return tuple((s.name, s.input, int(s.spec.get("gap", 0)), float(s.spec.get("amp", 1.0))) for s in infos)
+    """What the decoding workers make for the streams: ``(image name, input, gap, amp)``, once per
+    image (``rgb`` and ``rgb_map`` embed the same frames, in one forward pass)."""
+    images: dict[str, tuple[str, str, int, float]] = {}
+    for s in infos:
+        name = image_of(s)
+        images.setdefault(name, (name, s.input, int(s.spec.get("gap", 0)), float(s.spec.get("amp", 1.0))))
+    return tuple(images.values())

@@ -299,7 +299,9 @@ class FeatureStore:
         end = hi if stop is None else min(hi, lo + stop)
         with self._reading():
             parts = [self._h5()[self._datasets[n]][lo + start:end] for n in names]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([p.reshape(len(p), -1) for p in parts], axis=-1)   # maps: flattened, per frame
 
     def frame_index(self, i: int) -> np.ndarray:
         lo, hi = int(self._columns["row_start"][i]), int(self._columns["row_stop"][i])
@@ -343,7 +345,7 @@ class FeatureStore:
     def load_indices(self, idx: np.ndarray, stream=None) -> tuple[list[np.ndarray], np.ndarray]:
         """:meth:`load` of the samples ``idx`` (in that order)."""
         names = self.check_streams(self._default(stream))
-        per_stream = [self._load_stream(idx, n) for n in names]
+        per_stream = [[a.reshape(len(a), -1) for a in self._load_stream(idx, n)] for n in names]
         arrays = per_stream[0] if len(names) == 1 else [np.concatenate(xs, axis=-1) for xs in zip(*per_stream)]
         return arrays, self._columns["label_index"][idx].astype(np.int64)
 
@@ -447,4 +449,5 @@ class StreamSelection:
         return int((c["row_stop"][idx] - c["row_start"][idx]).sum()) * self.embed_dim * self.store.feature_dtype.itemsize
 
     def frames(self, i: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-        return self.store.frames(i, start, stop, self.streams)
+        x = self.store.frames(i, start, stop, self.streams)
+        return x.reshape(len(x), -1)

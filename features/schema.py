@@ -23,8 +23,10 @@ Datasets
                      features of each frame row, all samples concatenated in sample order; every
                      stream has all F rows. Chunked along F. Its attributes: ``input`` (``rgb`` or
                      ``motion``), ``spec`` (JSON: the stream's settings, e.g. ``{"input":
-                     "motion", "gap": 2, "amp": 1.0}``), ``feature_shape`` (JSON list; ``[D]``
-                     for a pooled vector, room for spatial maps), ``description``, ``fingerprint``
+                     "motion", "gap": 2, "amp": 1.0}``; a map stream adds ``"map": {"layer":
+                     "stage", "size": 4}``), ``feature_shape`` (JSON list; ``[D]`` for a pooled
+                     vector, ``[C, S, S]`` for the spatial maps of streams ``rgb_map`` and
+                     ``motion_map``), ``description``, ``fingerprint``
                      (hash of the cache's ``settings_fingerprint`` and ``spec``).
     ``frame_index``  (F,) int32: 0-based frame number in the source video of each row.
     ``samples/*``    one 1-D column per field, length N (one entry per sample, in dataset order):
@@ -150,6 +152,17 @@ def stream_fingerprint(settings_fp: str, spec: dict) -> str:
     """A short hash of a stream: the shared settings plus the stream's own."""
     canon = json.dumps({"settings": settings_fp, "spec": spec}, sort_keys=True, default=str)
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+#: A stream of spatial maps is named after its image stream plus this (``rgb_map``: the frames'
+#: maps, shape ``(channels, size, size)`` per frame); stage two's map heads read these, the others
+#: the vector streams.
+MAP_SUFFIX = "_map"
+
+
+def is_map_stream(name: str) -> bool:
+    """Whether stream ``name`` holds spatial maps (``rgb_map``, ``motion_map``)."""
+    return name.endswith(MAP_SUFFIX)
 
 
 #: The stream a cache of schema 1 holds, and what a stream request without names means.

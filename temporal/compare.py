@@ -36,9 +36,10 @@ import numpy as np
 
 from harx.features.errors import InvalidOptionError
 from harx.features.reader import FeatureStore
+from harx.features.schema import is_map_stream
 from harx.features.writer import make_folder
 
-from .fusion import parse_stream_selection
+from .fusion import parse_stream_selection, streams_for_head
 from .metrics import METRIC_NAMES
 from .registry import list_heads
 from .report import pct, plot_compare
@@ -134,8 +135,12 @@ def compare(
                                           load=load, command=command, on_run=on_run, on_epoch=on_epoch), out)
     fold = store.fold_name(fold if fold is not None else (store.folds[0] if store.folds else None))
     names = store.class_names
-    selections = stream_selections(streams, store.streams)
-    for selection in selections:   # a stream the cache lacks fails now, in one line
+    vectors = [s for s in store.streams if not is_map_stream(s)] or store.streams
+    selections = stream_selections(streams, vectors)
+    # each head reads its kind of stream: a map head (convlstm) the maps of the images selected
+    plan = {(k, head): streams_for_head(head, selection, store.streams, str(store.path))
+            for k, selection in enumerate(selections) for head in heads}
+    for selection in plan.values():   # a stream the cache lacks fails now, in one line
         store.check_streams(selection, needed_by="harx compare")
     if refit_trainval and fusion == "late" and any(len(s) > 1 for s in selections):
         raise InvalidOptionError("--refit-trainval is not offered with late fusion (each stream's head would need "
@@ -145,11 +150,11 @@ def compare(
         make_folder(Path(out))  # a bad --out fails now, not after training every run
 
     runs: list[RunResult] = []
-    for selection in selections:
+    for k in range(len(selections)):
         for head in heads:
             for seed in seed_list:
                 r = fit(head, path, seed=seed, refit_trainval=refit_trainval, device=device, epochs=epochs,
-                        reuse=True, on_epoch=on_epoch, streams=selection, fusion=fusion, fold=fold, load=load,
+                        reuse=True, on_epoch=on_epoch, streams=plan[k, head], fusion=fusion, fold=fold, load=load,
                         **head_options.get(head, {}))
                 runs.append(r)
                 if on_run is not None:

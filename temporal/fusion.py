@@ -30,14 +30,15 @@ from dataclasses import replace
 
 import numpy as np
 
-from harx.features.errors import InvalidOptionError
+from harx.features.errors import CacheMismatchError, InvalidOptionError
+from harx.features.schema import MAP_SUFFIX, is_map_stream
 
 from .base import TemporalHead
 from .calibration import negative_log_likelihood
 from .registry import create_head, register_composite
 from .sequences import Sequences, as_sequences
 
-__all__ = ["FUSIONS", "LateFusion", "build_head", "parse_stream_selection"]
+__all__ = ["FUSIONS", "LateFusion", "build_head", "head_takes_maps", "parse_stream_selection", "streams_for_head"]
 
 FUSIONS = ("late", "early")
 WEIGHT_STEP = 0.1
@@ -58,6 +59,39 @@ def parse_stream_selection(selection: str | Sequence[str] | None, available: Seq
     if len(set(names)) != len(names):
         raise InvalidOptionError(f"--streams {'+'.join(names)} names a stream twice")
     return names
+
+
+def head_takes_maps(head: str) -> bool:
+    """Whether head ``head`` reads spatial map streams (``convlstm``) rather than vectors."""
+    return bool(getattr(create_head(head, 1, 2), "takes_maps", False))
+
+
+def streams_for_head(head: str, selection: Sequence[str] | None, available: Sequence[str], where: str = "") -> list[str]:
+    """The streams head ``head`` reads for ``selection`` (``None``: the cache's streams of its kind).
+
+    A map head (``convlstm``) given an image stream reads its map (``rgb`` -> ``rgb_map``), so one
+    ``--streams rgb,motion`` serves every head of a comparison; a vector head is refused a map.
+
+    Raises:
+        CacheMismatchError: a map head on a cache without maps (one line: how to add them).
+        InvalidOptionError: a vector head asked for a map stream.
+    """
+    maps = head_takes_maps(head)
+    if selection is None:
+        selection = [s for s in available if is_map_stream(s) == maps] or [s for s in available if not is_map_stream(s)]
+    if not maps:
+        wrong = [s for s in selection if is_map_stream(s)]
+        if wrong:
+            raise InvalidOptionError(f"{head} reads feature vectors, and {wrong[0]} holds spatial maps; use "
+                                     f"{wrong[0][:-len(MAP_SUFFIX)]}, or a map head (convlstm)")
+        return list(selection)
+    chosen = [s if is_map_stream(s) else s + MAP_SUFFIX for s in selection]
+    lacking = [s for s in chosen if s not in available]
+    if lacking:
+        raise CacheMismatchError(f"{head} reads spatial maps, and {where or 'the cache'} has no {', '.join(lacking)} "
+                                 f"(it holds {', '.join(available)}); add them with harx extract --spatial and the "
+                                 "options the cache was made with")
+    return chosen
 
 
 def build_head(head: str, widths: Sequence[int], num_classes: int, *, streams: Sequence[str], fusion: str = "late",
@@ -125,7 +159,7 @@ class LateFusion(TemporalHead):
         weights = getattr(self, "weights_", None)
         mix = (" + ".join(f"{w:.1f} x p_{s}" for s, w in zip(self.streams, weights)) if weights is not None
                else "weights chosen on val")
-        inner = create_head(self.base, 1, 2).aggregation
+        inner = create_head(self.base, self.widths[0], 2, **self.options).aggregation
         return f"late fusion of one {self.base} head per stream ({inner}): p = {mix}"
 
     def _sub_heads(self) -> dict[str, TemporalHead]:

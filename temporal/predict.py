@@ -188,6 +188,8 @@ class Predictor:
 
     def _build_backbone(self, device: str, precision: str | None, weights: str | None):
         from harx.extract.backbones import create_backbone
+        from harx.extract.streams import map_options
+        from harx.features.schema import is_map_stream
         from harx.runtime import resolve_device, resolve_precision
 
         ext = self.extraction
@@ -203,7 +205,7 @@ class Predictor:
         size = (ext.get("preprocess") or {}).get("input_size")
         square = int(size[0]) if isinstance(size, list) and len(size) == 2 and size[0] == size[1] else None
         backbone = create_backbone(ext["backbone"], weights=source, device=device, precision=precision,
-                                   input_size=square)
+                                   input_size=square, maps=map_options(self.streams))
         run = self.run_dir.name
         if backbone.weights_sha256 != ext.get("weights_sha256"):
             raise CacheMismatchError(
@@ -217,7 +219,9 @@ class Predictor:
             raise CacheMismatchError(f"run {run}: the preprocessing of {ext['backbone']} here differs from the "
                                      f"cache's in {', '.join(differ)} (another timm version?); predictions would "
                                      "not match the training features")
-        self.head.check_compatible(backbone.embed_dim * len(self.streams), self.class_names,
+        map_width = int(np.prod(backbone.map_shape)) if backbone.map_shape else 0
+        width = sum(map_width if is_map_stream(s.name) else backbone.embed_dim for s in self.streams)
+        self.head.check_compatible(width, self.class_names,
                                    where=f"the {ext['backbone']} backbone rebuilt for run {run} "
                                          f"(streams {'+'.join(s.name for s in self.streams)})")
         return backbone
@@ -306,7 +310,8 @@ class Predictor:
         if video.error:
             result.note = f"{video.error}; predictions cover frames 1-{stopped_at}"
         fps = result.fps if result.fps > 0 else 25.0
-        features = np.concatenate([video.features[s.name] for s in self.streams], axis=1)   # as the run was trained
+        features = np.concatenate([video.features[s.name].reshape(video.n_decoded, -1) for s in self.streams],
+                                  axis=1)   # as the run was trained (maps flattened per frame)
         windows, samples = [], []
         for k in range(len(info.ranges)):
             start, stop, _, rows = video.range_rows(k)

@@ -59,7 +59,7 @@ from .classmap import ClassMap, trained_classes
 from .familiarity import FAMILIARITY_FILE, fit_familiarity
 from .errors import RunFolderError
 from .metrics import classification_metrics, video_scores
-from .fusion import LateFusion, build_head, parse_stream_selection
+from .fusion import LateFusion, build_head, parse_stream_selection, streams_for_head
 from .loading import choose_loading
 from .registry import create_head
 from .sequences import concat_sequences
@@ -174,7 +174,8 @@ def fit(
     """Train head ``head`` on a feature cache and write a run folder (see the module docstring).
 
     Args:
-        head: a registered head name (``list_heads()``): vote, lstm, gru, meanpool.
+        head: a registered head name (``list_heads()``): vote, lstm, gru, meanpool, convlstm (which
+            reads the spatial map streams: ``streams="rgb"`` means ``rgb_map`` for it).
         features: the cache; ``None``: the most recent cache in the default location.
         streams: the cache's feature streams to train on, ``"rgb"``, ``"motion"``, ``"rgb+motion"``
             (or a list); ``None``: all of the cache's. Recorded in the run: evaluate and predict use them.
@@ -212,7 +213,9 @@ def fit(
     cache = FeatureStore(resolve_features(features))
     if fold is None and cache.folds:      # a dataset with official folds: the first, by name
         fold = cache.folds[0]
-    store = cache.select(parse_stream_selection(streams, cache.streams), needed_by="this run", fold=fold)
+    chosen = streams_for_head(head, None if streams is None else parse_stream_selection(streams, cache.streams),
+                              cache.streams, str(cache.path))
+    store = cache.select(chosen, needed_by="this run", fold=fold)
     fusion = fusion if len(store.streams) > 1 else None
     store.loading = choose_loading(store, load)
     names = store.class_names
@@ -234,6 +237,8 @@ def fit(
                    crop_frames=crop_frames, max_stride=max_stride, device=device, precision=precision)
     options.update(head_options)
     options["random_state"] = int(seed)
+    if options.get("map_size") is None and all(len(store.stream_info(s).feature_shape) == 3 for s in store.streams):
+        options["map_size"] = int(store.stream_info(store.streams[0]).feature_shape[-1])   # maps (C, S, S)
     model = build_head(head, store.widths, len(trained), streams=store.streams, fusion=fusion or "late", **options)
     model._validate_params()                 # bad options fail before any data is read
     if refit_trainval and isinstance(model, LateFusion):

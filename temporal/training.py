@@ -244,6 +244,8 @@ class TorchHead(TemporalHead):
     """
 
     frame_level: ClassVar[bool] = False
+    #: reads spatial map streams (``rgb_map``...) instead of vector streams (see :func:`temporal.fusion.streams_for_head`)
+    takes_maps: ClassVar[bool] = False
     #: optimiser steps that automatic ``epochs`` aim at (see :meth:`schedule`)
     auto_steps: ClassVar[int] = 400
     _fitted_attrs = ("classes_", "n_features_in_", "best_epoch_", "n_epochs_", "max_epochs_", "patience_",

@@ -18,6 +18,8 @@ from harx.temporal import TemporalHead, create_head, head_options, list_heads
 from harx.temporal.errors import NotFittedError
 
 FAST = {"epochs": 3}            # contract tests check behaviour, not accuracy
+#: what a head needs beyond the features: convlstm reads each 16-d frame as a 4-channel 2x2 map
+EXTRA = {"convlstm": {"map_size": 2}}
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +32,18 @@ def small(tmp_path_factory):
 
 
 def _fit(name, store, train, val, **kw):
-    head = create_head(name, store.embed_dim, len(store.class_names), **{**FAST, **kw})
+    head = create_head(name, store.embed_dim, len(store.class_names), **{**FAST, **EXTRA.get(name, {}), **kw})
     return head.fit(*train, X_val=val[0], y_val=val[1], class_names=store.class_names)
 
 
 # ----------------------------------------------------------------------------- registry
 
 def test_registry_lists_every_family():
-    assert list_heads() == ["gru", "lstm", "meanpool", "vote"]
+    assert list_heads() == ["convlstm", "gru", "lstm", "meanpool", "vote"]
 
 
 def test_unknown_head_names_the_choices():
-    with pytest.raises(UnknownNameError, match="unknown head 'transformer'; choose one of: gru, lstm, meanpool, vote"):
+    with pytest.raises(UnknownNameError, match="unknown head 'transformer'; choose one of: convlstm, gru, lstm, meanpool, vote"):
         create_head("transformer", 16, 3)
 
 
@@ -154,7 +156,8 @@ def test_training_takes_one_frame_and_very_long_samples(small, name):
     lengths = [1, 1, 2, 900, 3, 40, 1, 500, 7]
     X = [rng.standard_normal((n, store.embed_dim)).astype(np.float32) for n in lengths]
     y = np.arange(len(lengths)) % 3
-    head = create_head(name, store.embed_dim, 3, epochs=2, batch_size=4).fit(X, y, X_val=X[:4], y_val=y[:4])
+    head = create_head(name, store.embed_dim, 3, epochs=2, batch_size=4, **EXTRA.get(name, {})).fit(
+        X, y, X_val=X[:4], y_val=y[:4])
     assert head.predict_proba(X).shape == (len(X), 3)
 
 

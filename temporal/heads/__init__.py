@@ -6,8 +6,9 @@ and decorates its entrypoints, and the registry itself imports no family, so imp
 Adding a family: a file here and one import line below.
 """
 
+from .convlstm import ConvLSTMHead
 from .meanpool import MeanPoolHead
 from .recurrent import GRUHead, LSTMHead, RecurrentHead
 from .vote import FrameVote
 
-__all__ = ["FrameVote", "GRUHead", "LSTMHead", "MeanPoolHead", "RecurrentHead"]
+__all__ = ["ConvLSTMHead", "FrameVote", "GRUHead", "LSTMHead", "MeanPoolHead", "RecurrentHead"]
