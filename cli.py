@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from harx.features.errors import HarxError
+from harx.features.errors import HarxError, InvalidOptionError
 
 app = typer.Typer(help="Human action recognition on cached CNN frame features: extract once, then fit "
                        "temporal heads in seconds.", no_args_is_help=True, add_completion=False,
@@ -178,7 +178,12 @@ def extract(
 
     options = {"unit": unit.value if unit else None, "manifest": manifest, "seed": split_seed}
     with user_errors():
-        options.update(get_dataset(dataset).parse_option(text) for text in option or ())
+        given = dict(get_dataset(dataset).parse_option(text) for text in option or ())
+        clash = [k for k, v in given.items() if options.get(k) is not None and options[k] != v]
+        if clash:
+            raise InvalidOptionError(f"--{'split-seed' if clash[0] == 'seed' else clash[0]} and -o {clash[0]}= "
+                                     "disagree; give one")
+        options.update(given)
         cfg = make_config(dataset=dataset, root=root, out=out, dataset_options={k: v for k, v in options.items() if v is not None},
                           backbone=backbone, weights=weights, device=device,
                           precision=precision.value if precision else None, input_size=input_size,
@@ -254,7 +259,7 @@ def _print_extract_summary(s) -> None:
 
 @app.command()
 def download(
-    dataset: Annotated[str, typer.Argument(help="Dataset to fetch: kth, ucf101, ucf50 or hmdb51 (`harx datasets`).")],
+    dataset: Annotated[str, typer.Argument(help="A dataset with a download source (`harx datasets` lists them).")],
     root: Annotated[Optional[Path], typer.Option(help="Folder to download and unpack into. Default: data/DATASET.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before downloading.")] = False,
     mirror: Annotated[Optional[list[str]], typer.Option(help="Base URL to fetch the files from instead of the "
@@ -267,11 +272,12 @@ def download(
 ):
     """Download, verify and unpack a dataset from its published source; an interrupted download
     resumes. RAR archives (UCF101, UCF50, HMDB51) need an extractor: unar (apt/brew install unar)."""
-    from harx.extract.download import download_dataset, plan_download
+    from harx.extract.download import download_dataset, plan_download, require_extractor
 
     root = root or Path("data") / dataset
     with user_errors():
         plan = plan_download(dataset, root)
+        require_extractor(dataset, root)        # before the question, not after the answer
         _say(f"{dataset} into {root}: about {_mb(plan.bytes_to_fetch)} to fetch "
              f"({_mb(plan.bytes_present)} already here), about {_mb(plan.disk_needed)} of disk needed "
              f"({_mb(plan.disk_free)} free); about {plan.eta_seconds / 60:.0f} min at "

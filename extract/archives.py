@@ -5,9 +5,10 @@ ZIP is read with the standard library. RAR (UCF101, UCF50 and HMDB51 ship as RAR
 extractor over the whole archive, since RAR's compression is not free software and no maintained
 pure-Python decoder exists: ``unar`` (Debian/Ubuntu ``apt install unar``, macOS ``brew install
 unar``; free, RAR 1.5 to 5), ``unrar`` (RARLAB's), ``bsdtar`` (``libarchive-tools``) or ``7z``
-with its RAR codec, the first found (one process for the whole archive, so solid archives are
-decoded once). Without one, archives whose members are all stored uncompressed are unpacked in
-Python.
+with its RAR codec, each installed one tried in turn until one succeeds (one process for the
+whole archive, so solid archives are decoded once). Without one, :func:`unpack` handles archives
+whose members are all stored uncompressed in Python; ``harx download`` still asks for an
+extractor up front, since the published archives are compressed.
 
 Extractors differ in what they check (bsdtar 3.6 writes a stored RAR member whose CRC is wrong
 and exits 0), so every RAR member is checked here against the CRC32 its header records before
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import zipfile
@@ -28,11 +30,11 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from harx.features.errors import DownloadError
+from harx.features.errors import DamagedArchiveError, DownloadError
 
 CHUNK = 1 << 20
-#: Extractors tried in this order; each entry: program, arguments before the archive, how the
-#: destination is given (appended after the archive, or as an option before it).
+#: Extractors tried in this order, each until one succeeds: program, and its arguments with
+#: ``{archive}`` and ``{dest}`` filled in.
 RAR_TOOLS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("unar", ("-quiet", "-force-overwrite", "-no-directory", "-output-directory", "{dest}", "{archive}")),
     ("unrar", ("x", "-idq", "-o+", "-y", "{archive}", "{dest}/")),
@@ -42,6 +44,9 @@ RAR_TOOLS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 RAR_TOOL_HINT = ("RAR archives need an extractor: install unar (Debian/Ubuntu: apt install unar; macOS: brew "
                  "install unar), or unrar, bsdtar (libarchive-tools) or 7z with RAR support, then rerun")
+#: what extractors print about a member whose data is damaged (unar "Wrong checksum", 7z "CRC
+#: Failed", unrar "checksum error", bsdtar "Truncated")
+DAMAGE_WORDS = re.compile(r"checksum|crc|corrupt|truncated|unexpected end", re.IGNORECASE)
 LEGACY_MARKER = ".harx_unpacked.json"   # harx <= 0.6 wrote one per KTH action folder
 
 Progress = Callable[[int, int], None]   # (bytes done, bytes total)
@@ -96,9 +101,19 @@ def list_members(archive: Path) -> dict[str, int]:
         with _open(archive) as arc:
             infos = [i for i in arc.infolist() if not i.is_dir()]
             members = {_safe_name(i.filename, archive): i.file_size for i in infos}
+            links = [i.filename for i in infos if _is_link(i)]
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, _rar_errors()) as err:
-        raise DownloadError(f"cannot read archive {archive} ({err}); delete it and rerun to fetch it again") from None
+        raise DamagedArchiveError(f"cannot read archive {archive} ({err})") from None
+    if links:
+        raise DownloadError(f"{archive} holds a link ({links[0]!r}); a dataset has none, refusing to unpack it")
     return {n: s for n, s in members.items() if not _debris(n)}
+
+
+def _is_link(info) -> bool:
+    """A symbolic link member: rarfile says so; a zip keeps the Unix mode in ``external_attr``."""
+    if isinstance(info, zipfile.ZipInfo):
+        return (info.external_attr >> 16) & 0o170000 == 0o120000
+    return bool(getattr(info, "is_symlink", lambda: False)())
 
 
 def unpack(archive: Path, dest: Path, *, flatten: bool = False, progress: Progress | None = None) -> dict[str, int]:
@@ -106,8 +121,10 @@ def unpack(archive: Path, dest: Path, *, flatten: bool = False, progress: Progre
     return what it holds: relative path -> size.
 
     Raises:
-        DownloadError: a damaged archive (the caller deletes it), two members with one base name
-            under ``flatten``, or a RAR archive that needs an extractor and none is installed.
+        DamagedArchiveError: an archive that cannot be read or unpacked whole (the caller may
+            delete it and fetch it again).
+        DownloadError: two members with one base name under ``flatten``, a member that is a
+            link or lies outside ``dest``, no RAR extractor, or a destination that cannot be written.
     """
     archive, dest = Path(archive), Path(dest)
     members = list_members(archive)
@@ -126,12 +143,10 @@ def unpack(archive: Path, dest: Path, *, flatten: bool = False, progress: Progre
         files = {}
         for name, target in targets.items():
             source = stage / name
-            if not source.is_file() or source.stat().st_size != members[name]:
-                raise DownloadError(f"unpacking {archive} gave no whole {name}; delete the archive and rerun to "
-                                    "fetch it again")
+            if source.is_symlink() or not source.is_file() or source.stat().st_size != members[name]:
+                raise DamagedArchiveError(f"unpacking {archive} gave no whole {name}")
             if crcs.get(name) is not None and _crc32(source) != crcs[name]:
-                raise DownloadError(f"{archive} is damaged: {name} fails its CRC check; delete the archive and "
-                                    "rerun to fetch it again")
+                raise DamagedArchiveError(f"{archive} is damaged: {name} fails its CRC check")
             (dest / target).parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, dest / target)
             files[target] = members[name]
@@ -170,15 +185,18 @@ def _unpack_in_python(archive: Path, stage: Path, members: dict[str, int], progr
                 done += members[name]
                 if progress is not None:
                     progress(done, total)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, _rar_errors()) as err:
-        raise DownloadError(f"cannot unpack {archive} ({err}); delete it and rerun to fetch it again") from None
+    except OSError as err:      # the destination (a full disk), not the archive
+        raise DownloadError(f"cannot write what {archive} holds into {stage.parent} ({err.strerror or err}); "
+                            "free some disk or choose another --root, then rerun") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, _rar_errors()) as err:
+        raise DamagedArchiveError(f"cannot unpack {archive} ({err})") from None
 
 
 def _unpack_with_tool(archive: Path, stage: Path) -> None:
     """Unpack with each installed extractor in turn until one succeeds (unar 1.10 cannot parse
     some RAR5 archives that bsdtar or unrar can)."""
     require_rar_tool()
-    failures = []
+    failures, damaged = [], False
     for name, template in RAR_TOOLS:
         tool = shutil.which(name)
         if tool is None:
@@ -186,11 +204,16 @@ def _unpack_with_tool(archive: Path, stage: Path) -> None:
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir(parents=True)
         args = [a.format(archive=str(archive.resolve()), dest=str(stage.resolve())) for a in template]
-        done = subprocess.run([tool, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, errors="replace")
+        done = subprocess.run([tool, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              errors="replace")
         if done.returncode == 0:
             return
-        failures.append(f"{name} exit {done.returncode}: {(done.stderr.strip().splitlines() or ['no message'])[-1]}")
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        hurt = [line.strip() for line in lines if DAMAGE_WORDS.search(line)]
+        damaged = damaged or bool(hurt)
+        failures.append(f"{name} exit {done.returncode}: {(hurt or lines or ['no message'])[-1]}")
+    if damaged:     # an extractor found a member that fails its checksum: the archive, not the tool
+        raise DamagedArchiveError(f"{archive} is damaged ({'; '.join(failures)})")
     raise DownloadError(f"cannot unpack {archive} ({'; '.join(failures)}); if the archive is damaged, delete it and "
                         f"rerun; else install another extractor (unrar, bsdtar from libarchive-tools) and rerun")
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from harx.features.errors import DownloadError
+from harx.features.errors import DamagedArchiveError, DownloadError
 
 from .archives import require_rar_tool, unpack, unpacked_ok, write_marker
 from .datasets import DownloadSource, RemoteFile, get_dataset
@@ -188,8 +188,8 @@ def download_dataset(dataset: str, root: Path, *, source: DownloadSource | None 
     start = time.monotonic()
     source = source or download_source(dataset)
     root = Path(root)
-    if unpack_archives and any(f.is_rar for f in source.files if not _unpacked(root, f)):
-        require_rar_tool()
+    if unpack_archives:
+        require_extractor(dataset, root, source=source)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -203,6 +203,14 @@ def download_dataset(dataset: str, root: Path, *, source: DownloadSource | None 
     summary.bytes_downloaded = fetcher.bytes_downloaded
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def require_extractor(dataset: str, root: str | Path, *, source: DownloadSource | None = None) -> None:
+    """DownloadError (one line: what to install) when a RAR archive of ``dataset`` remains to be
+    unpacked under ``root`` and no extractor is installed: said before anything is fetched."""
+    source = source or download_source(dataset)
+    if source.rar_to_unpack(lambda f: _unpacked(Path(root), f)):
+        require_rar_tool()
 
 
 def _get_file(root: Path, f: RemoteFile, sha1: str | None, fetcher: _Fetcher, summary: DownloadSummary,
@@ -227,7 +235,12 @@ def _get_file(root: Path, f: RemoteFile, sha1: str | None, fetcher: _Fetcher, su
         part.replace(final)
         summary.fetched.append(f.name)
     if unpack_archives and f.is_archive:
-        _unpack_file(root, f, fetcher.progress)
+        try:
+            _unpack_file(root, f, fetcher.progress)
+        except DamagedArchiveError as err:
+            final.unlink(missing_ok=True)
+            raise DownloadError(f"{err}; deleted {f.name}: rerun `harx download {fetcher.dataset}` to fetch it "
+                                "again") from None
         summary.unpacked.append(f.name)
         if not keep_archives:
             final.unlink()

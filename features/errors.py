@@ -52,3 +52,8 @@ class CacheMismatchError(HarxError, ValueError):
 
 class DownloadError(HarxError, RuntimeError):
     """A download that failed or whose checksum does not match."""
+
+
+class DamagedArchiveError(DownloadError):
+    """An archive that cannot be read or unpacked whole (truncated, a CRC that fails): fetching it
+    again is the cure, so ``harx download`` deletes it."""

@@ -86,3 +86,20 @@ def test_download_follows_its_source(registered, tmp_path):
     with serve({"toy.zip": zip_bytes({"clap/a.mp4": b"1", "wave/b.mp4": b"2"})}) as (_, url):
         summary = download_dataset("toyset", tmp_path, base_urls=[url], timeout=5)
     assert summary.unpacked == ["toy.zip"] and (tmp_path / "wave" / "b.mp4").read_bytes() == b"2"
+
+
+def test_option_types_are_read_however_the_adapter_writes_them():
+    """``Optional[int]`` and plain ``int`` in a module without ``from __future__ import annotations``."""
+    from typing import Optional
+
+    from harx.extract.datasets import Dataset
+
+    def plain(root, *, seed: int = 0, share: Optional[float] = None, name: "str | None" = None):
+        """A dataset written without the future import."""
+
+    ds = Dataset("plain", plain, (), None)
+    assert ds.parse_option("seed=3") == ("seed", 3)
+    assert ds.parse_option("share=0.5") == ("share", 0.5)
+    assert ds.parse_option("name=x") == ("name", "x")
+    with pytest.raises(InvalidOptionError, match="option seed takes an integer, got 'x'"):
+        ds.parse_option("seed=x")

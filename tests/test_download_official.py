@@ -110,12 +110,43 @@ def test_damaged_rar_is_refused_and_nothing_half_is_left(tmp_path, rar_route):
     assert not (tmp_path / "out" / "A").exists() and not marker_path(tmp_path / "out", "bad.rar").exists()
 
 
-@pytest.mark.parametrize("name", ["../evil.avi", "/etc/evil.avi", "a/../../evil.avi"])
-def test_members_outside_the_folder_are_refused(tmp_path, name):
-    (tmp_path / "x.zip").write_bytes(zip_bytes({name: b"x"}))
+def test_a_damaged_download_is_deleted_and_the_rerun_fetches_it_again(tmp_path, rar_route):
+    clips = {f"UCF50/Biking/v_Biking_g{g:02d}_c01.avi": CLIP for g in range(1, 26)}
+    good = rar_bytes(clips)
+    bad = bytearray(good)
+    bad[-40] ^= 0xFF
+    root = tmp_path / "u"
+    with serve({"UCF50.rar": bytes(bad)}) as (_, url):
+        with pytest.raises(DownloadError, match="UCF50.rar.*(CRC|checksum).*; deleted UCF50.rar: rerun") as info:
+            download_dataset("ucf50", root, base_urls=[url], timeout=5)
+    assert "\n" not in str(info.value) and not (root / "UCF50.rar").exists()
+    with serve({"UCF50.rar": good}) as (state, url):
+        summary = download_dataset("ucf50", root, base_urls=[url], timeout=5)
+    assert summary.fetched == ["UCF50.rar"] and len(list((root / "UCF50" / "Biking").glob("*.avi"))) == 25
+
+
+@pytest.mark.parametrize("kind, name", [("zip", "../evil.avi"), ("zip", "/etc/evil.avi"), ("zip", "a/../../evil.avi"),
+                                        ("rar", "../evil.avi"), ("rar", "a/../../evil.avi")])
+def test_members_outside_the_folder_are_refused(tmp_path, kind, name):
+    (tmp_path / f"x.{kind}").write_bytes((zip_bytes if kind == "zip" else rar_bytes)({name: b"x"}))
     with pytest.raises(DownloadError, match="outside its folder"):
-        unpack(tmp_path / "x.zip", tmp_path / "out")
+        unpack(tmp_path / f"x.{kind}", tmp_path / "out")
     assert not (tmp_path / "evil.avi").exists()
+
+
+def test_a_link_member_is_refused(tmp_path):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        info = zipfile.ZipInfo("A/v_A_g01_c01.avi")
+        info.external_attr = (0o120777 << 16)                 # a symbolic link, to /etc/passwd
+        z.writestr(info, "/etc/passwd")
+    (tmp_path / "l.zip").write_bytes(buf.getvalue())
+    with pytest.raises(DownloadError, match="holds a link"):
+        unpack(tmp_path / "l.zip", tmp_path / "out")
+    assert not (tmp_path / "out" / "A").exists()
 
 
 def test_cli_download_with_a_mirror(tmp_path):

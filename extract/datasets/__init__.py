@@ -12,6 +12,8 @@ families are one file each.
 from __future__ import annotations
 
 import inspect
+import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -53,12 +55,25 @@ class Dataset:
         if not sep or name not in self.options:
             raise InvalidOptionError(f"dataset {self.name} takes option(s) {self.describe_options() or 'none'}; "
                                      f"got {text!r} (write -o NAME=VALUE)")
-        kind = str(self.options[name].annotation).split("|")[0].strip()
-        parse, what = _PARSERS.get(kind, _PARSERS["str"])
+        parse, what = _PARSERS.get(self._option_type(name), _PARSERS["str"])
         try:
             return name, parse(raw.strip())
         except ValueError:
             raise InvalidOptionError(f"dataset {self.name} option {name} takes {what}, got {raw!r}") from None
+
+    def _option_type(self, name: str) -> str:
+        """The name of option ``name``'s type (``int``, ``float``, ``str``, ``Path``), whether the
+        adapter writes ``int | None``, ``Optional[int]`` or ``int``, with or without
+        ``from __future__ import annotations``; ``str`` when it says nothing usable."""
+        try:
+            hint = typing.get_type_hints(self.index).get(name, str)
+        except (NameError, TypeError):
+            hint = self.options[name].annotation
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0] if args else hint
+        if isinstance(hint, str):                       # an annotation get_type_hints could not resolve
+            hint = re.sub(r"^(?:typing\.)?Optional\[(.+)\]$", r"\1", hint.strip()).split("|")[0].strip()
+        return hint if isinstance(hint, str) else getattr(hint, "__name__", "str")
 
     def describe_options(self) -> str:
         return ", ".join(f"{n}={p.default}" for n, p in self.options.items())

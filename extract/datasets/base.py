@@ -7,6 +7,8 @@ adapters whose annotation files use other conventions convert once, on reading.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -121,6 +123,6 @@ class DownloadSource:
     files: tuple[RemoteFile, ...]
     note: str = ""    # said before downloading, e.g. that no checksum is published
 
-    @property
-    def needs_rar(self) -> bool:
-        return any(f.is_rar for f in self.files)
+    def rar_to_unpack(self, done: Callable[["RemoteFile"], bool]) -> bool:
+        """Whether a RAR archive remains to unpack (``done(file)``: already unpacked)."""
+        return any(f.is_rar and not done(f) for f in self.files)

@@ -215,7 +215,9 @@ def split_folder(root: Path | None, dataset: str, layout: str, candidates: list[
             candidate holds the split files (``missing`` says which and where they come from).
     """
     if root is None or not Path(root).is_dir():
-        raise DatasetNotFoundError(f"{dataset} folder {root} not found; give --root the folder that holds {layout}")
+        where = "no folder given" if root is None else f"{dataset} folder {root} not found"
+        raise DatasetNotFoundError(f"{where}; give --root the folder that holds {layout} (harx download "
+                                   f"{dataset.lower()} --root DIR fetches it)")
     root = Path(root)
     found = first_dir([root / c for c in candidates], holds)
     if found is None:

@@ -54,7 +54,8 @@ def ucf50(root: Path | None = None, protocol: str = "logo", val_fraction: float 
           seed: int = 0) -> DatasetIndex:
     """UCF50 with group folds: leave-one-group-out (25, default) or protocol=5fold."""
     if root is None or not Path(root).is_dir():
-        raise DatasetNotFoundError(f"UCF50 folder {root} not found; give --root the folder that holds UCF50/ "
+        where = "no folder given" if root is None else f"UCF50 folder {root} not found"
+        raise DatasetNotFoundError(f"{where}; give --root the folder that holds UCF50/ "
                                    "(harx download ucf50 --root DIR fetches it)")
     root = Path(root)
     videos = first_dir([root / "UCF50", root], lambda d: any(_grouped_clips(c) for c in d.iterdir() if c.is_dir()))
