@@ -107,9 +107,9 @@ JSON_ATTRS = ("class_names", "dataset_options", "missing", "preprocess", "sampli
 STR_DTYPE = h5py.string_dtype("utf-8")
 
 
-def chunk_rows(embed_dim: int, itemsize: int = 2) -> int:
-    """Rows per HDF5 chunk: about 512 KiB, inside h5py's advice of 10 KiB to 1 MiB."""
-    return max(1, (512 * 1024) // (embed_dim * itemsize))
+def chunk_rows(embed_dim: int, itemsize: int = 2, target: int = 512 * 1024) -> int:
+    """Rows per HDF5 chunk of ``target`` bytes (512 KiB: inside h5py's advice of 10 KiB to 1 MiB)."""
+    return max(1, target // (embed_dim * itemsize))
 
 
 def settings_fingerprint(settings: dict) -> str:
