@@ -495,7 +495,7 @@ def _print_run(run) -> None:
         _warn(f"resumed an interrupted run after its {run.resumed_phase} epoch {run.resumed_from}; "
               "the numbers are those of an uninterrupted run")
     if run.loading:
-        _say(f"features: {run.loading}")
+        _say(f"memory: {run.loading}")
     _print_scores(m)
     for line in run.warnings:
         _warn(f"warning: {line}")

@@ -12,7 +12,8 @@
 3. ``harx compare`` on each cache, under KTH's official person split (train 11-18, val 01 04
    19-21 23-25, test 02 03 05-10 22; subsequences; epochs and fusion weights chosen on val; test
    scored once per seed): ``convlstm`` on rgb, motion and both (late fusion: maps of each), and
-   on the 7x7 cache ``vote`` and ``lstm`` on the vectors beside it.
+   with ``--heads vote,lstm,convlstm`` the vector heads too (on the first size's cache: the
+   vectors are the same in every cache).
 
 Prints one table (test accuracy per subsequence, mean ± std over seeds; map bytes per frame and
 stream; fit seconds) and, last, one JSON line with every number.
@@ -91,6 +92,7 @@ def main() -> None:
     ap.add_argument("--home", type=Path, default=Path("/tmp/harx-maps"))
     ap.add_argument("--sizes", default="1,2,4,7")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--heads", default="convlstm")
     args = ap.parse_args()
     from harx.temporal import compare
 
@@ -98,7 +100,8 @@ def main() -> None:
     full = args.home / "kth-maps7.h5"
     extract_s = extract(args.root, full)
     result: dict = {"extract_s": round(extract_s, 1), "sizes": {}}
-    for size in sorted(int(s) for s in args.sizes.split(",")):
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    for size in sizes:
         cache = full if size == 7 else args.home / f"kth-maps{size}.h5"
         pooled_copy(full, cache, size)
         from harx.features import FeatureStore
@@ -106,7 +109,7 @@ def main() -> None:
         store = FeatureStore(cache)
         bytes_per_frame = int(np.prod(store.stream_info("rgb_map").feature_shape)) * 2
         t = time.perf_counter()
-        heads = "vote,lstm,convlstm" if size == 7 else "convlstm"
+        heads = args.heads if size == sizes[0] else "convlstm"
         cmp = compare(cache, heads=heads, seeds=args.seeds, streams="rgb,motion,rgb+motion",
                       out=args.home / f"compare-maps{size}")
         entry = {"map_bytes_per_frame_and_stream": bytes_per_frame, "compare_s": round(time.perf_counter() - t, 1),

@@ -36,7 +36,7 @@ import numpy as np
 
 from harx.features.errors import InvalidOptionError
 from harx.features.reader import FeatureStore
-from harx.features.schema import is_map_stream
+from harx.features.schema import MAP_SUFFIX, is_map_stream
 from harx.features.writer import make_folder
 
 from .fusion import parse_stream_selection, streams_for_head
@@ -369,7 +369,9 @@ def _streams_words(protocol: dict) -> str:
 def _headline(protocol: dict, results: dict) -> list[str]:
     """Test accuracy of each head (rows: stream selections), when more than one selection was
     compared: frame voting against the temporal heads, on each stream and fused."""
-    streams = protocol.get("streams") or {}
+    # a map head's row is that of the images its maps are of: convlstm on rgb_map sits in row rgb
+    streams = {h: [x[:-len(MAP_SUFFIX)] if is_map_stream(x) else x for x in v]
+               for h, v in (protocol.get("streams") or {}).items()}
     selections = list(dict.fromkeys("+".join(s) for s in streams.values()))
     if len(selections) < 2:
         return []
@@ -378,7 +380,9 @@ def _headline(protocol: dict, results: dict) -> list[str]:
     cell = {("+".join(streams[h]), head_of[h]): h for h in results}
     video = any("video" in results[h].get("test", {}) for h in results)
     unit = protocol.get("unit_scored") or "sample"
-    lines = [f"**Test accuracy (%) per stream**, per {unit}" + (" / per video" if video else "") + ":", "",
+    maps = any(is_map_stream(x) for v in (protocol.get("streams") or {}).values() for x in v)
+    lines = [f"**Test accuracy (%) per stream**, per {unit}" + (" / per video" if video else "")
+             + (" (map heads read the streams' spatial maps)" if maps else "") + ":", "",
              "| streams | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
     for sel in selections:
         cells = []
