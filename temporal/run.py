@@ -237,8 +237,12 @@ def fit(
                    crop_frames=crop_frames, max_stride=max_stride, device=device, precision=precision)
     options.update(head_options)
     options["random_state"] = int(seed)
-    if options.get("map_size") is None and all(len(store.stream_info(s).feature_shape) == 3 for s in store.streams):
-        options["map_size"] = int(store.stream_info(store.streams[0]).feature_shape[-1])   # maps (C, S, S)
+    if all(len(store.stream_info(s).feature_shape) == 3 for s in store.streams):   # maps (C, S, S)
+        side = int(store.stream_info(store.streams[0]).feature_shape[-1])
+        if options.get("map_size") not in (None, side):
+            raise InvalidOptionError(f"map_size {options['map_size']}: the maps of {store.path} are {side}x{side}; "
+                                     "leave map_size unset (other sizes: harx extract --spatial --map-size N, another --out)")
+        options["map_size"] = side
     model = build_head(head, store.widths, len(trained), streams=store.streams, fusion=fusion or "late", **options)
     model._validate_params()                 # bad options fail before any data is read
     if refit_trainval and isinstance(model, LateFusion):

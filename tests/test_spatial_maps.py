@@ -87,6 +87,8 @@ def test_each_head_reads_its_kind_of_stream(map_cache, video_folder, tmp_path):
     assert lstm.streams == ["rgb", "motion"]                          # the vectors, not the maps
     with pytest.raises(InvalidOptionError, match="lstm reads feature vectors, and rgb_map holds spatial maps"):
         fit("lstm", map_cache, streams="rgb_map")
+    with pytest.raises(InvalidOptionError, match="map_size 1: the maps of .* are 2x2"):
+        fit("convlstm", map_cache, map_size=1)
     plain = tmp_path / "plain.h5"
     _extract(video_folder, plain)
     with pytest.raises(CacheMismatchError, match="convlstm reads spatial maps.*harx extract --spatial"):
