@@ -242,10 +242,13 @@ class PendingEmbeddings:
 
 def _as_nchw(x: torch.Tensor, channels: int) -> torch.Tensor:
     """A caught feature map as ``(N, C, H, W)``: NCHW as it is, NHWC permuted, and a
-    transformer's tokens ``(N, T, C)`` (class tokens first) laid out on their square grid."""
+    transformer's tokens ``(N, T, C)`` (class and register tokens first, checked when the hook is
+    attached) laid out on their square grid."""
     if x.ndim == 4:
         return x if x.shape[1] == channels else x.permute(0, 3, 1, 2)
     side = math.isqrt(x.shape[1])
+    while side * side > x.shape[1]:
+        side -= 1
     tokens = x[:, x.shape[1] - side * side:]              # drop class/register tokens
     return tokens.transpose(1, 2).reshape(x.shape[0], channels, side, side)
 
@@ -286,9 +289,17 @@ def attach_map_hook(backbone: Backbone, layer: str, size: int) -> None:
     if not caught:
         raise BackboneError(f"{backbone.name}'s {name} did not run in a forward pass; try another --map-layer")
     x = caught[-1]
-    grid_ok = x.ndim == 4 or (x.ndim == 3 and math.isqrt(x.shape[1]) ** 2 >= 1 and x.shape[-1] == channels)
+    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    grid_ok = x.ndim == 4 or (x.ndim == 3 and x.shape[-1] == channels
+                              and math.isqrt(x.shape[1] - prefix) ** 2 == x.shape[1] - prefix)
     if not grid_ok or channels not in (x.shape[1], x.shape[-1]):
-        raise BackboneError(f"{backbone.name}'s {layer} output {tuple(x.shape)} is not a map of {channels} channels")
+        raise BackboneError(f"{backbone.name}'s {layer} output {tuple(x.shape)} is not a map of {channels} channels "
+                            "on a square grid; --spatial needs a CNN or a transformer whose tokens form one")
+    side = x.shape[2] if x.ndim == 4 and x.shape[1] == channels else (
+        x.shape[1] if x.ndim == 4 else math.isqrt(x.shape[1] - prefix))
+    if size > side:
+        raise InvalidOptionError(f"--map-size {size} is larger than {backbone.name}'s {side}x{side} map at this input "
+                                 f"size; use at most {side}")
     caught.clear()
 
 

@@ -13,6 +13,8 @@ from harx.features.paths import default_cache_dir
 from harx.features.schema import StreamInfo
 
 from .motion import DEFAULT_AMP, DEFAULT_GAP
+from harx.features.errors import InvalidOptionError
+
 from .streams import DEFAULT_MAP_LAYER, DEFAULT_MAP_SIZE, MapOptions, MotionOptions, parse_streams, stream_infos
 
 from .weights import DEFAULT_BACKBONE
@@ -77,6 +79,8 @@ class ExtractConfig:
     @property
     def stream_infos(self) -> list[StreamInfo]:
         """The requested streams as the cache describes them (validates the stream options)."""
+        if not self.spatial and (self.map_size != DEFAULT_MAP_SIZE or self.map_layer != DEFAULT_MAP_LAYER):
+            raise InvalidOptionError("--map-size and --map-layer go with --spatial")
         maps = MapOptions(self.map_layer, self.map_size) if self.spatial else None
         return stream_infos(parse_streams(self.streams), MotionOptions(self.motion_gap, self.motion_amp), maps)
 

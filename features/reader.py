@@ -333,6 +333,25 @@ class FeatureStore:
                     col += w
         return out[where].reshape(*rows.shape, out.shape[1])
 
+    def read_span_into(self, out: np.ndarray, lo: int, hi: int, stream=None) -> None:
+        """Cache rows ``[lo, hi)`` of ``stream`` (streams side by side, maps flattened) into
+        ``out`` (``(hi - lo, D)``), without a second copy of the span: one stream straight into
+        ``out``, several in pieces of about 32 MiB (what :meth:`StoredSequences.to_memory` uses)."""
+        names = self.check_streams(self._default(stream))
+        widths = [self.feature_dim(n) for n in names]
+        with self._reading():
+            datasets = [self._h5()[self._datasets[n]] for n in names]
+            if len(names) == 1 and out.flags.c_contiguous and out.dtype == datasets[0].dtype:
+                datasets[0].read_direct(out.reshape(hi - lo, *datasets[0].shape[1:]), np.s_[lo:hi])
+                return
+            step = max(1, (32 << 20) // (2 * max(widths)))
+            for a in range(lo, hi, step):
+                b = min(hi, a + step)
+                col = 0
+                for ds, w in zip(datasets, widths):
+                    out[a - lo:b - lo, col:col + w] = ds[a:b].reshape(b - a, -1)
+                    col += w
+
     def load(self, split: str | None = None, stream=None) -> tuple[list[np.ndarray], np.ndarray]:
         """All samples of a split as ``(list of (frames, D) arrays, label indices)``, of ``stream``
         (a name; several names: their features side by side, per frame; default: the first stream).

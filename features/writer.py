@@ -51,7 +51,9 @@ class _CacheFile:
         self.dtype = np.dtype(dtype)
         self.streams = streams
         self.f = h5py.File(path, "w")
-        widest = max(int(np.prod(s.feature_shape)) for s in streams)
+        # chunk rows and the flush block follow the vector streams (maps get chunks of their own)
+        vectors = [s for s in streams if len(s.feature_shape) < 2] or streams
+        widest = max(int(np.prod(s.feature_shape)) for s in vectors)
         rows = chunk_rows(widest, self.dtype.itemsize)
         self.data: dict[str, h5py.Dataset] = {}
         for s in streams:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,20 +45,38 @@ FORMAT_VERSION = 1
 DEFAULT_QUANTILE = 0.99
 
 
-def mean_pool(samples: Sequence[np.ndarray]) -> np.ndarray:
-    """``(N, D)`` float64: each ``(T, D)`` sample's mean over its frames."""
-    sums, counts = frame_sums(samples)
+def mean_pool(samples: Sequence[np.ndarray], segments=()) -> np.ndarray:
+    """``(N, D')`` float64: each ``(T, D)`` sample's mean over its frames (spatial maps also
+    averaged over their positions: see :func:`pool_positions`)."""
+    sums, counts = frame_sums(samples, segments)
     return sums / counts[:, None]
 
 
-def frame_sums(samples: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Each ``(T, D)`` sample's sum over its frames ``(N, D)`` float64 and its ``T``, one sample at
-    a time (samples left in the cache are read once each and not kept)."""
+def pool_positions(x: np.ndarray, segments=()) -> np.ndarray:
+    """``x`` (..., D) with each spatial map averaged over its positions: ``segments`` lists each
+    stream's ``(features, positions)`` side by side (a ``(C, S, S)`` map flattened: ``(C*S*S,
+    S*S)``; a vector: ``(D, 1)``). The statistics then stay ``C`` wide per map stream instead of
+    ``C*S*S`` (a run on 4x4 maps would keep 16x the bytes in familiarity.npz); empty: ``x``."""
+    if not segments or all(int(p) == 1 for _, p in segments):
+        return x
+    parts, col = [], 0
+    for width, positions in segments:
+        width, positions = int(width), int(positions)
+        block = x[..., col:col + width]
+        parts.append(block.reshape(*x.shape[:-1], width // positions, positions).mean(-1) if positions > 1 else block)
+        col += width
+    return np.concatenate(parts, axis=-1)
+
+
+def frame_sums(samples: Sequence[np.ndarray], segments=()) -> tuple[np.ndarray, np.ndarray]:
+    """Each ``(T, D)`` sample's sum over its frames ``(N, D')`` float64 (maps pooled over their
+    positions, :func:`pool_positions`) and its ``T``, one sample at a time (samples left in the
+    cache are read once each and not kept)."""
     if len(samples) == 0:
         raise InvalidOptionError("no samples given")
     sums, counts = [], []
     for s in samples:
-        sums.append(np.asarray(s, dtype=np.float32).sum(axis=0, dtype=np.float64))
+        sums.append(pool_positions(np.asarray(s, dtype=np.float32).sum(axis=0, dtype=np.float64), segments))
         counts.append(len(s))
     return np.stack(sums), np.asarray(counts, dtype=np.float64)
 
@@ -112,6 +130,7 @@ class Familiarity:
     n_train_: int
     n_val_: int
     val_scores_: np.ndarray
+    segments_: list = field(default_factory=list)   # [(features, positions)] per stream: see pool_positions
 
     @property
     def method(self) -> str:
@@ -128,7 +147,7 @@ class Familiarity:
 
     def score(self, samples: Sequence[np.ndarray]) -> np.ndarray:
         """One score per ``(T, D)`` sample (a video's sampled frames): higher is stranger."""
-        pooled = mean_pool(samples)
+        pooled = mean_pool(samples, self.segments_)
         if pooled.shape[1] != len(self.center_):
             raise InvalidOptionError(f"samples have {pooled.shape[1]} features; the familiarity statistics were "
                                      f"computed on {len(self.center_)}")
@@ -157,7 +176,7 @@ class Familiarity:
         out["file"] = FAMILIARITY_FILE
         if self.threshold_ is None or X_test is None or len(X_test) == 0:
             return out
-        sums, counts = frame_sums(X_test)     # one read of each sample, nothing kept but its sum
+        sums, counts = frame_sums(X_test, self.segments_)   # one read of each sample, nothing kept but its sum
         if sums.shape[1] != len(self.center_):
             raise InvalidOptionError(f"samples have {sums.shape[1]} features; the familiarity statistics were "
                                      f"computed on {len(self.center_)}")
@@ -178,7 +197,8 @@ class Familiarity:
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp.npz")
         meta = {"format": FORMAT_VERSION, "method": METHOD, "alpha": self.alpha_, "mu": self.mu_,
-                "threshold": self.threshold_, "quantile": self.quantile, "n_train": self.n_train_, "n_val": self.n_val_}
+                "threshold": self.threshold_, "quantile": self.quantile, "n_train": self.n_train_, "n_val": self.n_val_,
+                "segments": [list(map(int, seg)) for seg in self.segments_]}
         np.savez(tmp, center=self.center_.astype(np.float32), scale=self.scale_.astype(np.float32),
                  basis=self.basis_.astype(np.float32), eigenvalues=self.eigenvalues_.astype(np.float64),
                  val_scores=self.val_scores_.astype(np.float64), meta=np.array(json.dumps(meta)))
@@ -201,16 +221,18 @@ class Familiarity:
                    basis_=arrays["basis"].astype(np.float64), eigenvalues_=arrays["eigenvalues"],
                    alpha_=float(meta["alpha"]), mu_=float(meta["mu"]), threshold_=meta["threshold"],
                    quantile=float(meta["quantile"]), n_train_=int(meta["n_train"]), n_val_=int(meta["n_val"]),
-                   val_scores_=arrays["val_scores"])
+                   val_scores_=arrays["val_scores"], segments_=[tuple(seg) for seg in meta.get("segments") or []])
 
 
-def fit_familiarity(X_train: Sequence[np.ndarray], X_val: Sequence[np.ndarray] | None = None, *,
+def fit_familiarity(X_train: Sequence[np.ndarray], X_val: Sequence[np.ndarray] | None = None, *, segments=(),
                     quantile: float = DEFAULT_QUANTILE) -> Familiarity:
     """Statistics of the training samples and a threshold from the val samples.
 
     Args:
         X_train: the training samples, ``(T, D)`` frame embeddings each (at least 2).
         X_val: the val samples; ``None`` or empty: no threshold (nothing will be flagged).
+        segments: each stream's ``(features, positions)``, for runs on spatial maps
+            (:func:`pool_positions`); empty for vectors.
         quantile: the threshold is this quantile of the val scores (0.5 to 1).
 
     Raises:
@@ -220,7 +242,7 @@ def fit_familiarity(X_train: Sequence[np.ndarray], X_val: Sequence[np.ndarray] |
         raise InvalidOptionError(f"the familiarity quantile must be in [0.5, 1], got {quantile:g}")
     if len(X_train) < 2:
         raise InvalidOptionError(f"familiarity needs at least 2 training samples, got {len(X_train)}")
-    pooled = mean_pool(X_train)
+    pooled = mean_pool(X_train, segments)
     center = pooled.mean(0)
     scale = pooled.std(0)
     scale[scale < 1e-6 * max(float(scale.max()), 1e-12)] = 1.0     # constant dimensions: leave them alone
@@ -228,7 +250,7 @@ def fit_familiarity(X_train: Sequence[np.ndarray], X_val: Sequence[np.ndarray] |
     alpha, mu, eigenvalues, basis = _ledoit_wolf(Z)
     model = Familiarity(center_=center, scale_=scale, basis_=basis, eigenvalues_=eigenvalues, alpha_=alpha, mu_=mu,
                         threshold_=None, quantile=float(quantile), n_train_=len(X_train), n_val_=0,
-                        val_scores_=np.zeros(0))
+                        val_scores_=np.zeros(0), segments_=[tuple(map(int, seg)) for seg in segments])
     if X_val is not None and len(X_val):
         model.val_scores_ = model.score(X_val)
         model.n_val_ = len(X_val)

@@ -4,7 +4,8 @@ In RAM is the fast path: one contiguous array, indexed per batch (and sent to a 
 cache of spatial maps, or of a large dataset, can be many times the memory, so when the fold's
 features would not fit comfortably, training reads each batch's rows from the cache instead
 (:class:`~harx.temporal.sequences.StoredSequences`): memory then stays at a batch's worth, and
-the numbers are the same to the bit (``tests/test_streamed_training.py``).
+the numbers are the same to the bit on a CPU (``tests/test_streamed_training.py``; on a GPU,
+cuDNN and atomic adds make even two fits in RAM differ in the last bits).
 
 ``auto`` keeps them in RAM when twice their size (a refit on train+val holds a second copy)
 fits in half of the memory this process may still take: the least of available RAM, the room

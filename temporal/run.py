@@ -343,7 +343,9 @@ def fit(
     # are flagged than the quantile says: conservative by design, since val sets are small (a
     # quantile over a few val videos would rest on the largest one or two; tried, it flagged a
     # KTH test person's video). metrics.json measures the flagged share of test videos.
-    familiarity = fit_familiarity(X_train, X_sel)
+    segments = [(int(np.prod(shape)), int(np.prod(shape[1:])) if len(shape) == 3 else 1)
+                for shape in (store.stream_info(n).feature_shape for n in store.streams)]
+    familiarity = fit_familiarity(X_train, X_sel, segments=segments)
     familiarity.save(run_dir / FAMILIARITY_FILE)
     del X_train
 

@@ -112,8 +112,8 @@ class StoredSequences(_Ragged):
     lengths[i])`` of ``streams`` (side by side), read when asked. The cache is opened lazily in
     each process (never shared across a fork: see :class:`harx.features.FeatureStore`).
 
-    ``store`` is anything with ``read_rows(rows, streams)`` and ``feature_dim(stream)``: a
-    :class:`harx.features.FeatureStore`.
+    ``store`` is anything with ``read_rows(rows, streams)``, ``read_span_into(out, lo, hi,
+    streams)`` and ``feature_dim(stream)``: a :class:`harx.features.FeatureStore`.
     """
 
     in_memory = False
@@ -174,7 +174,7 @@ class StoredSequences(_Ragged):
         for k in range(1, len(self) + 1):
             if k == len(self) or self.starts[k] != stops[k - 1]:
                 a, b = int(self.offsets[lo]), int(self.offsets[k])
-                data[a:b] = self.store.read_rows(np.arange(self.starts[lo], stops[k - 1]), self.streams)
+                self.store.read_span_into(data[a:b], int(self.starts[lo]), int(stops[k - 1]), self.streams)
                 lo = k
         return Sequences(data, self.offsets.copy())
 

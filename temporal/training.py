@@ -190,15 +190,18 @@ def _pad_rows(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 class _Gather:
     """Batches of frames ``(B, L, D)`` float32 on the device, from rows of the frame array: indexed
-    in RAM (on a GPU the whole array goes over once, not every epoch), or read from the cache
-    batch by batch for :class:`StoredSequences`."""
+    in RAM (on a GPU the whole array goes over once, not every epoch, when it fits there), or read
+    from the cache batch by batch for :class:`StoredSequences`."""
 
     def __init__(self, seqs: Sequences | StoredSequences, device: torch.device):
         self.device, self.seqs = device, seqs
         self.data = None
         if seqs.in_memory:
             data = torch.from_numpy(seqs.data)
-            self.data = data.to(device) if device.type == "cuda" else data
+            # on the GPU when it fits in a third of the free memory there (the model and the
+            # batches need the rest); else each batch goes over: the same numbers, more transfers
+            fits = device.type == "cuda" and data.nbytes < torch.cuda.mem_get_info(device)[0] / 3
+            self.data = data.to(device) if fits else data
 
     def __call__(self, idx: np.ndarray) -> torch.Tensor:
         if self.data is None:

@@ -81,6 +81,10 @@ def test_each_head_reads_its_kind_of_stream(map_cache, video_folder, tmp_path):
     conv = fit("convlstm", map_cache, seed=0, epochs=2, out=tmp_path / "conv")
     assert conv.streams == ["rgb_map", "motion_map"] and conv.config["params"]["options"]["map_size"] == 2
     assert "2x2 feature map in order through a 1-layer ConvLSTM" in conv.metrics["protocol"]["frame_aggregation"]
+    from harx.temporal.familiarity import load_familiarity
+
+    channels = FeatureStore(map_cache).stream_info("rgb_map").feature_shape[0]
+    assert load_familiarity(conv.path).center_.shape == (2 * channels,)   # each map averaged over its positions
     one = fit("convlstm", map_cache, seed=0, epochs=2, streams="motion", out=tmp_path / "one")
     assert one.streams == ["motion_map"]                              # an image stream means its map
     lstm = fit("lstm", map_cache, seed=0, epochs=2, out=tmp_path / "lstm")
