@@ -153,7 +153,7 @@ def extract(
                                           "(streams rgb_map, motion_map), for harx fit convlstm. About "
                                           "map-size^2 x 640 bytes per frame and stream with lite0.",
                                           rich_help_panel=STREAM_PANEL)] = False,
-    map_size: Annotated[Optional[int], typer.Option(help="--spatial: maps average-pooled to N x N (default 4).",
+    map_size: Annotated[Optional[int], typer.Option(help="--spatial: maps average-pooled to N x N (default 2).",
                                                     rich_help_panel=STREAM_PANEL)] = None,
     map_layer: Annotated[Optional[str], typer.Option(help="--spatial: stage (the backbone's last stage: lite0 320 "
                                                      "channels; default) or head (what the global pool averages: "

@@ -152,7 +152,24 @@ class StoredSequences(_Ragged):
         return self.store.read_rows(self.file_rows(idx), self.streams)
 
     def block(self, lo: int, hi: int) -> np.ndarray:
-        return self.rows(np.arange(lo, hi, dtype=np.int64))
+        """Frame rows ``[lo, hi)``: one read per run of samples that lie side by side in the cache."""
+        out = np.empty((hi - lo, self.dim), dtype=self.dtype)
+        if hi <= lo:
+            return out
+        first = int(np.searchsorted(self.offsets, lo, side="right")) - 1
+        last = int(np.searchsorted(self.offsets, hi - 1, side="right")) - 1
+        at = lo
+        k = first
+        while k <= last:
+            j = k                                    # samples k..j are adjacent in the file
+            while j < last and self.starts[j + 1] == self.starts[j] + self.lengths[j]:
+                j += 1
+            a = max(at, int(self.offsets[k]))
+            b = min(hi, int(self.offsets[j + 1]))
+            file_lo = int(self.starts[k]) + a - int(self.offsets[k])
+            self.store.read_span_into(out[a - lo:b - lo], file_lo, file_lo + (b - a), self.streams)
+            at, k = b, j + 1
+        return out
 
     def take(self, samples: np.ndarray) -> "StoredSequences":
         samples = np.asarray(samples, dtype=np.int64)

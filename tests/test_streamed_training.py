@@ -42,6 +42,11 @@ def test_stored_samples_read_as_the_samples_in_ram(two_streams):
     for i in (0, 5, len(ram) - 1):
         np.testing.assert_array_equal(disk[i], ram[i])
     np.testing.assert_array_equal(disk.to_memory().data, ram.data)
+    shuffled = disk.take([3, 0, 1, 7, 2])                             # runs broken: one read per run
+    for lo, hi in ((5, 137), (0, shuffled.n_frames), (11, 12), (40, 40)):
+        np.testing.assert_array_equal(disk.block(lo, hi), ram.block(lo, hi))
+        np.testing.assert_array_equal(shuffled.block(lo, min(hi, shuffled.n_frames)),
+                                      ram.take([3, 0, 1, 7, 2]).block(lo, min(hi, shuffled.n_frames)))
     for a, b in zip(feature_stats(disk), feature_stats(ram, chunk=None)):
         np.testing.assert_array_equal(a, b)                           # the same blocks: the same sums
     np.testing.assert_array_equal(disk.columns(16, 32)[3], ram.columns(16, 32)[3])
