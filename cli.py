@@ -361,9 +361,9 @@ HEAD_PANEL = "Head options (None = the head's default)"
 #: Each head's own training defaults, for --help only (the head classes are the source; a test
 #: holds this table to their signatures, so the help cannot drift from what runs).
 HEAD_DEFAULTS = {
-    "batch_size": {"vote": 128, "lstm": 32, "gru": 32, "meanpool": 32},
-    "lr": {"vote": 3e-2, "lstm": 2e-3, "gru": 2e-3, "meanpool": 1e-3},
-    "crop_frames": {"vote": 64, "lstm": 32, "gru": 32, "meanpool": 64},
+    "batch_size": {"vote": 128, "lstm": 32, "gru": 32, "meanpool": 32, "convlstm": 32},
+    "lr": {"vote": 3e-2, "lstm": 2e-3, "gru": 2e-3, "meanpool": 1e-3, "convlstm": 2e-3},
+    "crop_frames": {"vote": 64, "lstm": 32, "gru": 32, "meanpool": 64, "convlstm": 32},
 }
 AUTO_STEPS = 400     # TorchHead.auto_steps: optimiser steps that the automatic epoch count aims at
 
@@ -413,7 +413,7 @@ def _pct(v) -> str:
 
 @app.command()
 def fit(
-    head: Annotated[str, typer.Argument(help="vote, lstm, gru or meanpool.")],
+    head: Annotated[str, typer.Argument(help="vote, lstm, gru, meanpool, or convlstm (spatial maps: harx extract --spatial).")],
     features: Annotated[Optional[Path], typer.Option(help="Feature cache; default: the most recent one in "
                                                      "$HARX_HOME/features.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run folder; default: CACHE_FOLDER/runs/CACHE/"
