@@ -164,6 +164,9 @@ def extract(
                                                    rich_help_panel=RUN_PANEL)] = None,
     decode_timeout: Annotated[Optional[float], typer.Option(help="Seconds a decoder may stay silent on one "
                                                             "video before it is killed.", rich_help_panel=RUN_PANEL)] = None,
+    shard: Annotated[Optional[str], typer.Option(help="K/N: embed only the K-th of N blocks of the videos (another "
+                                                 "process, job-array task or machine runs each other K), into "
+                                                 "OUT.shards/; then harx merge OUT.", rich_help_panel=RUN_PANEL)] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a cache built with other settings.",
                                             rich_help_panel=RUN_PANEL)] = False,
 ):
@@ -190,7 +193,7 @@ def extract(
                           every=every, target_fps=fps,
                           max_frames=max_frames, streams=streams, motion_gap=motion_gap, motion_amp=motion_amp,
                           spatial=spatial or None, map_size=map_size, map_layer=map_layer, batch_size=batch_size, num_workers=workers,
-                          decode_timeout_s=decode_timeout, overwrite=overwrite or None)
+                          decode_timeout_s=decode_timeout, shard=shard, overwrite=overwrite or None)
         with _ExtractProgressBar() as bar:
             summary = run_extract(cfg, on_progress=bar.update)
     _print_extract_summary(summary)
@@ -222,6 +225,18 @@ class _ExtractProgressBar:
 
 def _print_extract_summary(s) -> None:
     """Plain ``key: value`` lines, never a table: a cache path must survive copy and paste whole."""
+    _print_cache_summary(s)
+    if s.merged is not None:
+        _say(f"merged:    every shard into {s.merged}")
+    elif s.merge_into is not None:
+        from harx.extract.shards import shards_dir
+
+        done = sorted(p.name for p in shards_dir(s.merge_into).glob("shard-*.h5"))
+        _say(f"shard done ({len(done)} finished in {shards_dir(s.merge_into)}); once every shard is: "
+             f"harx merge {s.merge_into}")
+
+
+def _print_cache_summary(s) -> None:
     if s.nothing_to_do:
         _say(f"cache is complete, nothing to do: {s.out} ({s.samples_total} samples, streams "
              f"{', '.join(s.streams)}, {_mb(s.file_bytes)}); "
@@ -255,6 +270,25 @@ def _print_extract_summary(s) -> None:
         _warn(f"... and {len(s.failed) - 20} more failures (harx info {s.out})")
     for line in s.warnings:
         _warn(f"warning: {line}")
+
+
+@app.command()
+def merge(
+    cache: Annotated[Path, typer.Argument(help="The cache the shards were extracted for (their --out, or the "
+                                            "default cache path harx extract printed).")],
+    overwrite: Annotated[bool, typer.Option(help="Replace CACHE if it exists.")] = False,
+):
+    """Join the finished shards of a cache (harx extract --shard K/N) into the one cache a single
+    process would have written; refuses unfinished shards and shards made with other settings."""
+    from harx.extract.shards import merge_shards
+
+    with user_errors():
+        path = merge_shards(cache, overwrite=overwrite)
+    from harx.features import FeatureStore
+
+    with FeatureStore(path) as store:
+        _say(f"merged: {path} ({len(store)} samples, {store.attrs.get('n_frames')} frames, streams "
+             f"{', '.join(store.streams)}, {_mb(path.stat().st_size)})")
 
 
 @app.command()

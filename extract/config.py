@@ -44,6 +44,8 @@ class ExtractConfig:
             up to 8 on a GPU (decoding is then the bottleneck).
         decode_timeout_s: a decoder silent this long on one video is killed and the video
             keeps what decoded (decord can hang on over-reported frame counts).
+        shard: ``"K/N"``: embed only the K-th of N blocks of the videos, into
+            ``OUT.shards/shard-K-of-N.h5`` (:mod:`extract.shards`; ``harx merge`` joins them).
         overwrite: replace an existing cache built with other settings.
         part_seconds: commit finished work at least this often (what a ``kill -9`` can lose).
     """
@@ -69,6 +71,7 @@ class ExtractConfig:
     batch_size: int | None = None
     num_workers: int | None = None
     decode_timeout_s: float = 30.0
+    shard: str | None = None
     overwrite: bool = False
     part_seconds: float = 60.0
 

@@ -9,6 +9,7 @@ uninterrupted one. Finished videos are committed to the cache's part files as th
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from .datasets import DatasetIndex, VideoSample, create_dataset
 from .decode import DecodeJob, VideoDecoder
 from .probe import drop_undecodable
 from .reuse import FinishedCache, finished_cache, index_settings, request_key
+from .shards import launcher_shard, parse_shard, shard_path, take_shard, video_shards, wait_and_merge
 from .streams import decode_images, map_options, with_map_shape
 
 if TYPE_CHECKING:  # both import torch, which a finished cache does not need (extract.reuse)
@@ -77,6 +79,8 @@ class ExtractSummary:
     streams: list[str] = field(default_factory=list)        # the cache's streams after this run
     streams_added: list[str] = field(default_factory=list)  # added this run to samples embedded before
     warnings: list[str] = field(default_factory=list)  # e.g. a class with no training sample
+    merge_into: Path | None = None   # a shard's run: the cache `harx merge` joins the shards into
+    merged: Path | None = None       # under a launcher, the first rank: the merged cache
 
     @property
     def frames_per_s(self) -> float:
@@ -97,21 +101,65 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[ExtractProgress], Non
                                                            sampling, cfg.input_size)
     # A finished cache is confirmed from its attributes (extract.reuse): no torch, no model.
     key = request_key(cfg.backbone, cfg.weights, cfg.device, cfg.precision, cfg.input_size)
+    shard, launched = None, None if cfg.shard else launcher_shard()
+    if cfg.shard or launched:                # a block of the videos, into OUT.shards/ (extract.shards)
+        done = None if cfg.overwrite else finished_cache(out, index, sampling, cfg.backbone, key, streams)
+        if done is not None:                 # merged before: nothing for any shard to do
+            return _nothing_to_do(done, index)
+        k, n = parse_shard(cfg.shard or launched[0])
+        shard = (k, n, video_shards(index, n), out)
+        out = shard_path(out, k, n)
+        index = take_shard(index, shard[2], k)
+        if launched:
+            cfg = _rank_settings(cfg, *launched[1:])
     finished = None if cfg.overwrite else finished_cache(out, index, sampling, cfg.backbone, key, streams)
     if finished is not None:
-        return _nothing_to_do(finished, index)
+        summary = _nothing_to_do(finished, index)
+        summary.merge_into = shard[3] if shard else None
+        return _merge_if_first(summary, shard, launched, cfg)
     check_writable(out)  # a bad --out fails now, not after the model loads
     from .embedding import auto_workers  # imports torch
 
     # Decoding workers start first, so their interpreters load while the model does.
     workers = auto_workers(resolve_device(cfg.device), cfg.num_workers)
     with VideoDecoder(num_workers=workers, timeout_s=cfg.decode_timeout_s).start() as decoder:
-        index = drop_undecodable(index, decoder)  # before a split of harx's is used
-        return _build_cache(cfg, sampling, streams, index, decoder, on_progress, out, key)
+        if shard is not None:   # harx's split is made on the whole dataset, as one process makes it
+            whole = drop_undecodable(create_dataset(cfg.dataset, cfg.root, **cfg.dataset_options), decoder)
+            index = take_shard(whole, shard[2], shard[0])
+        else:
+            index = drop_undecodable(index, decoder)  # before a split of harx's is used
+        summary = _build_cache(cfg, sampling, streams, index, decoder, on_progress, out, key,
+                               extra_attrs={"shard": f"{shard[0]}/{shard[1]}"} if shard else None)
+        if shard is not None:
+            summary.merge_into = shard[3]
+    return _merge_if_first(summary, shard, launched, cfg)
+
+
+def _rank_settings(cfg: ExtractConfig, local_rank: int, local_ranks: int) -> ExtractConfig:
+    """One rank of a launcher: its own GPU (``cuda:LOCAL_RANK`` where ``--device auto`` finds
+    CUDA), and a share of this node's CPUs for decoding."""
+    import dataclasses
+
+    import torch
+
+    device = cfg.device
+    if device == "auto" and torch.cuda.is_available():
+        device = f"cuda:{local_rank % torch.cuda.device_count()}"
+    workers = cfg.num_workers
+    if workers is None and str(device).startswith("cuda"):
+        workers = max(1, ((os.cpu_count() or 2) - local_ranks) // local_ranks)
+    return dataclasses.replace(cfg, device=device, num_workers=workers)
+
+
+def _merge_if_first(summary: "ExtractSummary", shard, launched, cfg: ExtractConfig) -> "ExtractSummary":
+    """Under a launcher, the first rank waits for the others' shards and merges them."""
+    if launched and shard is not None and shard[0] == 1:
+        summary.merged = wait_and_merge(shard[3], shard[1], overwrite=cfg.overwrite)
+    return summary
 
 
 def _build_cache(cfg: ExtractConfig, sampling, streams: list[StreamInfo], index: DatasetIndex, decoder: VideoDecoder,
-                 on_progress, out: Path, key: str) -> "ExtractSummary":
+                 on_progress, out: Path, key: str, extra_attrs: dict | None = None) -> "ExtractSummary":
     """run_extract once the dataset is indexed and the decoding workers are starting; ``out`` and
     the request ``key`` are those run_extract checked the existing cache against."""
     from .backbones import create_backbone
@@ -150,7 +198,7 @@ def _build_cache(cfg: ExtractConfig, sampling, streams: list[StreamInfo], index:
             _embed_videos(cfg, backbone, todo, index, writer, summary, on_progress, started, decoder)
             writer.finalize(order=[s.sample_id for s in index.samples],
                             extra_attrs={"missing": index.missing, "device": str(backbone.device),
-                                         "versions": library_versions()})
+                                         "versions": library_versions(), **(extra_attrs or {})})
         summary.warnings = split_warnings(index.class_names, [
             (s.label, s.split) for s in index.samples
             if s.sample_id in writer.done_ids and s.sample_id not in writer.failed_ids])

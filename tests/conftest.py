@@ -111,7 +111,11 @@ def kill_9_mid_extraction(root: Path, out: Path, parts: int = 4, **options) -> i
 
     env = dict(os.environ, HARX_FAULT_HANG="g2_wave:0", PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-c", _EXTRACT_CHILD, str(root), str(out), json.dumps(options)], env=env)
-    folder = out.with_name(out.name + ".parts")
+    written = out
+    if options.get("shard"):            # a shard writes OUT.shards/shard-K-of-N.h5
+        k, n = options["shard"].split("/")
+        written = out.with_name(out.name + ".shards") / f"shard-{k}-of-{n}.h5"
+    folder = written.with_name(written.name + ".parts")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(folder.glob("part-*.h5"))) < parts:
         time.sleep(0.2)
