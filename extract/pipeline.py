@@ -199,7 +199,7 @@ def _build_cache(cfg: ExtractConfig, sampling, streams: list[StreamInfo], index:
             writer.finalize(order=[s.sample_id for s in index.samples],
                             extra_attrs={"missing": index.missing, "device": str(backbone.device),
                                          "versions": library_versions(), **(extra_attrs or {})})
-        summary.warnings = split_warnings(index.class_names, [
+        summary.warnings = list(writer.dropped_parts) + split_warnings(index.class_names, [
             (s.label, s.split) for s in index.samples
             if s.sample_id in writer.done_ids and s.sample_id not in writer.failed_ids])
     summary.seconds = time.monotonic() - started

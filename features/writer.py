@@ -293,6 +293,7 @@ class FeatureWriter:
         self._have: dict[str, set[str]] = {}      # streams each sample embedded before this run has
         self._stored_rows: dict[str, tuple[Path, int, int]] = {}   # where its frame index was written
         self._final: StoredSamples | None = None  # the finished cache's contents, read once on open
+        self.dropped_parts: list[str] = []        # damaged parts set aside on open (their work is redone)
         self.has_final = False
         self._lock: Path | None = None
 
@@ -326,8 +327,16 @@ class FeatureWriter:
             tmp.unlink()
         names = {s.name for s in self.streams}
         for source in self._sources():
-            stored = self._final if source == self.path else read_stored_samples(
-                source, hint="use --overwrite to discard the interrupted run and start over")
+            try:
+                stored = self._final if source == self.path else read_stored_samples(
+                    source, hint="use --overwrite to discard the interrupted run and start over")
+            except (CorruptCacheError, ForeignCacheError) as err:
+                # a committed part damaged since (a disk error, a copy cut short): set aside, its work redone
+                aside = source.with_name(source.name + ".damaged")
+                os.replace(source, aside)
+                self.dropped_parts.append(f"{source.name} could not be read ({str(err).split(';')[0]}); set aside "
+                                          f"as {aside.name}, its videos are embedded again")
+                continue
             self.stored_splits.update(stored.splits)
             for sample_id, rows in stored.rows.items():
                 self._have.setdefault(sample_id, set()).update(s.name for s in stored.streams)

@@ -190,9 +190,28 @@ def test_damaged_parts_folder(video_folder, tmp_path):
     line = _error_line(["extract", "--dataset", "folder", "--root", video_folder, *TINY_ARGS, "--out", out])
     assert "settings.json is damaged" in line and "--overwrite" in line
     (parts / "settings.json").unlink()
-    (parts / "part-000001.h5").write_bytes(b"garbage")
-    line = _error_line(["extract", "--dataset", "folder", "--root", video_folder, *TINY_ARGS, "--out", out])
-    assert "part-000001.h5" in line and "--overwrite" in line
+
+
+def test_a_damaged_part_is_set_aside_and_its_work_redone(video_folder, tmp_path):
+    """A committed part cut short (a disk error, a copy) loses only its own videos: they are
+    embedded again, the other parts are kept, and the result equals a clean extraction."""
+    from conftest import kill_9_mid_extraction
+    from harx.extract import make_config, run_extract
+
+    clean, out = tmp_path / "clean.h5", tmp_path / "c.h5"
+    options = dict(dataset="folder", root=video_folder, backbone="test_efficientnet", weights="none", device="cpu",
+                   precision="fp32")
+    run_extract(make_config(out=clean, **options))
+    assert kill_9_mid_extraction(video_folder, out, parts=3) >= 3
+    parts = sorted((tmp_path / "c.h5.parts").glob("part-*.h5"))
+    data = parts[1].read_bytes()
+    parts[1].write_bytes(data[: len(data) // 3])                      # the middle part, truncated
+    summary = run_extract(make_config(out=out, **options))
+    assert any(f"{parts[1].name} could not be read" in w and "embedded again" in w for w in summary.warnings)
+    assert 0 < summary.samples_new < len(summary.failed) + summary.samples_new + summary.reused
+    with h5py.File(clean, "r") as a, h5py.File(out, "r") as b:
+        for key in ("streams/rgb", "streams/motion", "frame_index", "samples/sample_id"):
+            assert np.array_equal(a[key][()], b[key][()]), key
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -157,3 +157,32 @@ def test_torchrun_ranks_write_one_cache_and_a_killed_rank_is_redone(video_folder
     assert again.returncode == 0, log[-2000:]
     assert "cache is complete, nothing to do" in log and "merged:    every shard into" in log   # rank 0 kept its shard
     _same_cache(out, single)
+
+
+def test_two_runs_of_one_shard_are_refused(video_folder, tmp_path):
+    """A second process on a shard another is writing is refused in one line, as for a whole cache."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO, _EXTRACT_CHILD
+
+    out = tmp_path / "two.h5"
+    second = [p for p, k in video_shards(create_dataset("folder", video_folder), 2).items()
+              if k == 2 and not any(bad in str(p) for bad in ("broken", "truncated"))]
+    env = dict(os.environ, HARX_FAULT_HANG=f"{Path(second[0]).name}:0", PYTHONPATH=str(REPO))
+    child = subprocess.Popen([sys.executable, "-c", _EXTRACT_CHILD, str(video_folder), str(out),
+                              json.dumps({"shard": "2/2"})], env=env)
+    lock = shard_path(out, 2, 2).with_name("shard-2-of-2.h5.parts") / "lock"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not lock.exists():
+            time.sleep(0.2)
+        with pytest.raises(HarxError, match=f"another harx process \\(pid {child.pid}\\) is writing"):
+            _extract(video_folder, out, shard="2/2")
+        _extract(video_folder, out, shard="1/2")                      # another shard goes ahead
+    finally:
+        child.kill()
+        child.wait()
