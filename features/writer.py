@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,6 +51,7 @@ class _CacheFile:
         self.attrs = dict(attrs, streams=[s.name for s in streams])
         self.dtype = np.dtype(dtype)
         self.streams = streams
+        self.broken = False       # a write failed for want of room (see _writing)
         self.f = h5py.File(path, "w")
         # chunk rows and the flush block follow the vector streams (maps get chunks of their own)
         vectors = [s for s in streams if len(s.feature_shape) < 2] or streams
@@ -102,16 +104,38 @@ class _CacheFile:
             return
         fidx = np.concatenate([i for _, i in self._pending])
         lo, hi = self.n_rows, self.n_rows + len(fidx)
-        for name, ds in self.data.items():
-            ds.resize(hi, axis=0)
-            ds[lo:hi] = np.concatenate([e[name] for e, _ in self._pending])
-        self.fidx.resize(hi, axis=0)
-        self.fidx[lo:hi] = fidx
+        with self._writing():
+            for name, ds in self.data.items():
+                ds.resize(hi, axis=0)
+                ds[lo:hi] = np.concatenate([e[name] for e, _ in self._pending])
+            self.fidx.resize(hi, axis=0)
+            self.fidx[lo:hi] = fidx
         self.n_rows = hi
         self._pending, self._pending_rows = [], 0
 
+    @contextmanager
+    def _writing(self):
+        """A write that fails for want of room (a full disk, a file-size limit) becomes one
+        OutputError; the file is then broken and only good for :meth:`abandon`."""
+        try:
+            yield
+        except (OSError, RuntimeError) as err:
+            text = " ".join(str(err).split())
+            if not any(k in text for k in ("No space left", "File too large", "errno = 28", "errno = 27",
+                                            "Disk quota", "errno = 122")):
+                raise
+            self.broken = True
+            why = "the disk is full" if ("No space" in text or "errno = 28" in text) else \
+                "a file-size or disk-quota limit was reached"
+            raise OutputError(f"cannot write {self.path.name.removesuffix('.tmp')}: {why}; the work finished "
+                              "before it is kept: free some space and rerun the same command") from None
+
     def close(self, complete: bool) -> None:
         self._flush()
+        with self._writing():
+            self._close(complete)
+
+    def _close(self, complete: bool) -> None:
         samples = self.f.create_group("samples")
         for key in self.text_columns:
             samples.create_dataset(key, data=np.array(self.columns[key], dtype=object), dtype=STR_DTYPE)
@@ -129,6 +153,8 @@ class _CacheFile:
     def abandon(self) -> None:
         try:
             self.f.close()
+        except (OSError, RuntimeError):     # a file whose writes failed: what is in it is lost anyway
+            pass
         finally:
             self.path.unlink(missing_ok=True)
 
@@ -489,12 +515,20 @@ class FeatureWriter:
 
     def commit_part(self) -> None:
         parts, self._parts = list(self._parts.values()), {}
+        failed = None
         for part in parts:
-            if part.n_samples == 0 and not part.failures["sample_id"]:
-                part.abandon()
+            if part.broken or (part.n_samples == 0 and not part.failures["sample_id"]):
+                part.abandon()               # a part whose writes failed holds nothing to keep
                 continue
-            part.close(complete=False)
+            try:
+                part.close(complete=False)
+            except OutputError as err:
+                part.abandon()
+                failed = failed or err
+                continue
             os.replace(part.path, part.path.with_suffix(""))  # drop ".tmp": the part is now committed
+        if failed is not None:
+            raise failed
 
     # -- finishing -------------------------------------------------------------------------------
     def finalize(self, order: list[str], extra_attrs: dict | None = None) -> Path:

@@ -407,3 +407,37 @@ def test_broken_videos_given_to_predict(made, video_folder, tmp_path):
     assert "no such file" in _error_line(["predict", tmp_path / "nothere.mp4", "--run", made["vote"]])
     (tmp_path / "folder.mp4").mkdir()
     assert "holds no video" in _error_line(["predict", tmp_path / "folder.mp4", "--run", made["vote"]])
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_completes(video_folder, tmp_path):
+    """Writes that fail for want of room (here a file-size limit, RLIMIT_FSIZE, as a full disk
+    or a quota) stop the extraction with one line; the rerun with room finishes it."""
+    import resource
+    import subprocess
+    import sys
+
+    from harx.extract import make_config, run_extract
+
+    options = dict(dataset="folder", root=str(video_folder), backbone="test_efficientnet", weights="none",
+                   device="cpu", precision="fp32")
+    child = ("import json, sys\nfrom harx.extract import make_config, run_extract\nfrom harx.features.errors import "
+             "HarxError\ntry:\n    run_extract(make_config(out=sys.argv[1], part_seconds=0, **json.loads(sys.argv[2])))\n"
+             "except HarxError as err:\n    print('error:', err, flush=True)\n    sys.exit(1)\n")
+    out = tmp_path / "full.h5"
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (600_000, 600_000))
+    import json
+    done = subprocess.run([sys.executable, "-c", child, str(out), json.dumps(options)], preexec_fn=limit,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and not out.exists()
+    lines = [line for line in done.stdout.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "a file-size or disk-quota limit was reached" in lines[0], done.stdout + done.stderr[-500:]
+    assert "Traceback" not in done.stderr
+    summary = run_extract(make_config(out=out, **options))             # room again: it completes
+    clean = tmp_path / "clean.h5"
+    run_extract(make_config(out=clean, **options))
+    assert summary.samples_new > 0
+    with h5py.File(clean, "r") as a, h5py.File(out, "r") as b:
+        for key in ("streams/rgb", "streams/motion", "samples/sample_id"):
+            assert np.array_equal(a[key][()], b[key][()]), key
