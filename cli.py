@@ -193,7 +193,7 @@ def extract(
                           every=every, target_fps=fps,
                           max_frames=max_frames, streams=streams, motion_gap=motion_gap, motion_amp=motion_amp,
                           spatial=spatial or None, map_size=map_size, map_layer=map_layer, batch_size=batch_size, num_workers=workers,
-                          decode_timeout_s=decode_timeout, shard=shard, overwrite=overwrite or None)
+                          decode_timeout_s=decode_timeout, shard=shard, launcher=True, overwrite=overwrite or None)
         with _ExtractProgressBar() as bar:
             summary = run_extract(cfg, on_progress=bar.update)
     _print_extract_summary(summary)
@@ -229,8 +229,11 @@ def _print_extract_summary(s) -> None:
     if s.merged is not None:
         _say(f"merged:    every shard into {s.merged}")
     elif s.merge_into is not None:
-        from harx.extract.shards import shards_dir
+        from harx.extract.shards import launcher_shard, shards_dir
 
+        if launcher_shard() is not None:
+            _say("shard done; the first rank merges the shards once all are done")
+            return
         done = sorted(p.name for p in shards_dir(s.merge_into).glob("shard-*.h5"))
         _say(f"shard done ({len(done)} finished in {shards_dir(s.merge_into)}); once every shard is: "
              f"harx merge {s.merge_into}")

@@ -46,6 +46,9 @@ class ExtractConfig:
             keeps what decoded (decord can hang on over-reported frame counts).
         shard: ``"K/N"``: embed only the K-th of N blocks of the videos, into
             ``OUT.shards/shard-K-of-N.h5`` (:mod:`extract.shards`; ``harx merge`` joins them).
+        launcher: read the rank from a launcher's environment (``torchrun``: ``RANK``,
+            ``WORLD_SIZE``) and run as that shard, the first rank merging (``harx extract`` sets it;
+            a script calling :func:`run_extract` under torchrun decides for itself).
         overwrite: replace an existing cache built with other settings.
         part_seconds: commit finished work at least this often (what a ``kill -9`` can lose).
     """
@@ -72,6 +75,7 @@ class ExtractConfig:
     num_workers: int | None = None
     decode_timeout_s: float = 30.0
     shard: str | None = None
+    launcher: bool = False
     overwrite: bool = False
     part_seconds: float = 60.0
 

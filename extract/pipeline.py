@@ -31,7 +31,7 @@ from .datasets import DatasetIndex, VideoSample, create_dataset
 from .decode import DecodeJob, VideoDecoder
 from .probe import drop_undecodable
 from .reuse import FinishedCache, finished_cache, index_settings, request_key
-from .shards import launcher_shard, parse_shard, shard_path, take_shard, video_shards, wait_and_merge
+from .shards import launcher_shard, parse_shard, shard_path, shard_plan, take_shard, video_shards, wait_and_merge
 from .streams import decode_images, map_options, with_map_shape
 
 if TYPE_CHECKING:  # both import torch, which a finished cache does not need (extract.reuse)
@@ -101,11 +101,15 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[ExtractProgress], Non
                                                            sampling, cfg.input_size)
     # A finished cache is confirmed from its attributes (extract.reuse): no torch, no model.
     key = request_key(cfg.backbone, cfg.weights, cfg.device, cfg.precision, cfg.input_size)
-    shard, launched = None, None if cfg.shard else launcher_shard()
+    shard, launched = None, (launcher_shard() if cfg.launcher and not cfg.shard else None)
     if cfg.shard or launched:                # a block of the videos, into OUT.shards/ (extract.shards)
         done = None if cfg.overwrite else finished_cache(out, index, sampling, cfg.backbone, key, streams)
         if done is not None:                 # merged before: nothing for any shard to do
             return _nothing_to_do(done, index)
+        if out.exists() and not cfg.overwrite:   # every rank decides alike: none waits for another
+            raise HarxError(f"{out} exists and is not the finished cache of this request (other streams or "
+                            "settings, or made elsewhere); extend it without --shard, or pass --overwrite to "
+                            "rebuild it in shards")
         k, n = parse_shard(cfg.shard or launched[0])
         shard = (k, n, video_shards(index, n), out)
         out = shard_path(out, k, n)
@@ -126,10 +130,11 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[ExtractProgress], Non
         if shard is not None:   # harx's split is made on the whole dataset, as one process makes it
             whole = drop_undecodable(create_dataset(cfg.dataset, cfg.root, **cfg.dataset_options), decoder)
             index = take_shard(whole, shard[2], shard[0])
+            plan = shard_plan(whole, shard[2])
         else:
             index = drop_undecodable(index, decoder)  # before a split of harx's is used
         summary = _build_cache(cfg, sampling, streams, index, decoder, on_progress, out, key,
-                               extra_attrs={"shard": f"{shard[0]}/{shard[1]}"} if shard else None)
+                               extra_attrs={"shard": f"{shard[0]}/{shard[1]}", "shard_plan": plan} if shard else None)
         if shard is not None:
             summary.merge_into = shard[3]
     return _merge_if_first(summary, shard, launched, cfg)
@@ -143,11 +148,11 @@ def _rank_settings(cfg: ExtractConfig, local_rank: int, local_ranks: int) -> Ext
     import torch
 
     device = cfg.device
-    if device == "auto" and torch.cuda.is_available():
+    if device in ("auto", "cuda") and torch.cuda.is_available():
         device = f"cuda:{local_rank % torch.cuda.device_count()}"
     workers = cfg.num_workers
-    if workers is None and str(device).startswith("cuda"):
-        workers = max(1, ((os.cpu_count() or 2) - local_ranks) // local_ranks)
+    if workers is None and str(device).startswith("cuda"):   # as one process takes, shared by the ranks
+        workers = max(1, min(8, ((os.cpu_count() or 2) - local_ranks) // local_ranks))
     return dataclasses.replace(cfg, device=device, num_workers=workers)
 
 
@@ -204,7 +209,8 @@ def _build_cache(cfg: ExtractConfig, sampling, streams: list[StreamInfo], index:
             if s.sample_id in writer.done_ids and s.sample_id not in writer.failed_ids])
     summary.seconds = time.monotonic() - started
     summary.file_bytes = out.stat().st_size if out.exists() else 0
-    if summary.failed and summary.samples_new == 0 and summary.reused == summary.failed_before:
+    if summary.failed and summary.samples_new == 0 and summary.reused == summary.failed_before \
+            and not (extra_attrs or {}).get("shard"):     # a shard of failures only: the merge decides
         sample_id, reason = summary.failed[0]
         raise HarxError(f"none of the {len(summary.failed)} sample(s) could be decoded (first: {sample_id}: "
                         f"{reason}); check that the files are videos")

@@ -33,7 +33,7 @@ from .datasets import DatasetIndex
 
 SHARD_NAME = re.compile(r"^shard-(\d+)-of-(\d+)\.h5$")
 #: attributes a shard has of its own, not the merged cache's
-OWN_ATTRS = ("shard", "n_samples", "n_frames", "n_failed", "complete", "created_utc")
+OWN_ATTRS = ("shard", "shard_plan", "n_samples", "n_frames", "n_failed", "complete", "created_utc")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -116,6 +116,17 @@ def wait_and_merge(out: str | Path, n: int, *, overwrite: bool = False, poll_s: 
         time.sleep(poll_s)
 
 
+def shard_plan(index: DatasetIndex, assignment: dict[Path, int]) -> str:
+    """A hash of what every shard must agree on: the whole dataset's samples and splits after the
+    probe, what it left out, and which shard takes each video (``harx merge`` compares it)."""
+    import hashlib
+    import json
+
+    doc = {"samples": [[s.sample_id, s.split, *s.folds, assignment.get(s.path)] for s in index.samples],
+           "left_out": sorted(sid for sid, _, _ in index.left_out)}
+    return hashlib.sha256(json.dumps(doc, default=str).encode()).hexdigest()[:16]
+
+
 def merge_shards(out: str | Path, *, overwrite: bool = False) -> Path:
     """Join the finished shards of ``out`` into ``out``; see the module docstring.
 
@@ -153,6 +164,10 @@ def merge_shards(out: str | Path, *, overwrite: bool = False) -> Path:
         if a.get("settings_fingerprint") != first.get("settings_fingerprint"):
             raise CacheMismatchError(f"shard {k}/{n} was made with other settings than shard 1/{n}: "
                                      f"{describe_mismatch(a, first)}; rerun it with the same options")
+        if a.get("shard_plan") != first.get("shard_plan"):
+            raise CacheMismatchError(f"shard {k}/{n} saw another dataset than shard 1/{n} (other videos, or other "
+                                     "ones that open, or another split); delete the shards that differ and rerun "
+                                     "them on the same files")
         try:
             with h5py.File(have[k], "r") as f:
                 infos = read_stream_infos(f, a)

@@ -358,7 +358,7 @@ class FeatureWriter:
                     source, hint="use --overwrite to discard the interrupted run and start over")
             except (CorruptCacheError, ForeignCacheError) as err:
                 # a committed part damaged since (a disk error, a copy cut short): set aside, its work redone
-                aside = source.with_name(source.name + ".damaged")
+                aside = self.path.with_name(f"{self.path.name}.{source.name}.damaged")   # beside the cache: kept
                 os.replace(source, aside)
                 self.dropped_parts.append(f"{source.name} could not be read ({str(err).split(';')[0]}); set aside "
                                           f"as {aside.name}, its videos are embedded again")
