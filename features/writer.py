@@ -22,6 +22,7 @@ One writer per cache: HDF5 corrupts a file with two concurrent writers. A lock f
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -342,13 +343,19 @@ class FeatureWriter:
         if self.overwrite:
             self._remove_all()
         self._check_existing()
-        self.parts_dir.mkdir(exist_ok=True)
-        self._take_lock()
-        settings_file = self.parts_dir / "settings.json"
-        settings_file.write_text(json.dumps({"settings_fingerprint": self.settings["settings_fingerprint"],
-                                             "streams": _stream_specs(self.streams),
-                                             "settings": {k: self.settings.get(k) for k in SETTINGS_KEYS}},
-                                            indent=1, default=str))
+        try:
+            self.parts_dir.mkdir(exist_ok=True)
+            self._take_lock()
+            settings_file = self.parts_dir / "settings.json"
+            settings_file.write_text(json.dumps({"settings_fingerprint": self.settings["settings_fingerprint"],
+                                                 "streams": _stream_specs(self.streams),
+                                                 "settings": {k: self.settings.get(k) for k in SETTINGS_KEYS}},
+                                                indent=1, default=str))
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                raise
+            raise OutputError(f"cannot write in {self.parts_dir}: {err.strerror}; free some space and rerun the same "
+                              "command (the work finished before is kept)") from None
         for tmp in self.parts_dir.glob("*.tmp"):
             tmp.unlink()
         names = {s.name for s in self.streams}
