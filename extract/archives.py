@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
@@ -91,22 +92,41 @@ def write_marker(dest: Path, archive_name: str, files: dict[str, int], **extra) 
                                                           indent=1))
 
 
+@dataclass(frozen=True)
+class _Member:
+    """What an archive's header says of one member file."""
+
+    size: int
+    crc: int | None      # a RAR member's CRC32 (checked after an extractor ran); None for zip (zipfile checks it)
+    stored: bool         # readable in Python: any zip member, a RAR member stored uncompressed and unencrypted
+
+
 def list_members(archive: Path) -> dict[str, int]:
     """Member file path (``/``-separated, relative) -> size, without folders or macOS debris.
 
     Raises:
         DownloadError: not a readable zip or RAR, or a member path that leaves the destination.
     """
+    return {name: m.size for name, m in _scan(archive).items()}
+
+
+def _scan(archive: Path) -> dict[str, _Member]:
+    """The archive's member files (as :func:`list_members`), from one read of its headers."""
     try:
         with _open(archive) as arc:
             infos = [i for i in arc.infolist() if not i.is_dir()]
-            members = {_safe_name(i.filename, archive): i.file_size for i in infos}
+            rar = not isinstance(arc, zipfile.ZipFile)
+            stored_method = _rar_stored_method() if rar else None
+            members = {_safe_name(i.filename, archive):
+                       _Member(i.file_size, getattr(i, "CRC", None) if rar else None,
+                               not rar or (i.compress_type == stored_method and not i.needs_password()))
+                       for i in infos}
             links = [i.filename for i in infos if _is_link(i)]
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, _rar_errors()) as err:
         raise DamagedArchiveError(f"cannot read archive {archive} ({err})") from None
     if links:
         raise DownloadError(f"{archive} holds a link ({links[0]!r}); a dataset has none, refusing to unpack it")
-    return {n: s for n, s in members.items() if not _debris(n)}
+    return {n: m for n, m in members.items() if not _debris(n)}
 
 
 def _is_link(info) -> bool:
@@ -127,14 +147,14 @@ def unpack(archive: Path, dest: Path, *, flatten: bool = False, progress: Progre
             link or lies outside ``dest``, no RAR extractor, or a destination that cannot be written.
     """
     archive, dest = Path(archive), Path(dest)
-    members = list_members(archive)
+    scanned = _scan(archive)
+    members = {name: m.size for name, m in scanned.items()}
     targets = _targets(members, flatten, archive)
-    crcs = _rar_crcs(archive) if _is_rar(archive) else {}
     stage = dest / f".harx-unpacking-{archive.name}"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     try:
-        if _is_rar(archive) and (rar_tool() is not None or not _all_stored(archive)):
+        if _is_rar(archive) and (rar_tool() is not None or not all(m.stored for m in scanned.values())):
             _unpack_with_tool(archive, stage)
             if progress is not None:
                 progress(sum(members.values()), sum(members.values()))
@@ -145,7 +165,7 @@ def unpack(archive: Path, dest: Path, *, flatten: bool = False, progress: Progre
             source = stage / name
             if source.is_symlink() or not source.is_file() or source.stat().st_size != members[name]:
                 raise DamagedArchiveError(f"unpacking {archive} gave no whole {name}")
-            if crcs.get(name) is not None and _crc32(source) != crcs[name]:
+            if scanned[name].crc is not None and _crc32(source) != scanned[name].crc:
                 raise DamagedArchiveError(f"{archive} is damaged: {name} fails its CRC check")
             (dest / target).parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, dest / target)
@@ -218,14 +238,6 @@ def _unpack_with_tool(archive: Path, stage: Path) -> None:
                         f"rerun; else install another extractor (unrar, bsdtar from libarchive-tools) and rerun")
 
 
-def _rar_crcs(archive: Path) -> dict[str, int | None]:
-    """Member path -> the CRC32 its RAR header records (``None`` where it records none)."""
-    import rarfile
-
-    with rarfile.RarFile(archive) as arc:
-        return {_safe_name(i.filename, archive): getattr(i, "CRC", None) for i in arc.infolist() if not i.is_dir()}
-
-
 def _crc32(path: Path) -> int:
     crc = 0
     with open(path, "rb") as f:
@@ -258,12 +270,10 @@ def _open(archive: Path):
     return zipfile.ZipFile(archive)
 
 
-def _all_stored(archive: Path) -> bool:
+def _rar_stored_method() -> int:
     import rarfile
 
-    with rarfile.RarFile(archive) as arc:
-        return all(i.is_dir() or (i.compress_type == rarfile.RAR_M0 and not i.needs_password())
-                   for i in arc.infolist())
+    return rarfile.RAR_M0
 
 
 def _rar_errors() -> type[Exception]:
