@@ -185,15 +185,7 @@ class StoredSequences(_Ragged):
 
     def to_memory(self) -> Sequences:
         """All frames read into one array in RAM, one read per run of adjacent samples."""
-        data = np.empty((self.n_frames, self.dim), dtype=self.dtype)
-        stops = self.starts + self.lengths
-        lo = 0
-        for k in range(1, len(self) + 1):
-            if k == len(self) or self.starts[k] != stops[k - 1]:
-                a, b = int(self.offsets[lo]), int(self.offsets[k])
-                self.store.read_span_into(data[a:b], int(self.starts[lo]), int(stops[k - 1]), self.streams)
-                lo = k
-        return Sequences(data, self.offsets.copy())
+        return Sequences(self.block(0, self.n_frames), self.offsets.copy())
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:
