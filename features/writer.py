@@ -121,13 +121,10 @@ class _CacheFile:
         try:
             yield
         except (OSError, RuntimeError) as err:
-            text = " ".join(str(err).split())
-            if not any(k in text for k in ("No space left", "File too large", "errno = 28", "errno = 27",
-                                            "Disk quota", "errno = 122")):
+            why = no_room(err)
+            if why is None:
                 raise
             self.broken = True
-            why = "the disk is full" if ("No space" in text or "errno = 28" in text) else \
-                "a file-size or disk-quota limit was reached"
             raise OutputError(f"cannot write {self.path.name.removesuffix('.tmp')}: {why}; the work finished "
                               "before it is kept: free some space and rerun the same command") from None
 
@@ -164,6 +161,19 @@ REPLACE_HINT = "use --overwrite to replace it or --out for another file"
 #: What h5py (and decoding what it returns) raises on a damaged file: a missing object is a
 #: KeyError, an unreadable block an OSError, a bad attribute a ValueError (JSON, UTF-8).
 H5_READ_ERRORS = (OSError, KeyError, ValueError, RuntimeError)
+
+
+def no_room(err: BaseException) -> str | None:
+    """Why a write failed for want of room, in words, or ``None`` when it failed otherwise. An
+    ``OSError`` says it in ``errno``; HDF5 reports it as a RuntimeError whose text holds the errno."""
+    code = getattr(err, "errno", None)
+    text = " ".join(str(err).split())
+    if code == errno.ENOSPC or "No space left" in text or "errno = 28" in text:
+        return "the disk is full"
+    if code in (errno.EFBIG, errno.EDQUOT) or any(k in text for k in ("File too large", "errno = 27", "Disk quota",
+                                                                      "errno = 122")):
+        return "a file-size or disk-quota limit was reached"
+    return None
 
 
 def corrupt_cache(path: Path, err: BaseException, hint: str) -> CorruptCacheError:
@@ -352,9 +362,10 @@ class FeatureWriter:
                                                  "settings": {k: self.settings.get(k) for k in SETTINGS_KEYS}},
                                                 indent=1, default=str))
         except OSError as err:
-            if err.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            why = no_room(err)
+            if why is None:
                 raise
-            raise OutputError(f"cannot write in {self.parts_dir}: {err.strerror}; free some space and rerun the same "
+            raise OutputError(f"cannot write in {self.parts_dir}: {why}; free some space and rerun the same "
                               "command (the work finished before is kept)") from None
         for tmp in self.parts_dir.glob("*.tmp"):
             tmp.unlink()
