@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 
@@ -111,15 +111,15 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[ExtractProgress], Non
                             "settings, or made elsewhere); extend it without --shard, or pass --overwrite to "
                             "rebuild it in shards")
         k, n = parse_shard(cfg.shard or launched[0])
-        shard = (k, n, video_shards(index, n), out)
+        shard = _Shard(k, n, video_shards(index, n), out, index)
         out = shard_path(out, k, n)
-        index = take_shard(index, shard[2], k)
+        index = take_shard(index, shard.assignment, k)
         if launched:
             cfg = _rank_settings(cfg, *launched[1:])
     finished = None if cfg.overwrite else finished_cache(out, index, sampling, cfg.backbone, key, streams)
     if finished is not None:
         summary = _nothing_to_do(finished, index)
-        summary.merge_into = shard[3] if shard else None
+        summary.merge_into = shard.merge_into if shard else None
         return _merge_if_first(summary, shard, launched, cfg)
     check_writable(out)  # a bad --out fails now, not after the model loads
     from .embedding import auto_workers  # imports torch
@@ -128,16 +128,26 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[ExtractProgress], Non
     workers = auto_workers(resolve_device(cfg.device), cfg.num_workers)
     with VideoDecoder(num_workers=workers, timeout_s=cfg.decode_timeout_s).start() as decoder:
         if shard is not None:   # harx's split is made on the whole dataset, as one process makes it
-            whole = drop_undecodable(create_dataset(cfg.dataset, cfg.root, **cfg.dataset_options), decoder)
-            index = take_shard(whole, shard[2], shard[0])
-            plan = shard_plan(whole, shard[2])
+            whole = drop_undecodable(shard.whole, decoder)
+            index = take_shard(whole, shard.assignment, shard.k)
+            plan = shard_plan(whole, shard.assignment)
         else:
             index = drop_undecodable(index, decoder)  # before a split of harx's is used
         summary = _build_cache(cfg, sampling, streams, index, decoder, on_progress, out, key,
-                               extra_attrs={"shard": f"{shard[0]}/{shard[1]}", "shard_plan": plan} if shard else None)
+                               extra_attrs={"shard": f"{shard.k}/{shard.n}", "shard_plan": plan} if shard else None)
         if shard is not None:
-            summary.merge_into = shard[3]
+            summary.merge_into = shard.merge_into
     return _merge_if_first(summary, shard, launched, cfg)
+
+
+class _Shard(NamedTuple):
+    """This run's block of the videos (``--shard K/N`` or a launcher's rank)."""
+
+    k: int
+    n: int
+    assignment: dict          # video path -> its shard, 1..n
+    merge_into: Path          # the cache the shards are merged into
+    whole: DatasetIndex       # the whole dataset (harx's split is made on it)
 
 
 def _rank_settings(cfg: ExtractConfig, local_rank: int, local_ranks: int) -> ExtractConfig:
@@ -156,10 +166,10 @@ def _rank_settings(cfg: ExtractConfig, local_rank: int, local_ranks: int) -> Ext
     return dataclasses.replace(cfg, device=device, num_workers=workers)
 
 
-def _merge_if_first(summary: "ExtractSummary", shard, launched, cfg: ExtractConfig) -> "ExtractSummary":
+def _merge_if_first(summary: "ExtractSummary", shard: _Shard | None, launched, cfg: ExtractConfig) -> "ExtractSummary":
     """Under a launcher, the first rank waits for the others' shards and merges them."""
-    if launched and shard is not None and shard[0] == 1:
-        summary.merged = wait_and_merge(shard[3], shard[1], overwrite=cfg.overwrite)
+    if launched and shard is not None and shard.k == 1:
+        summary.merged = wait_and_merge(shard.merge_into, shard.n, overwrite=cfg.overwrite)
     return summary
 
 
