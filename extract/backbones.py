@@ -247,8 +247,6 @@ def _as_nchw(x: torch.Tensor, channels: int) -> torch.Tensor:
     if x.ndim == 4:
         return x if x.shape[1] == channels else x.permute(0, 3, 1, 2)
     side = math.isqrt(x.shape[1])
-    while side * side > x.shape[1]:
-        side -= 1
     tokens = x[:, x.shape[1] - side * side:]              # drop class/register tokens
     return tokens.transpose(1, 2).reshape(x.shape[0], channels, side, side)
 
