@@ -147,11 +147,16 @@ class Familiarity:
 
     def score(self, samples: Sequence[np.ndarray]) -> np.ndarray:
         """One score per ``(T, D)`` sample (a video's sampled frames): higher is stranger."""
-        pooled = mean_pool(samples, self.segments_)
-        if pooled.shape[1] != len(self.center_):
-            raise InvalidOptionError(f"samples have {pooled.shape[1]} features; the familiarity statistics were "
+        sums, counts = self._frame_sums(samples)
+        return self.score_pooled(sums / counts[:, None])
+
+    def _frame_sums(self, samples: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`frame_sums` with this run's map pooling; InvalidOptionError for another width."""
+        sums, counts = frame_sums(samples, self.segments_)
+        if sums.shape[1] != len(self.center_):
+            raise InvalidOptionError(f"samples have {sums.shape[1]} features; the familiarity statistics were "
                                      f"computed on {len(self.center_)}")
-        return self.score_pooled(pooled)
+        return sums, counts
 
     def is_unfamiliar(self, score: float) -> bool | None:
         return None if self.threshold_ is None else bool(score > self.threshold_)
@@ -176,10 +181,7 @@ class Familiarity:
         out["file"] = FAMILIARITY_FILE
         if self.threshold_ is None or X_test is None or len(X_test) == 0:
             return out
-        sums, counts = frame_sums(X_test, self.segments_)   # one read of each sample, nothing kept but its sum
-        if sums.shape[1] != len(self.center_):
-            raise InvalidOptionError(f"samples have {sums.shape[1]} features; the familiarity statistics were "
-                                     f"computed on {len(self.center_)}")
+        sums, counts = self._frame_sums(X_test)    # one read of each sample, nothing kept but its sum
         scores = self.score_pooled(sums / counts[:, None])
         out["test_samples_flagged"] = round(float((scores > self.threshold_).mean()), 4)
         out["test_samples"] = len(scores)
