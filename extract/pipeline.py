@@ -169,7 +169,7 @@ def _rank_settings(cfg: ExtractConfig, local_rank: int, local_ranks: int) -> Ext
 def _merge_if_first(summary: "ExtractSummary", shard: _Shard | None, launched, cfg: ExtractConfig) -> "ExtractSummary":
     """Under a launcher, the first rank waits for the others' shards and merges them."""
     if launched and shard is not None and shard.k == 1:
-        summary.merged = wait_and_merge(shard.merge_into, shard.n, overwrite=cfg.overwrite)
+        summary.merged = wait_and_merge(shard.merge_into, shard.n, shard.k, overwrite=cfg.overwrite)
     return summary
 
 

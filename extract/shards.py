@@ -27,7 +27,8 @@ import numpy as np
 
 from harx.features.errors import CacheMismatchError, HarxError, InvalidOptionError
 from harx.features.schema import read_stream_infos
-from harx.features.writer import H5_READ_ERRORS, _CacheFile, _merge, describe_mismatch, read_settings
+from harx.features.writer import (H5_READ_ERRORS, _CacheFile, _merge, describe_mismatch, read_settings,
+                                  take_pid_lock)
 
 from .datasets import DatasetIndex
 
@@ -101,19 +102,34 @@ def launcher_shard() -> tuple[str, int, int] | None:
     return f"{rank + 1}/{world}", local, int(os.environ.get("LOCAL_WORLD_SIZE", world))
 
 
-def wait_and_merge(out: str | Path, n: int, *, overwrite: bool = False, poll_s: float = 1.0) -> Path:
-    """The first rank, once its own shard is done: wait until every shard of ``n`` is finished
-    (a rank that dies takes the others down with it under torchrun, so this never waits for
-    nothing), then :func:`merge_shards`."""
+def wait_and_merge(out: str | Path, n: int, k: int = 1, *, overwrite: bool = False, poll_s: float = 1.0) -> Path:
+    """The first rank (shard ``k``), once its own shard is done: wait until every shard of ``n``
+    is finished *by this run*, then :func:`merge_shards`. A shard counts once it is complete and
+    was made with this run's settings and dataset plan (those of shard ``k``), so a finished shard
+    left by an earlier run with other options is not taken while its rank rebuilds it. A rank that
+    dies takes the others down with it under torchrun, so this never waits for nothing."""
     import time
 
     folder = shards_dir(Path(out))
+    mine = _identity(folder / f"shard-{k}-of-{n}.h5")
     while True:
-        done = [k for k in range(1, n + 1) if (folder / f"shard-{k}-of-{n}.h5").is_file()
-                and not (folder / f"shard-{k}-of-{n}.h5.parts").exists()]
+        done = [j for j in range(1, n + 1) if not (folder / f"shard-{j}-of-{n}.h5.parts").exists()
+                and _identity(folder / f"shard-{j}-of-{n}.h5") == mine]
         if len(done) == n:
             return merge_shards(out, overwrite=overwrite)
         time.sleep(poll_s)
+
+
+def _identity(shard: Path) -> tuple | None:
+    """What makes a finished shard one of this run's: its settings and dataset plan (None: not
+    there, unreadable or unfinished)."""
+    if not shard.is_file():
+        return None
+    try:
+        a = read_settings(shard)
+    except (HarxError, *H5_READ_ERRORS):
+        return None
+    return (a.get("settings_fingerprint"), a.get("shard_plan")) if a.get("complete", True) else None
 
 
 def shard_plan(index: DatasetIndex, assignment: dict[Path, int]) -> str:
@@ -136,6 +152,17 @@ def merge_shards(out: str | Path, *, overwrite: bool = False) -> Path:
     """
     out = Path(out)
     folder = shards_dir(out)
+    if not folder.is_dir():
+        raise HarxError(f"no shards of {out} in {folder}" + (" (merged already)" if out.exists() else
+                        "; run harx extract ... --out {out} --shard K/N first"))
+    lock = take_pid_lock(folder / "merge.lock", f"merging the shards of {out}")
+    try:
+        return _merge_locked(out, folder, overwrite)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _merge_locked(out: Path, folder: Path, overwrite: bool) -> Path:
     found: dict[int, dict[int, Path]] = {}
     for p in sorted(folder.glob("shard-*-of-*.h5")) if folder.is_dir() else []:
         m = SHARD_NAME.match(p.name)

@@ -125,6 +125,7 @@ class _CacheFile:
             if why is None:
                 raise
             self.broken = True
+            _discard_writes(self.f)          # see abandon()
             raise OutputError(f"cannot write {self.path.name.removesuffix('.tmp')}: {why}; the work finished "
                               "before it is kept: free some space and rerun the same command") from None
 
@@ -146,9 +147,14 @@ class _CacheFile:
                      n_failed=len(self.failures["sample_id"]))
         for key, value in attrs.items():
             self.f.attrs[key] = encode_attr(key, value)
+        self.f.flush()          # a flush that fails leaves the file open, for abandon() to discard
         self.f.close()
 
     def abandon(self) -> None:
+        """Close and delete the file, whatever state its writes left it in. After a failed write
+        HDF5 cannot flush the file, its close fails half-way and freeing its objects later crashes
+        the interpreter; so :meth:`_writing` points its descriptor at /dev/null when a write fails,
+        and the close's flush succeeds and goes nowhere (the file is deleted anyway)."""
         try:
             self.f.close()
         except (OSError, RuntimeError):     # a file whose writes failed: what is in it is lost anyway
@@ -446,16 +452,7 @@ class FeatureWriter:
                     f"{','.join(saved_streams)} to finish it, or use --overwrite to discard it")
 
     def _take_lock(self) -> None:
-        lock = self.parts_dir / "lock"
-        if lock.exists():
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except ValueError:
-                pid = 0
-            if pid and pid != os.getpid() and _pid_alive(pid):
-                raise HarxError(f"another harx process (pid {pid}) is writing {self.path}; wait for it or stop it")
-        lock.write_text(str(os.getpid()))
-        self._lock = lock
+        self._lock = take_pid_lock(self.parts_dir / "lock", f"writing {self.path}")
 
     def _release_lock(self) -> None:
         if self._lock is not None:
@@ -671,6 +668,20 @@ def _rows(dataset: h5py.Dataset, col: dict, i: int) -> np.ndarray:
     return dataset[int(col["row_start"][i]):int(col["row_stop"][i])]
 
 
+def _discard_writes(f: h5py.File) -> None:
+    """Point an open HDF5 file's descriptor at /dev/null (files of the default driver only)."""
+    try:
+        fd = f.id.get_vfd_handle() if f.id.valid and f.driver == "sec2" else None
+    except (OSError, RuntimeError, ValueError):
+        fd = None
+    if fd is not None:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -679,3 +690,36 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _age_s(path: Path) -> float:
+    import time
+
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
+def take_pid_lock(lock: Path, doing: str) -> Path:
+    """Create ``lock`` holding this process's PID, atomically (``O_EXCL``), so that of two
+    processes starting at once exactly one wins. A lock left by a dead process is taken over;
+    a live one's raises ``HarxError`` saying what it is ``doing``."""
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid == os.getpid():
+                return lock
+            if (pid and _pid_alive(pid)) or (not pid and _age_s(lock) < 5):   # (empty: being written)
+                raise HarxError(f"another harx process (pid {pid}) is {doing}; wait for it or stop it") from None
+            lock.unlink(missing_ok=True)         # its owner died: take it over
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return lock
+    raise HarxError(f"cannot take the lock {lock} (processes keep racing for it); try again")

@@ -430,7 +430,7 @@ def test_a_full_disk_is_one_line_and_the_rerun_completes(video_folder, tmp_path)
     import json
     done = subprocess.run([sys.executable, "-c", child, str(out), json.dumps(options)], preexec_fn=limit,
                           capture_output=True, text=True, timeout=300)
-    assert done.returncode != 0 and not out.exists()
+    assert done.returncode == 1 and not out.exists()      # (no crash at exit: -11 before)
     lines = [line for line in done.stdout.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "a file-size or disk-quota limit was reached" in lines[0], done.stdout + done.stderr[-500:]
     assert "Traceback" not in done.stderr

@@ -186,3 +186,46 @@ def test_two_runs_of_one_shard_are_refused(video_folder, tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_second_merge_is_refused_while_one_runs(video_folder, tmp_path):
+    import subprocess
+
+    out = tmp_path / "c.h5"
+    for k in (1, 2):
+        _extract(video_folder, out, shard=f"{k}/2")
+    holder = subprocess.Popen(["sleep", "30"])        # a live process owns the merge lock
+    try:
+        (shard_path(out, 1, 2).parent / "merge.lock").write_text(str(holder.pid))
+        with pytest.raises(HarxError, match=f"another harx process \\(pid {holder.pid}\\) is merging the shards"):
+            merge_shards(out)
+        assert not out.exists() and shard_path(out, 2, 2).exists()   # nothing lost
+    finally:
+        holder.kill()
+        holder.wait()
+    assert merge_shards(out) == out                    # its owner gone, the lock is taken over
+    with pytest.raises(HarxError, match="merged already"):
+        merge_shards(out)
+
+
+def test_the_first_rank_does_not_merge_a_finished_shard_of_an_earlier_run(video_folder, tmp_path):
+    """An earlier run with other options left shard 2/2 finished; this run's rank 2 rebuilds it
+    (--overwrite) while rank 1 waits: the merge must wait for the new one, not take the old."""
+    import threading
+
+    from harx.extract.shards import wait_and_merge
+
+    single = tmp_path / "single.h5"
+    _extract(video_folder, single)
+    out = tmp_path / "c.h5"
+    _extract(video_folder, out, shard="2/2", every=2)   # the earlier run's finished shard
+    _extract(video_folder, out, shard="1/2")            # this run's rank 1 finished its own
+    merged: list = []
+    waiter = threading.Thread(target=lambda: merged.append(wait_and_merge(out, 2, 1, poll_s=0.05)), daemon=True)
+    waiter.start()
+    waiter.join(1.0)
+    assert waiter.is_alive() and not out.exists()       # the stale shard is not taken
+    _extract(video_folder, out, shard="2/2", overwrite=True)
+    waiter.join(60)
+    assert merged == [out]
+    _same_cache(out, single)
