@@ -398,9 +398,10 @@ HEAD_PANEL = "Head options (None = the head's default)"
 #: Each head's own training defaults, for --help only (the head classes are the source; a test
 #: holds this table to their signatures, so the help cannot drift from what runs).
 HEAD_DEFAULTS = {
-    "batch_size": {"vote": 128, "lstm": 32, "gru": 32, "meanpool": 32, "convlstm": 32},
-    "lr": {"vote": 3e-2, "lstm": 2e-3, "gru": 2e-3, "meanpool": 1e-3, "convlstm": 2e-3},
-    "crop_frames": {"vote": 64, "lstm": 32, "gru": 32, "meanpool": 64, "convlstm": 32},
+    "batch_size": {"vote": 128, "lstm": 32, "gru": 32, "meanpool": 32, "tcn": 32, "transformer": 32, "convlstm": 32},
+    "lr": {"vote": 3e-2, "lstm": 2e-3, "gru": 2e-3, "meanpool": 1e-3, "tcn": 2e-3, "transformer": 1e-3,
+           "convlstm": 2e-3},
+    "crop_frames": {"vote": 64, "lstm": 32, "gru": 32, "meanpool": 64, "tcn": 32, "transformer": 32, "convlstm": 32},
 }
 AUTO_STEPS = 400     # TorchHead.auto_steps: optimiser steps that the automatic epoch count aims at
 
@@ -450,7 +451,8 @@ def _pct(v) -> str:
 
 @app.command()
 def fit(
-    head: Annotated[str, typer.Argument(help="vote, lstm, gru, meanpool, or convlstm (spatial maps: harx extract --spatial).")],
+    head: Annotated[str, typer.Argument(help="vote, meanpool, lstm, gru, tcn, transformer, or convlstm (spatial "
+                                                    "maps: harx extract --spatial).")],
     features: Annotated[Optional[Path], typer.Option(help="Feature cache; default: the most recent one in "
                                                      "$HARX_HOME/features.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run folder; default: CACHE_FOLDER/runs/CACHE/"
@@ -496,7 +498,8 @@ def fit(
     bidirectional: Annotated[Optional[bool], typer.Option("--bidirectional/--unidirectional",
                                                           rich_help_panel=HEAD_PANEL)] = None,
     dropout: Annotated[Optional[float], typer.Option(rich_help_panel=HEAD_PANEL)] = None,
-    pooling: Annotated[Optional[str], typer.Option(help="last, mean or max (recurrent heads).",
+    pooling: Annotated[Optional[str], typer.Option(help="last, mean or max (lstm, gru); mean or max (tcn); "
+                                                   "mean or cls (transformer).",
                                                    rich_help_panel=HEAD_PANEL)] = None,
     proj_size: Annotated[Optional[int], typer.Option(help="Input projection width (0: none).",
                                                      rich_help_panel=HEAD_PANEL)] = None,

@@ -372,3 +372,22 @@ def resolve_precision(spec: str | None, device, *, cpu_half: bool = True) -> str
 
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "fp16"           # mps
+
+
+def processor_name(device=None) -> str:
+    """The chip a device is: the GPU's name for CUDA, the CPU's model (``/proc/cpuinfo``) otherwise;
+    so that a recorded cost says what it was measured on."""
+    if device is not None and getattr(device, "type", str(device)).startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

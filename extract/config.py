@@ -89,7 +89,12 @@ class ExtractConfig:
         if not self.spatial and (self.map_size != DEFAULT_MAP_SIZE or self.map_layer != DEFAULT_MAP_LAYER):
             raise InvalidOptionError("--map-size and --map-layer go with --spatial")
         maps = MapOptions(self.map_layer, self.map_size) if self.spatial else None
-        return stream_infos(parse_streams(self.streams), MotionOptions(self.motion_gap, self.motion_amp), maps)
+        names = parse_streams(self.streams)
+        if "pose" in names:
+            from .pose import check_pose_extra
+
+            check_pose_extra()
+        return stream_infos(names, MotionOptions(self.motion_gap, self.motion_amp), maps)
 
 
 def make_config(**options) -> ExtractConfig:

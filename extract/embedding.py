@@ -14,17 +14,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .backbones import CPU_BATCH_SIZE, Backbone, PendingEmbeddings
-from .streams import MAP_SUFFIX
 from .decode import RGB_ONLY, DecodeJob, Frames, VideoDecoder, VideoEnd, VideoInfo, VideoStart
+from .pose import FEATURE_SHAPE as POSE_SHAPE
+from .pose import PoseEstimator
+from .streams import MAP_SUFFIX
 from harx.runtime import CpuThreads
+
+POSE = "pose"   # the image that goes to the pose estimator, not the backbone
 
 
 @dataclass
@@ -37,6 +42,12 @@ class EmbeddedVideo:
     info: VideoInfo | None
     features: dict[str, np.ndarray] | None   # stream -> (n_decoded, embed_dim); map streams (n_decoded, C, S, S)
     error: str | None
+    #: with the pose stream: each decoded frame's keypoints in the image, (n_decoded, 33, 3) x / width,
+    #: y / height, visibility (NaN: no person), for drawing them
+    keypoints: np.ndarray | None = None
+    #: model time of each image (``rgb``, ``motion``, ``pose``): submitting its batches and
+    #: collecting their results, decoding excluded (what ``stage_one_cost`` in a cache sums)
+    seconds: dict = field(default_factory=dict)
 
     @property
     def embeddings(self) -> np.ndarray | None:
@@ -133,6 +144,7 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
 
     Each image a job asks for (``job.images``: the frame, its motion image) is embedded in its own
     batches of the same plan, so a stream's features do not depend on which others ran beside it.
+    The ``pose`` image goes to a pose estimator instead (:mod:`extract.pose`), one per video.
 
     A video that stops decoding early (truncated, hung) keeps the frames decoded before that.
     ``decoder``: one the caller started (and closes) earlier; by default one is made here from
@@ -147,7 +159,9 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
         owned = decoder
     else:
         owned = contextlib.nullcontext()
-    with owned, CpuThreads(enabled=backbone.device.type == "cpu") as threads:
+    with owned, CpuThreads(enabled=backbone.device.type == "cpu") as threads, contextlib.ExitStack() as stack:
+        pose = None            # the pose estimator, made when a video first asks for the pose stream
+        keypoints: np.ndarray | None = None
         info: VideoInfo | None = None
         emb: dict[str, np.ndarray] | None = None
         names: list[str] = []
@@ -160,9 +174,11 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
         def collect(keep: int) -> None:
             while len(inflight) > keep:
                 name, at, n, queued = inflight.pop(0)
+                t = time.perf_counter()
                 emb[name][at:at + n] = queued.result()[:n]
                 if backbone.map_shape:
                     emb[name + MAP_SUFFIX][at:at + n] = queued.maps()[:n]
+                seconds[name] += time.perf_counter() - t
 
         def flush(final: bool) -> None:
             nonlocal pending, pending_n, written
@@ -172,7 +188,13 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
                 take = min(take, pending_n)  # less only where decoding stopped early
                 for k, name in enumerate(names):
                     images = frames[:take] if len(names) == 1 else np.ascontiguousarray(frames[:take, ..., 3 * k:3 * k + 3])
+                    t = time.perf_counter()
+                    if name == POSE:     # another model, on the CPU, in frame order: done here and now
+                        emb[name][written:written + take], keypoints[written:written + take] = pose.estimate(images)
+                        seconds[name] += time.perf_counter() - t
+                        continue
                     inflight.append((name, written, take, backbone.embed_async(pad_batch(images, padded))))
+                    seconds[name] += time.perf_counter() - t
                     threads.update()
                     collect(keep=len(names))  # one batch per stream stays queued while the next is prepared
                 written += take
@@ -185,10 +207,20 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
             if isinstance(event, VideoStart):
                 info = event.info
                 names = [image[0] for image in (event.job.images or RGB_ONLY)]
-                emb = {name: np.empty((len(info.union), backbone.embed_dim), dtype=dtype) for name in names}
+                seconds = dict.fromkeys(names, 0.0)
+                emb = {name: np.empty((len(info.union), backbone.embed_dim), dtype=dtype) for name in names
+                       if name != POSE}
                 if backbone.map_shape:     # float16 as cached: a long video's maps are large
                     emb.update({name + MAP_SUFFIX: np.empty((len(info.union), *backbone.map_shape), np.float16)
-                                for name in names})
+                                for name in names if name != POSE})
+                if POSE in names:
+                    if pose is None:
+                        pose = stack.enter_context(PoseEstimator())
+                    pose.start_video()
+                    emb[POSE] = np.full((len(info.union), *POSE_SHAPE), np.nan, dtype=dtype)
+                    keypoints = np.full((len(info.union), POSE_SHAPE[0], 3), np.nan, dtype=np.float32)
+                else:
+                    keypoints = None
                 pending, pending_n, written = [], 0, 0
                 plan = deque(plan_batches(len(info.union), batch, pad_multiple))
             elif isinstance(event, Frames):
@@ -200,5 +232,6 @@ def embed_videos(backbone: Backbone, jobs: Iterable[DecodeJob], *, batch_size: i
                     flush(final=True)
                 yield EmbeddedVideo(event.job, info,
                                     None if emb is None else {k: v[:event.n_decoded] for k, v in emb.items()},
-                                    event.error)
+                                    event.error, None if keypoints is None else keypoints[:event.n_decoded],
+                                    dict(seconds) if emb is not None else {})
                 info, emb = None, None

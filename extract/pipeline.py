@@ -27,6 +27,7 @@ from harx.features.writer import FeatureWriter, check_writable
 from harx.runtime import resolve_device
 
 from .config import ExtractConfig, default_cache_path
+from .cost import stage_one_cost
 from .datasets import DatasetIndex, VideoSample, create_dataset
 from .decode import DecodeJob, VideoDecoder
 from .probe import drop_undecodable
@@ -79,6 +80,8 @@ class ExtractSummary:
     streams: list[str] = field(default_factory=list)        # the cache's streams after this run
     streams_added: list[str] = field(default_factory=list)  # added this run to samples embedded before
     warnings: list[str] = field(default_factory=list)  # e.g. a class with no training sample
+    #: image (rgb, motion, pose) -> [model seconds, frames] of this run (see stage_one_cost)
+    model_seconds: dict = field(default_factory=dict)
     merge_into: Path | None = None   # a shard's run: the cache `harx merge` joins the shards into
     merged: Path | None = None       # under a launcher, the first rank: the merged cache
 
@@ -213,7 +216,10 @@ def _build_cache(cfg: ExtractConfig, sampling, streams: list[StreamInfo], index:
             _embed_videos(cfg, backbone, todo, index, writer, summary, on_progress, started, decoder)
             writer.finalize(order=[s.sample_id for s in index.samples],
                             extra_attrs={"missing": index.missing, "device": str(backbone.device),
-                                         "versions": library_versions(), **(extra_attrs or {})})
+                                         "versions": library_versions(),
+                                         "stage_one_cost": stage_one_cost(out if writer.has_final else None,
+                                                                          summary.model_seconds, backbone.device),
+                                         **(extra_attrs or {})})
         summary.warnings = list(writer.dropped_parts) + split_warnings(index.class_names, [
             (s.label, s.split) for s in index.samples
             if s.sample_id in writer.done_ids and s.sample_id not in writer.failed_ids])
@@ -321,6 +327,10 @@ def _embed_videos(cfg: ExtractConfig, backbone: Backbone, todo, index: DatasetIn
         if video.info is not None:  # the video opened: keep every frame that decoded
             _write_samples(writer, samples, video, root, summary, label_index, index.folds)
             summary.frames += video.n_decoded
+            for name, seconds in video.seconds.items():
+                done = summary.model_seconds.setdefault(name, [0.0, 0])
+                done[0] += seconds
+                done[1] += video.n_decoded
         else:
             for s in samples:
                 if writer.missing_streams(s.sample_id):

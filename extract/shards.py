@@ -30,11 +30,12 @@ from harx.features.schema import read_stream_infos
 from harx.features.writer import (H5_READ_ERRORS, _CacheFile, _merge, describe_mismatch, read_settings,
                                   take_pid_lock)
 
+from .cost import add_costs
 from .datasets import DatasetIndex
 
 SHARD_NAME = re.compile(r"^shard-(\d+)-of-(\d+)\.h5$")
 #: attributes a shard has of its own, not the merged cache's
-OWN_ATTRS = ("shard", "shard_plan", "n_samples", "n_frames", "n_failed", "complete", "created_utc")
+OWN_ATTRS = ("shard", "shard_plan", "n_samples", "n_frames", "n_failed", "complete", "created_utc", "stage_one_cost")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -215,6 +216,7 @@ def _merge_locked(out: Path, folder: Path, overwrite: bool) -> Path:
     from datetime import datetime, timezone
 
     merged["created_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    merged["stage_one_cost"] = add_costs(*(a.get("stage_one_cost") or {} for a in attrs))
     tmp = out.with_name(out.name + ".tmp")
     cache = _CacheFile(tmp, merged, list(streams), merged.get("dtype") or "float16")
     try:

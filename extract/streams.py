@@ -3,7 +3,9 @@
 ``rgb`` embeds the decoded frames; ``motion`` embeds difference images of neighbouring frames
 (:mod:`extract.motion`). Both run the same backbone with the same preprocessing over the same
 decoded frames, and their rows stand at the same frame indices, so a cache holds them side by
-side (:mod:`features.schema`). The names are fixed, so that scripts can rely on them.
+side (:mod:`features.schema`). ``pose`` holds body keypoints of the same frames, from a pose
+estimator instead of the backbone (:mod:`extract.pose`; the ``pose`` extra). The names are
+fixed, so that scripts can rely on them.
 
 With ``--spatial`` (:class:`MapOptions`) each of them also keeps a **spatial map** per frame, as
 one more stream, ``rgb_map`` and ``motion_map``: the backbone's last-stage feature map of the
@@ -25,7 +27,9 @@ from harx.features.schema import MAP_SUFFIX, StreamInfo, is_map_stream
 
 from .motion import DEFAULT_AMP, DEFAULT_GAP
 
-STREAM_NAMES = ("rgb", "motion")
+STREAM_NAMES = ("rgb", "motion", "pose")
+#: streams the backbone embeds (the others come from another model: pose)
+IMAGE_STREAMS = ("rgb", "motion")
 DEFAULT_STREAMS = ("rgb", "motion")
 MAP_LAYERS = ("stage", "head")
 #: chosen by measurement on real KTH persons never seen, on val (benchmarks/RESULTS.md, "ConvLSTM on
@@ -110,6 +114,8 @@ def stream_infos(names: tuple[str, ...], motion: MotionOptions, maps: MapOptions
     out = []
     for info in infos:
         out.append(info)
+        if info.name not in IMAGE_STREAMS:
+            continue
         out.append(StreamInfo(info.name + MAP_SUFFIX, dict(info.spec, map=maps.spec),
                               f"{info.description}: the backbone's {maps.layer} feature map, average-pooled to "
                               f"{maps.size}x{maps.size}"))
@@ -134,10 +140,16 @@ def map_options(infos: list[StreamInfo]) -> MapOptions | None:
 
 
 def _image_infos(names: tuple[str, ...], motion: MotionOptions) -> list[StreamInfo]:
+    from .pose import FEATURE_SHAPE, pose_spec
+
     infos = []
     for name in names:
         if name == "rgb":
             infos.append(StreamInfo("rgb", {"input": "rgb"}, "the decoded frames"))
+        elif name == "pose":
+            infos.append(StreamInfo("pose", pose_spec(), "33 body keypoints (x, y, z, visibility) per frame from "
+                                    "MediaPipe BlazePose, normalised to the person (origin: mid-hips, unit: torso "
+                                    "length); NaN where no person was found", FEATURE_SHAPE))
         else:
             spec = {"input": "motion", "gap": motion.gap, "amp": float(motion.amp)}
             amp = "" if motion.amp == 1.0 else f"{motion.amp:g} x "
@@ -153,5 +165,6 @@ def decode_images(infos: list[StreamInfo]) -> tuple[tuple[str, str, int, float],
     images: dict[str, tuple[str, str, int, float]] = {}
     for s in infos:
         name = image_of(s)
-        images.setdefault(name, (name, s.input, int(s.spec.get("gap", 0)), float(s.spec.get("amp", 1.0))))
+        kind = "rgb" if s.input == "pose" else s.input      # the pose estimator reads the frames
+        images.setdefault(name, (name, kind, int(s.spec.get("gap", 0)), float(s.spec.get("amp", 1.0))))
     return tuple(images.values())

@@ -19,8 +19,8 @@ import h5py
 import numpy as np
 
 from .errors import CacheMismatchError, DatasetNotFoundError, ForeignCacheError, InvalidOptionError
-from .schema import (FAILURE_COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, STR_COLUMNS, StreamInfo, fold_column,
-                     read_stream_infos, stream_datasets, stream_fingerprint)
+from .schema import (FAILURE_COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, MAP_SUFFIX, STR_COLUMNS, StreamInfo, fold_column,
+                     is_map_stream, read_stream_infos, stream_datasets, stream_fingerprint)
 from .writer import H5_READ_ERRORS, corrupt_cache, read_settings
 
 #: rows closer than this share one read in :meth:`FeatureStore.read_rows` (a KTH crop at stride
@@ -96,6 +96,8 @@ class FeatureStore:
             self._datasets = stream_datasets(f, self.attrs)
             self._streams = {info.name: info for info in read_stream_infos(f, self.attrs)}
             self._check_layout(f)
+        #: streams that store a missing frame as NaN (pose: no person found); read as zeros, see _filled
+        self._nan_missing = {n for n, info in self._streams.items() if info.spec.get("missing") == "nan"}
 
     def _check_layout(self, f: h5py.File) -> None:
         """What every later read relies on: the attributes' types, the datasets' dtypes and
@@ -298,7 +300,7 @@ class FeatureStore:
         lo, hi = int(self._columns["row_start"][i]), int(self._columns["row_stop"][i])
         end = hi if stop is None else min(hi, lo + stop)
         with self._reading():
-            parts = [self._h5()[self._datasets[n]][lo + start:end] for n in names]
+            parts = [self._filled(n, self._h5()[self._datasets[n]][lo + start:end]) for n in names]
         if len(parts) == 1:
             return parts[0]
         return np.concatenate([p.reshape(len(p), -1) for p in parts], axis=-1)   # maps: flattened, per frame
@@ -327,8 +329,8 @@ class FeatureStore:
             for a, b in zip(cuts[:-1], cuts[1:]):
                 lo, hi = int(wanted[a]), int(wanted[b - 1]) + 1
                 col = 0
-                for ds, w in zip(datasets, widths):
-                    block = ds[lo:hi]
+                for n, ds, w in zip(names, datasets, widths):
+                    block = self._filled(n, ds[lo:hi])
                     out[a:b, col:col + w] = block.reshape(hi - lo, -1)[wanted[a:b] - lo]
                     col += w
         return out[where].reshape(*rows.shape, out.shape[1])
@@ -343,13 +345,14 @@ class FeatureStore:
             datasets = [self._h5()[self._datasets[n]] for n in names]
             if len(names) == 1 and out.flags.c_contiguous and out.dtype == datasets[0].dtype:
                 datasets[0].read_direct(out.reshape(hi - lo, *datasets[0].shape[1:]), np.s_[lo:hi])
+                self._filled(names[0], out)
                 return
             step = max(1, (32 << 20) // (2 * max(widths)))
             for a in range(lo, hi, step):
                 b = min(hi, a + step)
                 col = 0
-                for ds, w in zip(datasets, widths):
-                    out[a - lo:b - lo, col:col + w] = ds[a:b].reshape(b - a, -1)
+                for n, ds, w in zip(names, datasets, widths):
+                    out[a - lo:b - lo, col:col + w] = self._filled(n, ds[a:b]).reshape(b - a, -1)
                     col += w
 
     def load(self, split: str | None = None, stream=None) -> tuple[list[np.ndarray], np.ndarray]:
@@ -377,11 +380,30 @@ class FeatureStore:
         for k in range(1, len(idx) + 1):
             if k == len(idx) or starts[k] != stops[k - 1]:
                 with self._reading():
-                    block = emb[int(starts[run_lo]):int(stops[k - 1])]
+                    block = self._filled(name, emb[int(starts[run_lo]):int(stops[k - 1])])
                 base = int(starts[run_lo])
                 arrays.extend(block[a - base:b - base] for a, b in zip(starts[run_lo:k], stops[run_lo:k]))
                 run_lo = k
         return arrays
+
+    def stage_one_ms(self, streams=None) -> float | None:
+        """Model milliseconds per frame that stage one spent on ``streams`` together, as the cache
+        recorded it (``stage_one_cost``; a map stream costs its image's pass, see
+        :mod:`extract.cost`); ``None`` when the cache records none for one of them (older caches)."""
+        names = self.check_streams(self._default(streams))
+        cost = self.attrs.get("stage_one_cost") or {}
+        images = {n[:-len(MAP_SUFFIX)] if is_map_stream(n) else n for n in names}
+        if not isinstance(cost, dict) or any(not isinstance(cost.get(i), dict) for i in images):
+            return None
+        return float(sum(cost[i]["ms_per_frame"] for i in images))
+
+    def _filled(self, name: str, block: np.ndarray) -> np.ndarray:
+        """``block`` of stream ``name`` as heads read it: a stream that stores a missing frame as
+        NaN (pose: no person found) gives zeros there, in place (for pose: every keypoint unseen,
+        visibility 0, at the body's centre; see :mod:`extract.pose`)."""
+        if name in self._nan_missing:
+            np.nan_to_num(block, copy=False, nan=0.0)
+        return block
 
     def close(self) -> None:
         if self._file is not None:

@@ -59,7 +59,9 @@ File attributes (JSON strings where marked)
     streams that changes the numbers), ``request_key`` (hash of the options and host
     that produced the model-made settings, so a rerun is confirmed without a model; see
     ``extract.reuse``; absent in caches of older harx), ``versions`` (JSON: harx, torch, timm, decord,
-    h5py, numpy), ``created_utc``, ``n_samples``, ``n_frames``, ``n_failed``.
+    h5py, numpy), ``stage_one_cost`` (JSON: per image stream, the model time per frame measured
+    while embedding it, decoding excluded, and the device; see ``extract.cost``), ``created_utc``,
+    ``n_samples``, ``n_frames``, ``n_failed``.
 
 Schema 1 (harx 0.2 and earlier) had one stream, as the dataset ``embeddings`` (F, D), and no
 ``streams`` attribute; harx reads it as a cache whose one stream is ``rgb``, and a stream added
@@ -102,7 +104,7 @@ SETTINGS_KEYS = (
     "weights_sha256", "embed_dim", "dtype", "preprocess", "sampling", "precision",
 )
 JSON_ATTRS = ("class_names", "dataset_options", "missing", "preprocess", "sampling", "versions", "streams",
-              "spec", "feature_shape", "folds")
+              "spec", "feature_shape", "folds", "stage_one_cost")
 
 STR_DTYPE = h5py.string_dtype("utf-8")
 

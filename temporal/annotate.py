@@ -69,9 +69,10 @@ class _Overlay:
     """Draws the label box and the timeline strip; text boxes are rendered once per (class, %)."""
 
     def __init__(self, width: int, height: int, class_names: list[str], labels: np.ndarray, conf: np.ndarray,
-                 video_line: str, warn: bool = False):
+                 video_line: str, warn: bool = False, skeletons: list | None = None):
         from PIL import ImageFont
 
+        self.skeletons = skeletons
         self.width, self.height = width, height
         self.names, self.labels, self.conf = class_names, labels, conf
         self.colors = class_colors(len(class_names))
@@ -111,6 +112,8 @@ class _Overlay:
 
     def draw(self, frame: np.ndarray, i: int) -> np.ndarray:
         frame = frame if frame.flags.writeable else frame.copy()
+        if self.skeletons is not None and i < len(self.skeletons) and self.skeletons[i] is not None:
+            frame = draw_skeleton(frame, self.skeletons[i])
         i = min(i, len(self.labels) - 1)
         rgb, alpha = self._patch(int(self.labels[i]), int(round(100 * float(self.conf[i]))))
         h, w = min(rgb.shape[0], self.height - 1), min(rgb.shape[1], self.width - 1)
@@ -124,6 +127,45 @@ class _Overlay:
         cursor = min(self.width - 1, int(i * self.width / max(1, len(self.labels))))
         frame[top:, max(0, cursor - 1):cursor + 1] = 255
         return frame
+
+
+def frame_skeletons(prediction: VideoPrediction, n_frames: int) -> list:
+    """Each of ``n_frames`` frames' keypoints (``(33, 3)`` or ``None``): those of the latest
+    sampled frame at or before it, while it is no more than a sampled step away."""
+    at = np.asarray(prediction.keypoint_frames, dtype=np.int64)
+    points = prediction.keypoints
+    if not len(at):
+        return [None] * n_frames
+    step = int(np.median(np.diff(at))) if len(at) > 1 else 1
+    k = np.searchsorted(at, np.arange(n_frames), side="right") - 1
+    out = []
+    for i, j in enumerate(k):
+        ok = j >= 0 and i - at[j] < max(1, step) and not np.isnan(points[j]).all()
+        out.append(points[j] if ok else None)
+    return out
+
+
+def draw_skeleton(frame: np.ndarray, points: np.ndarray, min_visibility: float = 0.3) -> np.ndarray:
+    """``frame`` with the BlazePose skeleton drawn on it: bones between keypoints seen with
+    ``min_visibility``, points on top."""
+    from PIL import Image, ImageDraw
+
+    from harx.extract.pose import SKELETON
+
+    h, w = frame.shape[:2]
+    xy = np.stack([points[:, 0] * w, points[:, 1] * h], axis=1)
+    seen = points[:, 2] >= min_visibility
+    image = Image.fromarray(frame)
+    draw = ImageDraw.Draw(image)
+    width = max(1, round(min(h, w) / 120))
+    for a, b in SKELETON:
+        if seen[a] and seen[b]:
+            draw.line([tuple(xy[a]), tuple(xy[b])], fill=(0, 255, 128), width=width)
+    r = width + 1
+    for (x, y), ok in zip(xy, seen):
+        if ok:
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=(255, 64, 64))
+    return np.array(image)          # a writable copy: the label box is drawn on it next
 
 
 def annotate_video(prediction: VideoPrediction, out: str | Path, class_names: list[str], *,
@@ -149,7 +191,8 @@ def annotate_video(prediction: VideoPrediction, out: str | Path, class_names: li
         if prediction.unfamiliar:
             line = f"unfamiliar video ({line})"
         overlay = _Overlay(frames.width, frames.height, class_names, labels, conf, line,
-                           warn=bool(prediction.unfamiliar))
+                           warn=bool(prediction.unfamiliar),
+                           skeletons=frame_skeletons(prediction, n) if prediction.keypoints is not None else None)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             count = write_h264(out, (overlay.draw(f, i) for i, f in enumerate(frames)), (frames.width, frames.height),

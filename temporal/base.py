@@ -47,6 +47,8 @@ class TemporalHead(ABC):
     name: ClassVar[str] = ""
     #: how the frames of a sample become one prediction, in words (quoted in every report)
     aggregation: ClassVar[str] = ""
+    #: the strategy of the field it stands for, in the words of ``harx compare``'s strategy table
+    strategy: ClassVar[str] = ""
     #: fitted attributes that are plain values and go into checkpoints
     _fitted_attrs: ClassVar[tuple[str, ...]] = ("classes_", "n_features_in_")
 

@@ -41,7 +41,7 @@ from harx.features.writer import make_folder
 
 from .fusion import parse_stream_selection, streams_for_head
 from .metrics import METRIC_NAMES
-from .registry import list_heads
+from .registry import create_head, list_heads
 from .report import pct, plot_compare
 from .run import RunResult, _write_json, fit, resolve_features, runs_root
 
@@ -178,6 +178,9 @@ def compare(
         "model_selection": {h: _selection([r.metrics for r in runs if column[id(r)] == h]) for h in heads},
         "streams": {h: first[h].streams for h in heads},
         "head_of": {h: first[h].head for h in heads},
+        "strategy": {h: strategy_of(first[h].head) for h in heads},
+        "stage_one_ms_per_frame": {h: store.stage_one_ms(first[h].streams) for h in heads},
+        "stage_one_cost": store.attrs.get("stage_one_cost") or None,
         "fusion": {h: first[h].metrics["protocol"].get("fusion") for h in heads
                    if first[h].metrics["protocol"].get("fusion")},
     }
@@ -201,6 +204,51 @@ def compare(
              f"{len(seed_list)} seed{'s' if len(seed_list) > 1 else ''}, unit: {protocol['unit_scored']}")
     plot_compare(out_dir / "compare.png", results, names, title)
     return CompareResult(path=out_dir, results=results, protocol=protocol, table=table, runs=runs)
+
+
+def strategy_of(head: str) -> str:
+    """The strategy a head stands for, in words (its class's ``strategy``)."""
+    return type(create_head(head, 1, 2)).strategy or head
+
+
+#: what a stream feeds a head, for the strategy table
+INPUT_WORDS = {"rgb": "rgb (CNN)", "motion": "motion (CNN)", "pose": "pose (BlazePose keypoints)",
+               "rgb_map": "rgb (CNN maps)", "motion_map": "motion (CNN maps)"}
+
+
+def _strategy_table(protocol: dict, results: dict) -> list[str]:
+    """One row per head and stream selection: what a researcher choosing a method compares,
+    accuracy beside both costs (training, and stage one per frame of the streams it reads)."""
+    heads = list(results)
+    unit = protocol.get("unit_scored") or "sample"
+    video = any("video" in results[h].get("test", {}) for h in heads)
+    cost = protocol.get("stage_one_ms_per_frame") or {}
+    devices = sorted({e.get("device", "") for e in (protocol.get("stage_one_cost") or {}).values()
+                      if isinstance(e, dict)})
+    lines = ["## Strategies", "",
+             f"Each strategy of the field as a head on this cache's streams: test accuracy (%) mean ± std over the "
+             f"seeds, fit time (mean over seeds, this machine), and stage one's model time per frame of the streams "
+             f"it reads (decoding excluded; rgb and motion: the backbone on frames and on motion images; pose: "
+             f"BlazePose keypoints; "
+             + (f"measured on {', '.join(devices)}" if devices else "not recorded in this cache") + ").", "",
+             f"| strategy | input | test, per {unit} |" + (" test, per video |" if video else "")
+             + " fit (s) | stage one (ms/frame) |",
+             "|---|---|---|" + ("---|" if video else "") + "---|---|"]
+    fusion = protocol.get("fusion") or {}
+    for h in heads:
+        streams = (protocol.get("streams") or {}).get(h) or []
+        words = " + ".join(INPUT_WORDS.get(s, s) for s in streams)
+        if h in fusion:
+            words += f", {str(fusion[h]).split(':')[0]} fusion"
+        test = results[h].get("test", {})
+        row = f"| {(protocol.get('strategy') or {}).get(h, h)} (`{(protocol.get('head_of') or {}).get(h, h)}`) | {words} | {_pm(test.get('accuracy'))} |"
+        if video:
+            row += f" {_pm((test.get('video') or {}).get('accuracy'))} |"
+        fit_s = (results[h].get("fit_seconds") or {}).get("mean")
+        ms = cost.get(h)
+        row += f" {'—' if fit_s is None else f'{fit_s:.1f}'} | {'—' if ms is None else f'{ms:.2f}'} |"
+        lines.append(row)
+    return lines + [""]
 
 
 def stream_selections(streams: Sequence[str] | str | None, available: Sequence[str]) -> list[list[str]]:
@@ -411,6 +459,7 @@ def compare_markdown(protocol: dict, results: dict, names: list[str], confusions
              f"mean ± std over {len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}); "
              f"cache {protocol['cache']}.", ""]
     lines += _headline(protocol, results)
+    lines += _strategy_table(protocol, results)
     if protocol.get("absent_from_training"):
         lines += [f"**Classes absent from training:** {', '.join(protocol['absent_from_training'])} (no training "
                   "sample: no head has an output for them; their test samples count as errors).", ""]

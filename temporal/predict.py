@@ -219,8 +219,11 @@ class Predictor:
             raise CacheMismatchError(f"run {run}: the preprocessing of {ext['backbone']} here differs from the "
                                      f"cache's in {', '.join(differ)} (another timm version?); predictions would "
                                      "not match the training features")
+        from harx.extract.pose import FEATURE_SHAPE as POSE_SHAPE
+
         map_width = int(np.prod(backbone.map_shape)) if backbone.map_shape else 0
-        width = sum(map_width if is_map_stream(s.name) else backbone.embed_dim for s in self.streams)
+        width = sum(map_width if is_map_stream(s.name) else int(np.prod(POSE_SHAPE)) if s.input == "pose"
+                    else backbone.embed_dim for s in self.streams)
         self.head.check_compatible(width, self.class_names,
                                    where=f"the {ext['backbone']} backbone rebuilt for run {run} "
                                          f"(streams {'+'.join(s.name for s in self.streams)})")
@@ -305,13 +308,18 @@ class Predictor:
         if n_ok == 0:
             result.error = f"no frame decodes ({video.error or 'the video is empty'})"
             return result
+        if video.keypoints is not None:
+            result.keypoints, result.keypoint_frames = video.keypoints, info.union[:n_ok]
         stopped_at = video.stopped_at if video.stopped_at is not None else info.n_reported
         result.n_decoded_to = stopped_at
         if video.error:
             result.note = f"{video.error}; predictions cover frames 1-{stopped_at}"
         fps = result.fps if result.fps > 0 else 25.0
-        features = np.concatenate([video.features[s.name].reshape(video.n_decoded, -1) for s in self.streams],
-                                  axis=1)   # as the run was trained (maps flattened per frame)
+        # as the run was trained: maps flattened per frame; a pose frame with no person (NaN) read
+        # as every keypoint unseen (features.reader does the same to cached frames)
+        features = np.concatenate([np.nan_to_num(video.features[s.name]).reshape(video.n_decoded, -1)
+                                   if s.spec.get("missing") == "nan" else video.features[s.name].reshape(video.n_decoded, -1)
+                                   for s in self.streams], axis=1)
         windows, samples = [], []
         for k in range(len(info.ranges)):
             start, stop, _, rows = video.range_rows(k)

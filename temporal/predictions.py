@@ -68,6 +68,11 @@ class VideoPrediction:
     unfamiliar: bool | None = None
     unfamiliarity: float | None = None            # the score: higher is stranger
     unfamiliarity_threshold: float | None = None  # the run's; above it is unfamiliar
+    #: runs on the pose stream: the keypoints found in each decoded frame, (n, 33, 3) x / width,
+    #: y / height, visibility (NaN: no person), at source frames ``keypoint_frames`` (drawn by
+    #: ``--annotate``; only counted in ``as_dict``)
+    keypoints: object | None = field(default=None, repr=False)
+    keypoint_frames: object | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -91,6 +96,11 @@ class VideoPrediction:
             d["frames"] = [f.as_dict() for f in self.frames]
         d["video"] = {"fps": round(self.fps, 3), "n_frames": self.n_frames, "width": self.size[0],
                       "height": self.size[1], "duration_s": round(self.duration_s, 3)}
+        if self.keypoints is not None:
+            import numpy as np
+
+            found = int((~np.isnan(self.keypoints).all(axis=(1, 2))).sum())
+            d["pose"] = {"frames": len(self.keypoints), "frames_with_person": found}
         d["error"], d["note"] = self.error, self.note
         if protocol is not None:
             d["protocol"] = protocol

@@ -174,8 +174,8 @@ def fit(
     """Train head ``head`` on a feature cache and write a run folder (see the module docstring).
 
     Args:
-        head: a registered head name (``list_heads()``): vote, lstm, gru, meanpool, convlstm (which
-            reads the spatial map streams: ``streams="rgb"`` means ``rgb_map`` for it).
+        head: a registered head name (``list_heads()``): vote, lstm, gru, meanpool, tcn, transformer,
+            convlstm (which reads the spatial map streams: ``streams="rgb"`` means ``rgb_map`` for it).
         features: the cache; ``None``: the most recent cache in the default location.
         streams: the cache's feature streams to train on, ``"rgb"``, ``"motion"``, ``"rgb+motion"``
             (or a list); ``None``: all of the cache's. Recorded in the run: evaluate and predict use them.

@@ -152,7 +152,7 @@ def two_streams(small_cache, tmp_path_factory):
     from harx.features.schema import StreamInfo
 
     src = FeatureStore(small_cache)
-    skip = {"format", "schema_version", "complete", "n_samples", "n_frames", "n_failed", "created_utc",
+    skip = {"format", "schema_version", "complete", "n_samples", "n_frames", "n_failed", "created_utc", "stage_one_cost",
             "settings_fingerprint", "streams"}
     settings = {k: v for k, v in src.attrs.items() if k not in skip}
     rng = np.random.default_rng(5)

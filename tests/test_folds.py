@@ -19,7 +19,7 @@ def folded(small_cache, tmp_path_factory):
     """The small synthetic cache with two folds: split1 = its split, split2 = train and test swapped,
     and a third sample unused by split2; written in two writer sessions (a resumed extraction)."""
     src = FeatureStore(small_cache)
-    skip = {"format", "schema_version", "complete", "n_samples", "n_frames", "n_failed", "created_utc",
+    skip = {"format", "schema_version", "complete", "n_samples", "n_frames", "n_failed", "created_utc", "stage_one_cost",
             "settings_fingerprint", "streams"}
     settings = dict({k: v for k, v in src.attrs.items() if k not in skip}, folds=["split1", "split2"])
     dst = tmp_path_factory.mktemp("folds") / "folds.h5"

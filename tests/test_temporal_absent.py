@@ -23,7 +23,7 @@ NO_TRAINING = "class(es) with no training sample: box;"
 def _copy_without(src, dst, drop):
     """``src`` without the samples for which ``drop(record)`` is true."""
     store = FeatureStore(src)
-    skip = {"format", "schema_version", "complete", "n_samples", "n_frames", "n_failed", "created_utc",
+    skip = {"format", "schema_version", "complete", "n_samples", "n_frames", "n_failed", "created_utc", "stage_one_cost",
             "settings_fingerprint"}
     settings = {k: v for k, v in store.attrs.items() if k not in skip}
     settings["dataset_options"] = dict(settings["dataset_options"], copied_to=str(dst))

@@ -79,5 +79,10 @@ def test_compare_shows_each_stream_and_the_fusion(two_streams, tmp_path):
         assert row in result.table
     doc = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert doc["protocol"]["streams"]["vote-rgb+motion"] == ["rgb", "motion"]
+    # one strategy table: a row per head and input, accuracy beside both costs
+    assert "## Strategies" in result.table and "not recorded in this cache" in result.table   # (synthetic)
+    rows = [line for line in result.table.splitlines() if line.startswith("| single-frame classification")]
+    assert [r.split(" | ")[1] for r in rows] == ["rgb (CNN)", "motion (CNN)", "rgb (CNN) + motion (CNN), late fusion"]
+    assert all(r.endswith("| — |") for r in rows)                       # no stage-one cost recorded
     only = compare(two_streams, heads="vote", seeds=1, out=tmp_path / "one", epochs=3, streams="rgb")
     assert list(only.results) == ["vote"] and "per stream" not in only.table

@@ -39,12 +39,13 @@ def _fit(name, store, train, val, **kw):
 # ----------------------------------------------------------------------------- registry
 
 def test_registry_lists_every_family():
-    assert list_heads() == ["convlstm", "gru", "lstm", "meanpool", "vote"]
+    assert list_heads() == ["convlstm", "gru", "lstm", "meanpool", "tcn", "transformer", "vote"]
 
 
 def test_unknown_head_names_the_choices():
-    with pytest.raises(UnknownNameError, match="unknown head 'transformer'; choose one of: convlstm, gru, lstm, meanpool, vote"):
-        create_head("transformer", 16, 3)
+    with pytest.raises(UnknownNameError, match="unknown head 'i3d'; choose one of: convlstm, gru, lstm, meanpool, tcn, "
+                                               "transformer, vote"):
+        create_head("i3d", 16, 3)
 
 
 def test_unknown_option_is_refused_with_the_options_listed():
@@ -149,6 +150,28 @@ def test_recurrent_variants_keep_samples_apart(options):
         assert np.allclose(head.predict_proba([x])[0], P[i], atol=1e-5), (options, len(x))
 
 
+@pytest.mark.parametrize("name, options", [("tcn", {"pooling": "max", "kernel_size": 5, "num_blocks": 2}),
+                                           ("transformer", {"pooling": "cls", "num_layers": 1, "d_model": 16,
+                                                            "num_heads": 2})])
+def test_convolution_and_attention_variants_keep_samples_apart(name, options):
+    rng = np.random.default_rng(2)
+    X = [rng.standard_normal((n, 8)).astype(np.float32) for n in (1, 3, 250, 40, 2)]
+    head = create_head(name, 8, 2, epochs=2, batch_size=2, **options).fit(X, [0, 1, 0, 1, 0])
+    P = head.predict_proba(X)
+    for i, x in enumerate(X):
+        assert np.allclose(head.predict_proba([x])[0], P[i], atol=1e-5), (options, len(x))
+
+
+@pytest.mark.parametrize("name, bad, message", [("tcn", {"kernel_size": 4}, "kernel_size must be odd"),
+                                                ("tcn", {"pooling": "last"}, "pooling must be one of mean, max"),
+                                                ("transformer", {"d_model": 30, "num_heads": 4},
+                                                 "d_model must be even and divisible by num_heads"),
+                                                ("transformer", {"pooling": "last"}, "pooling must be one of mean, cls")])
+def test_convolution_and_attention_options_are_checked(name, bad, message):
+    with pytest.raises(InvalidOptionError, match=message):
+        create_head(name, 8, 2, **bad).fit([np.zeros((3, 8), np.float32)] * 2, [0, 1])
+
+
 @pytest.mark.parametrize("name", list_heads())
 def test_training_takes_one_frame_and_very_long_samples(small, name):
     store, *_ = small
@@ -198,8 +221,9 @@ def test_automatic_epochs_scale_with_the_data():
 
 # ----------------------------------------------------------------------------- what a temporal head is for
 
-def test_vote_cannot_tell_order_apart_and_lstm_can(tmp_path):
-    """rise and fall hold the same frames in reverse order: chance for vote, easy for an LSTM."""
+def test_vote_cannot_tell_order_apart_and_the_temporal_heads_can(tmp_path):
+    """rise and fall hold the same frames in reverse order: chance for vote, easy for an LSTM, a
+    temporal convolution or a transformer with positions."""
     assert synthetic_class_names(3) == ["box", "fall", "rise"]
     path = make_synthetic_cache(tmp_path / "order.h5", n_samples=150, embed_dim=24, n_classes=3, mean_frames=24,
                                 max_frames=48, noise=1.5, seed=5)
@@ -207,11 +231,11 @@ def test_vote_cannot_tell_order_apart_and_lstm_can(tmp_path):
     train, val, (X, y) = store.load("train"), store.load("val"), store.load("test")
     motion = np.isin(y, [store.class_names.index("rise"), store.class_names.index("fall")])
     acc = {}
-    for name in ("vote", "lstm"):
+    for name in ("vote", "lstm", "tcn", "transformer"):
         head = create_head(name, store.embed_dim, 3).fit(*train, X_val=val[0], y_val=val[1])
         pred = head.predict(X)
         acc[name] = float(np.mean(pred[motion] == y[motion]))
         acc[name + "_box"] = float(np.mean(pred[~motion] == y[~motion]))
-    assert acc["lstm"] >= 0.9, acc
-    assert acc["vote"] <= 0.75, acc                      # chance is 0.5
-    assert acc["vote_box"] == 1.0 and acc["lstm_box"] == 1.0, acc
+    for name in ("lstm", "tcn", "transformer"):
+        assert acc[name] >= 0.9 and acc[name + "_box"] == 1.0, acc
+    assert acc["vote"] <= 0.75 and acc["vote_box"] == 1.0, acc                      # chance is 0.5

@@ -171,7 +171,7 @@ def test_a_finished_or_other_config_run_is_not_resumed(cache, tmp_path):
 def _copy_with_other_test(src, dst, seed=0):
     """The same cache, except that every test sample's frames are replaced by noise."""
     store = FeatureStore(src)
-    skip = {"format", "schema_version", "complete", "n_samples", "n_frames", "n_failed", "created_utc",
+    skip = {"format", "schema_version", "complete", "n_samples", "n_frames", "n_failed", "created_utc", "stage_one_cost",
             "settings_fingerprint"}
     settings = {k: v for k, v in store.attrs.items() if k not in skip}
     settings["dataset_options"] = dict(settings["dataset_options"], test_replaced=True)

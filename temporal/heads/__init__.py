@@ -9,6 +9,9 @@ Adding a family: a file here and one import line below.
 from .convlstm import ConvLSTMHead
 from .meanpool import MeanPoolHead
 from .recurrent import GRUHead, LSTMHead, RecurrentHead
+from .tcn import TCNHead
+from .transformer import TransformerHead
 from .vote import FrameVote
 
-__all__ = ["ConvLSTMHead", "FrameVote", "GRUHead", "LSTMHead", "MeanPoolHead", "RecurrentHead"]
+__all__ = ["ConvLSTMHead", "FrameVote", "GRUHead", "LSTMHead", "MeanPoolHead", "RecurrentHead", "TCNHead",
+           "TransformerHead"]

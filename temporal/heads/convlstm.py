@@ -110,6 +110,7 @@ class ConvLSTMHead(TorchHead):
     """
 
     name = "convlstm"
+    strategy = "ConvLSTM over spatial feature maps"
     takes_maps = True
 
     def __init__(self, *, num_features: int, num_classes: int, map_size: int | None = None, proj_channels: int = 64,

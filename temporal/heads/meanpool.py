@@ -44,6 +44,7 @@ class MeanPoolHead(TorchHead):
     """
 
     name = "meanpool"
+    strategy = "bag of frames: mean-pooled features + MLP"
     aggregation = "mean of the frame embeddings, then an MLP (frame order ignored)"
 
     def __init__(self, *, num_features: int, num_classes: int, hidden_size: int = 256, dropout: float = 0.3,

@@ -153,12 +153,14 @@ class RecurrentHead(TorchHead):
 class LSTMHead(RecurrentHead):
     __doc__ = RecurrentHead.__doc__
     name = "lstm"
+    strategy = "LSTM over the frame sequence"
     cell = "lstm"
 
 
 class GRUHead(RecurrentHead):
     __doc__ = RecurrentHead.__doc__
     name = "gru"
+    strategy = "GRU over the frame sequence"
     cell = "gru"
 
 

@@ -57,6 +57,7 @@ class FrameVote(TorchHead):
     """
 
     name = "vote"
+    strategy = "single-frame classification, frames voted"
     aggregation = ("each frame classified alone; sample probability = mean of its frames' probabilities "
                    "(majority vote of frame labels reported beside it)")
     frame_level = True
