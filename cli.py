@@ -589,7 +589,8 @@ def evaluate(
 @app.command()
 def compare(
     features: Annotated[Optional[Path], typer.Option(help="Feature cache; default: the most recent one.")] = None,
-    heads: Annotated[str, typer.Option(help="Comma-separated heads.")] = "vote,lstm",
+    heads: Annotated[str, typer.Option(help="Comma-separated heads, or all (every head; convlstm only on a cache "
+                                           "with spatial maps).")] = "vote,lstm",
     seeds: Annotated[int, typer.Option(help="Seeds per head (0..N-1); mean ± std over them.")] = 3,
     out: Annotated[Optional[Path], typer.Option(help="Folder for compare.json/md/csv/png.")] = None,
     refit_trainval: Annotated[bool, typer.Option(help="Retrain on train+val for the epochs chosen on val.")] = False,

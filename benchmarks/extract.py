@@ -34,7 +34,11 @@ folder, adds the videos under ``--folder`` if given, and measures on those same 
    the same backbone and weights as ``timm.create_model`` gives them (no BatchNorm folding, default
    memory format: what a tutorial runs) and the same preprocessing math applied per frame,
    ``model.eval()`` under ``torch.inference_mode()``; capped at the first ``--naive-frames`` frames (default 200) or
-   ``--seconds``, whichever comes first.
+   ``--seconds``, whichever comes first;
+5. pose (with the ``pose`` extra): the pose stream's BlazePose estimator over the same decoded
+   frames, a fresh tracker per video as the pipeline runs it, for up to ``--seconds``
+   (``pose_fps``, ``backbone_vs_pose``); use ``--folder`` with real clips of people: on clips
+   without a person only the detector runs.
 
 To keep the default run within about 5 minutes on an idle 2-core CPU, timed loops stop after
 ``--seconds`` (backbone, naive) and the 10 x N run samples ``--large-max-frames`` frames per
@@ -264,6 +268,31 @@ def time_embed(backbone, batches, seconds: float, warmup: int = 2):
             if time.perf_counter() - started >= seconds:
                 break
         return frames, time.perf_counter() - started
+
+
+def time_pose(videos, seconds: float):
+    """The pose stream's estimator (:mod:`extract.pose`) over the same decoded frames, one video
+    at a time as the pipeline runs it, until they run out or ``seconds`` pass: ``(frames, seconds,
+    frames with a person)``; ``None`` without the pose extra."""
+    import importlib.util
+
+    if importlib.util.find_spec("mediapipe") is None:
+        return None
+    from harx.extract.pose import PoseEstimator
+
+    frames = found = 0
+    with PoseEstimator() as pose:
+        pose.start_video()
+        pose.estimate(videos[0][:2])                 # loads the detector before the clock starts
+        started = time.perf_counter()
+        for video in videos:
+            pose.start_video()
+            features, _ = pose.estimate(video)
+            frames += len(video)
+            found += int((~np.isnan(features).all(axis=(1, 2))).sum())
+            if time.perf_counter() - started >= seconds:
+                break
+        return frames, time.perf_counter() - started, found
 
 
 def time_model_only(backbone, batches, seconds: float, max_frames: int = 256):
@@ -707,6 +736,14 @@ def main(argv: list[str] | None = None) -> int:
         del backbone32
         print(f"  naive done ({fps(nv_frames, nv_s):.1f} f/s; cosine to harx embeddings {cos:.4f})", flush=True)
 
+        # 5. the pose stream's estimator on the same frames (the pose extra)
+        posed = time_pose(videos, args.seconds)
+        if posed is not None:
+            rows.append(("pose: BlazePose (mediapipe), same frames", posed[0], posed[1], fps(posed[0], posed[1]),
+                         f"a person found in {posed[2]} of {posed[0]} frames (a clip without one runs the "
+                         "detector only: faster)"))
+            print(f"  pose done ({fps(posed[0], posed[1]):.1f} f/s)", flush=True)
+
         # 3. harx extract, N videos, in --rounds fresh processes; each round is followed by
         # another backbone segment, so every harx run is compared with the backbone timed just
         # before and just after it, and the median of those ratios is reported.
@@ -788,6 +825,9 @@ def main(argv: list[str] | None = None) -> int:
             "harx_worker_cpu_s": round(small["workers_cpu_s"], 1),
             "harx_thread_changes": small["calls"].get("thread_changes", 0),
             "naive_vs_harx_cosine": round(cos, 4), "naive_reader": reader,
+            "pose_fps": round(fps(posed[0], posed[1]), 2) if posed else None,
+            "pose_frames_with_person": [posed[2], posed[0]] if posed else None,
+            "backbone_vs_pose": round(backbone_fps / fps(posed[0], posed[1]), 3) if posed else None,
             "sweep_fps": {str(b): round(v, 2) for b, v in sweep_fps.items()},
             "sweep_best_batch": max(sweep_fps, key=sweep_fps.get) if sweep_fps else None,
             "videos": len(clips), "frames": dec_frames, "backbone_frames_timed": bb_frames,

@@ -102,6 +102,9 @@ class PoseEstimator:
         self._pose = None
         self._logs = _NativeLogFilter()
         self._logs.start()
+        import atexit
+
+        atexit.register(self.shutdown)   # before exit: the graph closed (it logs), then stderr restored
 
     def start_video(self) -> None:
         """Forget the person tracked in the previous video."""
@@ -137,6 +140,13 @@ class PoseEstimator:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Close the graph, then give file descriptor 2 back (what it printed is passed on)."""
+        import atexit
+
+        atexit.unregister(self.shutdown)
         self.close()
         self._logs.stop()
 

@@ -61,6 +61,13 @@ class TemporalHead(ABC):
                 raise TypeError(f"{cls.__name__}.__init__ must list its parameters (no *args/**kwargs)")
         return [p for p in sig.parameters if p != "self"]
 
+    def _keep_params(self, values: dict) -> None:
+        """Store every ``__init__`` argument as the attribute of its name, as scikit-learn's
+        estimators do (``self._keep_params(locals())`` in ``__init__``): no logic, no validation
+        (that happens in ``fit``), so ``get_params`` returns exactly what was given."""
+        for name in self._param_names():
+            setattr(self, name, values[name])
+
     def get_params(self) -> dict[str, Any]:
         """The head's parameters, as passed to ``__init__`` (JSON-friendly values)."""
         return {k: getattr(self, k) for k in self._param_names()}

@@ -39,7 +39,7 @@ from harx.features.reader import FeatureStore
 from harx.features.schema import MAP_SUFFIX, is_map_stream
 from harx.features.writer import make_folder
 
-from .fusion import parse_stream_selection, streams_for_head
+from .fusion import head_takes_maps, parse_stream_selection, streams_for_head
 from .metrics import METRIC_NAMES
 from .registry import create_head, list_heads
 from .report import pct, plot_compare
@@ -89,7 +89,8 @@ def compare(
 
     Args:
         features: the cache; ``None``: the most recent one in the default location.
-        heads: head names, or one comma-separated string (``"vote,lstm"``).
+        heads: head names, or one comma-separated string (``"vote,lstm"``); ``"all"``: every
+            registered head (the map heads only on a cache with spatial maps).
         seeds: a count ``n`` (seeds 0..n-1) or explicit seeds.
         out: folder for compare.json/md/csv/png (runs stay in their default folders, so that
             ``harx fit`` and later comparisons reuse them).
@@ -129,6 +130,9 @@ def compare(
                                  f"({', '.join(heads)})")
     path = resolve_features(features)
     store = FeatureStore(path)
+    if heads == ["all"]:      # every registered head; the map heads where the cache has maps
+        has_maps = any(is_map_stream(s) for s in store.streams)
+        heads = [h for h in list_heads() if has_maps or not head_takes_maps(h)]
     if str(fold) == "all":
         return _compare_folds(store, dict(heads=heads, seeds=seeds, refit_trainval=refit_trainval, device=device,
                                           epochs=epochs, head_options=head_options, streams=streams, fusion=fusion,

@@ -84,5 +84,7 @@ def test_compare_shows_each_stream_and_the_fusion(two_streams, tmp_path):
     rows = [line for line in result.table.splitlines() if line.startswith("| single-frame classification")]
     assert [r.split(" | ")[1] for r in rows] == ["rgb (CNN)", "motion (CNN)", "rgb (CNN) + motion (CNN), late fusion"]
     assert all(r.endswith("| — |") for r in rows)                       # no stage-one cost recorded
+    every = compare(two_streams, heads="all", seeds=1, out=tmp_path / "all", epochs=1, streams="rgb")
+    assert list(every.results) == ["gru", "lstm", "meanpool", "tcn", "transformer", "vote"]   # no maps: no convlstm
     only = compare(two_streams, heads="vote", seeds=1, out=tmp_path / "one", epochs=3, streams="rgb")
     assert list(only.results) == ["vote"] and "per stream" not in only.table

@@ -118,13 +118,7 @@ class ConvLSTMHead(TorchHead):
                  pooling: str = "last", epochs: int | None = None, patience: int | None = None, batch_size: int = 32,
                  lr: float = 2e-3, weight_decay: float = 1e-2, crop_frames: int = 32, max_stride: int = 1,
                  device: str = "auto", precision: str = "auto", random_state: int = 0):
-        self.num_features, self.num_classes, self.map_size = num_features, num_classes, map_size
-        self.proj_channels, self.hidden_channels, self.num_layers = proj_channels, hidden_channels, num_layers
-        self.kernel_size, self.dropout, self.pooling = kernel_size, dropout, pooling
-        self.epochs, self.patience, self.batch_size = epochs, patience, batch_size
-        self.lr, self.weight_decay = lr, weight_decay
-        self.crop_frames, self.max_stride = crop_frames, max_stride
-        self.device, self.precision, self.random_state = device, precision, random_state
+        self._keep_params(locals())
 
     @property
     def aggregation(self) -> str:  # type: ignore[override]

@@ -67,12 +67,7 @@ class FrameVote(TorchHead):
                  epochs: int | None = None, patience: int | None = None, batch_size: int = 128, lr: float = 3e-2,
                  weight_decay: float = 0.0, l2: float = 0.2, crop_frames: int = 64, max_stride: int = 1,
                  device: str = "auto", precision: str = "auto", random_state: int = 0):
-        self.num_features, self.num_classes = num_features, num_classes
-        self.hidden_size, self.dropout = hidden_size, dropout
-        self.epochs, self.patience, self.batch_size = epochs, patience, batch_size
-        self.lr, self.weight_decay, self.l2 = lr, weight_decay, l2
-        self.crop_frames, self.max_stride = crop_frames, max_stride
-        self.device, self.precision, self.random_state = device, precision, random_state
+        self._keep_params(locals())
 
     def _validate_params(self) -> None:
         super()._validate_params()
