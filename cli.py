@@ -665,6 +665,28 @@ def runs(
     _warn(f"{len(rows)} run(s); accuracy per {'/'.join(units)}, on the run's own cache")
 
 
+@app.command()
+def serve(
+    runs: Annotated[Optional[list[Path]], typer.Option(help="Folder to look for run folders in (repeatable). "
+                                                       "Default: those harx runs lists.")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on. Another than 127.0.0.1 needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    token: Annotated[Optional[str], typer.Option(help="A secret every request must carry (?token= or "
+                                                 "Authorization: Bearer).")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest video upload, in MiB.")] = 200.0,
+    device: Annotated[str, typer.Option(help="Where models run: auto, cpu, cuda[:N].")] = "auto",
+):
+    """A local web page: runs, their mistakes with a label timeline, and classifying an uploaded video."""
+    from harx.temporal.serve import check_address, serve as run_server
+
+    with user_errors(resumable=False):
+        warning = check_address(host, token)
+        if warning:
+            _warn(f"warning: {warning}")
+        run_server(runs, host=host, port=port, token=token, max_upload_mb=max_upload_mb, device=device,
+                   on_ready=lambda address: _say(f"harx serve: open {address} (Ctrl-C stops it)"))
+
+
 def _columns(rows: list[tuple[str, ...]]) -> list[str]:
     """Left-aligned plain-text columns, the last one unpadded: lines may run long, but nothing is
     cut or wrapped (a folder must survive copy and paste)."""

@@ -330,7 +330,8 @@ class Predictor:
         names = self.class_names
         for (start, stop, n), p in zip(windows, proba):
             k = int(np.argmax(p))
-            result.timeline.append(WindowPrediction(start, stop, start / fps, stop / fps, names[k], float(p[k]), n))
+            result.timeline.append(WindowPrediction(start, stop, start / fps, stop / fps, names[k], float(p[k]), n,
+                                                    {c: float(v) for c, v in zip(names, p)}))
         overall = proba.mean(axis=0)
         overall /= overall.sum()
         order = np.argsort(-overall, kind="stable")

@@ -23,11 +23,13 @@ class WindowPrediction:
     label: str
     confidence: float
     n_embedded: int                       # sampled frames the head saw
+    probabilities: dict = field(default_factory=dict)   # every class's (calibrated) probability
 
     def as_dict(self) -> dict:
         return {"start_s": round(self.start_s, 3), "end_s": round(self.end_s, 3), "start_frame": self.start_frame,
                 "stop_frame": self.stop_frame, "label": self.label, "confidence": round(self.confidence, 4),
-                "frames_embedded": self.n_embedded}
+                "frames_embedded": self.n_embedded,
+                "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()}}
 
 
 @dataclass
