@@ -867,6 +867,7 @@ def demo(
     if lstm is not None:
         _say("next: classify your own videos with this LSTM, and see the labels drawn on them:")
         _say(f"  harx predict VIDEO... --run {lstm.path} --annotate labelled/")
+    _say("or look at the runs, their mistakes and your own videos in a browser: harx serve")
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ class PoseEstimator:
     def __init__(self):
         self._solutions = require_mediapipe()
         self._pose = None
-        self._logs = _NativeLogFilter()
+        self._logs = _LOG_FILTER
         self._logs.start()
         import atexit
 
@@ -143,12 +143,15 @@ class PoseEstimator:
         self.shutdown()
 
     def shutdown(self) -> None:
-        """Close the graph, then give file descriptor 2 back (what it printed is passed on)."""
+        """Close the graph, then give file descriptor 2 back (what it printed is passed on). Once."""
         import atexit
 
         atexit.unregister(self.shutdown)
+        if self._logs is None:
+            return
         self.close()
         self._logs.stop()
+        self._logs = None
 
 
 #: what MediaPipe's native side prints: absl/glog lines (``W0000 00:00:1796583509.121907   29550
@@ -161,12 +164,15 @@ class _NativeLogFilter:
     """While MediaPipe runs, file descriptor 2 goes through a pipe; a thread passes every line on
     to the real stderr except MediaPipe's native log lines. They come from its graph threads at
     any moment (models load lazily, at the first person found), so hiding stderr around calls
-    cannot catch them all, and they would break harx's progress display."""
+    cannot catch them all, and they would break harx's progress display. One per process, shared
+    by the estimators alive at a time (``harx serve`` runs several): the last to stop restores it."""
 
     def __init__(self):
         self._saved = None
+        self._users = 0
 
     def start(self) -> None:
+        self._users += 1
         if self._saved is not None:
             return
         import threading
@@ -208,7 +214,8 @@ class _NativeLogFilter:
             write(rest)
 
     def stop(self) -> None:
-        if self._saved is None:
+        self._users = max(0, self._users - 1)
+        if self._saved is None or self._users:
             return
         import sys
 
@@ -217,6 +224,9 @@ class _NativeLogFilter:
         self._thread.join(timeout=5)
         os.close(self._saved)
         self._saved = None
+
+
+_LOG_FILTER = _NativeLogFilter()
 
 
 @contextlib.contextmanager

@@ -177,3 +177,41 @@ def test_the_cli_refuses_an_open_address_without_a_token(served):
 
     result = CliRunner().invoke(app, ["serve", "--runs", str(served["runs"]), "--host", "0.0.0.0"])
     assert result.exit_code == 1 and "Traceback" not in result.output and "--token" in result.output
+
+
+def _jpeg(frame) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(frame).save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def test_live_frames_over_a_websocket_get_labels(client):
+    import struct
+
+    from test_predict import colour_frames
+
+    rid = _run_id(client)
+    with client.websocket_connect(f"/api/live?run={rid}") as ws:
+        answers = []
+        for i, frame in enumerate(colour_frames("blue", 12, seed=8)):
+            ws.send_bytes(struct.pack("<d", 100.0 * i) + _jpeg(frame))
+            answers.append(ws.receive_json())          # one frame at a time: none dropped
+        ws.send_bytes(struct.pack("<d", 2000.0) + b"not an image")
+        broken = ws.receive_json()
+    assert all(a["label"] in COLOURS and 0 < a["confidence"] <= 1 for a in answers)
+    assert answers[-1]["label"] == "blue" and answers[-1]["frames_in_window"] == 12
+    assert [a["t"] for a in answers] == [100.0 * i for i in range(12)]     # the frame's time comes back
+    assert "not a JPEG" in broken["error"]
+
+
+def test_live_needs_the_token_too(served):
+    from starlette.websockets import WebSocketDisconnect
+
+    with TestClient(create_app([served["runs"]], device="cpu", token="s3cret")) as c:
+        with pytest.raises(WebSocketDisconnect):
+            with c.websocket_connect("/api/live") as ws:
+                ws.receive_json()

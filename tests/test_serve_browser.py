@@ -43,13 +43,19 @@ def server(served):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def page():
+def playwright():
+    """One Playwright driver for the module (its sync API allows one per thread)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which(CHROMIUM), args=["--no-sandbox"])
-        yield browser.new_page(viewport={"width": 1100, "height": 1000})
-        browser.close()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def page(playwright):
+    browser = playwright.chromium.launch(executable_path=shutil.which(CHROMIUM), args=["--no-sandbox"])
+    yield browser.new_page(viewport={"width": 1100, "height": 1000})
+    browser.close()
 
 
 def test_runs_then_a_mistake_with_its_timeline(server, page):
@@ -90,6 +96,48 @@ def test_a_non_video_upload_says_so_in_the_page(server, page, tmp_path):
     page.set_input_files("#classify-file", str(bad))
     page.wait_for_function("document.getElementById('classify-status').textContent.startsWith('error')", timeout=60_000)
     assert "cannot be decoded" in page.locator("#classify-status").text_content()
+
+
+def to_y4m(src: Path, out: Path, max_frames: int = 150) -> Path:
+    """``src`` as a YUV4MPEG2 file: what Chromium's fake camera plays (in a loop)."""
+    import av
+
+    from harx.extract.stream import FrameStream
+
+    with FrameStream(src) as frames, av.open(str(out), "w", format="yuv4mpegpipe") as container:
+        stream = container.add_stream("rawvideo", rate=int(round(float(frames.rate))) or 25)
+        stream.width, stream.height, stream.pix_fmt = frames.width, frames.height, "yuv420p"
+        for i, rgb in enumerate(frames):
+            if i >= max_frames:
+                break
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return out
+
+
+def test_live_from_a_fake_camera_playing_a_real_clip(server, playwright, tmp_path, realdata_or_colour):
+    """Chromium's fake camera plays a clip; labels appear over the live picture, with the rate and
+    the latency from frame to label."""
+    camera = to_y4m(realdata_or_colour(tmp_path), tmp_path / "camera.y4m")
+    browser = playwright.chromium.launch(executable_path=shutil.which(CHROMIUM), args=[
+        "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={camera}"])
+    try:
+        page = browser.new_page()
+        page.goto(server + "#live")
+        page.wait_for_selector("#live-run option", state="attached")
+        page.click("#live-start")
+        page.wait_for_function("document.getElementById('live-stats').dataset.rate > 0", timeout=60_000)
+        page.wait_for_timeout(3000)
+        label = page.locator("#live-overlay").get_attribute("data-label")
+        rate = float(page.locator("#live-stats").get_attribute("data-rate"))
+        latency = float(page.locator("#live-stats").get_attribute("data-latency"))
+        page.click("#live-stop")
+    finally:
+        browser.close()
+    assert label in ("red", "green", "blue") and rate > 0 and 0 < latency < 10_000
 
 
 @pytest.fixture

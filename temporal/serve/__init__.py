@@ -44,7 +44,7 @@ def check_address(host: str, token: str | None) -> str | None:
 
 
 def serve(runs: list[str | Path] | None = None, *, host: str = "127.0.0.1", port: int = 8000,
-          token: str | None = None, max_upload_mb: float = 200, queue: int = 8, device: str = "auto",
+          token: str | None = None, max_upload_mb: float = 200, queue: int = 32, device: str = "auto",
           on_ready=None) -> None:
     """Run the page until interrupted (uvicorn). ``on_ready(url)`` is called with the address."""
     import uvicorn

@@ -13,6 +13,8 @@ Routes (every ``RID`` is an id from ``/api/runs``, every ``K`` a row of a run's 
                                             JSON object ``harx predict --json`` prints, plus
                                             ``annotated``: the URL of the video with labels drawn
     GET  /api/annotated/ID                  that video
+    WS   /api/live?run=RID                  live recognition (:mod:`temporal.serve.live`): binary
+                                            frames in (float64 time in ms + JPEG), JSON labels out
 
 Errors are JSON ``{"error": "one line"}`` with a 4xx status for the client's mistakes (an unknown
 id: 404, a non-video or truncated upload: 422, too large: 413, busy: 503). With a token, every
@@ -64,12 +66,14 @@ class ServerState:
 
 
 def create_app(runs: list[str | Path] | None = None, *, token: str | None = None, max_upload_mb: float = 200,
-               queue: int = 8, device: str = "auto"):
+               queue: int = 32, device: str = "auto"):
     """The Starlette app; ``runs``: folders to look for run folders in (default: ``harx runs``')."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
-    from starlette.routing import Route
+    from starlette.routing import Route, WebSocketRoute
+
+    from .live import live_socket
 
     state = ServerState(runs, token=token, max_upload_mb=max_upload_mb, queue=queue, device=device)
 
@@ -150,12 +154,16 @@ def create_app(runs: list[str | Path] | None = None, *, token: str | None = None
             return error("not found", 404)
         return FileResponse(state.annotated[aid], media_type="video/mp4")
 
+    async def live(websocket):
+        await live_socket(websocket, state)
+
     routes = [Route("/", index), Route("/static/{name}", static), Route("/api/runs", runs_list),
               Route("/api/runs/{rid}", run_details), Route("/api/runs/{rid}/pictures/{name}", picture),
               Route("/api/runs/{rid}/samples", samples),
               Route("/api/runs/{rid}/samples/{k:int}/video", sample_video),
               Route("/api/runs/{rid}/samples/{k:int}/timeline", sample_timeline),
-              Route("/api/predict", predict, methods=["POST"]), Route("/api/annotated/{aid}", annotated)]
+              Route("/api/predict", predict, methods=["POST"]), Route("/api/annotated/{aid}", annotated),
+              WebSocketRoute("/api/live", live)]
 
     class TokenGuard:
         """With a token, no request passes without it."""
@@ -165,6 +173,8 @@ def create_app(runs: list[str | Path] | None = None, *, token: str | None = None
 
         async def __call__(self, scope, receive, send):
             if scope["type"] in ("http", "websocket") and state.token and not _has_token(scope, state.token):
+                if scope["type"] == "websocket":          # refused before it is accepted (policy violation)
+                    return await send({"type": "websocket.close", "code": 1008})
                 return await error("a token is needed: add ?token=... or Authorization: Bearer ...", 401)(
                     scope, receive, send)
             await self.app(scope, receive, send)

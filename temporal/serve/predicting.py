@@ -23,7 +23,7 @@ class BusyError(HarxError):
 
 
 class PredictionService:
-    def __init__(self, *, workers: int = 1, queue: int = 8, keep: int = 2, device: str = "auto"):
+    def __init__(self, *, workers: int = 1, queue: int = 32, keep: int = 2, device: str = "auto"):
         self.workers, self.queue, self.keep, self.device = max(1, workers), max(0, queue), max(1, keep), device
         self._slots = asyncio.Semaphore(self.workers)
         self._waiting = 0

@@ -25,7 +25,7 @@ const pct = (v) => (v === null || v === undefined ? "—" : `${(100 * v).toFixed
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 
 function show(view) {
-  for (const v of ["runs", "run", "classify"]) $(`view-${v}`).hidden = v !== view;
+  for (const v of ["runs", "run", "classify", "live"]) $(`view-${v}`).hidden = v !== view;
 }
 
 // ---------------------------------------------------------------- runs
@@ -46,8 +46,9 @@ async function loadRuns() {
     body.appendChild(tr);
   }
   $("runs-empty").hidden = RUNS.length > 0;
-  const select = $("classify-run");
-  select.innerHTML = RUNS.map((r) => `<option value="${r.id}">${esc(r.name)} (${esc(r.cache)})</option>`).join("");
+  const options = RUNS.map((r) => `<option value="${r.id}">${esc(r.name)} (${esc(r.cache)})</option>`).join("");
+  $("classify-run").innerHTML = options;
+  $("live-run").innerHTML = options;
 }
 
 async function openRun(rid) {
@@ -245,6 +246,76 @@ function setUpClassify() {
   drop.ondrop = (e) => { e.preventDefault(); drop.classList.remove("over"); if (e.dataTransfer.files[0]) classify(e.dataTransfer.files[0]); };
 }
 
+// ---------------------------------------------------------------- live
+
+const LIVE = { ws: null, stream: null, timer: null, sent: 0, answers: [] };
+
+async function startLive() {
+  stopLive();
+  const status = $("live-stats");
+  status.className = "status";
+  try {
+    LIVE.stream = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240 }, audio: false });
+  } catch (err) {
+    status.className = "status error";
+    status.textContent = `error: no camera (${err.message})`;
+    return;
+  }
+  const video = $("live-video");
+  video.srcObject = LIVE.stream;
+  await video.play().catch(() => {});
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${proto}://${location.host}${url("/api/live", { run: $("live-run").value })}`);
+  ws.binaryType = "arraybuffer";
+  LIVE.ws = ws;
+  LIVE.answers = [];
+  ws.onmessage = (e) => {
+    const a = JSON.parse(e.data);
+    if (a.error) { status.className = "status error"; status.textContent = `error: ${a.error}`; return; }
+    const now = performance.now();
+    LIVE.answers.push({ at: now, latency: now - a.t });
+    LIVE.answers = LIVE.answers.filter((x) => x.at > now - 3000);
+    const rate = LIVE.answers.length / 3;
+    const lat = LIVE.answers.map((x) => x.latency).sort((x, y) => x - y);
+    const p50 = lat[Math.floor(lat.length / 2)];
+    $("live-overlay").textContent = `${a.label} ${pct(a.confidence)}`;
+    $("live-overlay").dataset.label = a.label;
+    status.textContent = `${rate.toFixed(1)} labels/s; latency ${Math.round(now - a.t)} ms (median ${Math.round(p50)} ms over 3 s); ` +
+      `window ${a.frames_in_window} frames; server ${a.server_ms} ms per frame; frames dropped while busy: ${a.dropped}`;
+    $("live-stats").dataset.rate = rate.toFixed(2);
+    $("live-stats").dataset.latency = String(Math.round(p50));
+  };
+  ws.onclose = () => { if (LIVE.ws === ws) { status.textContent += " (connection closed)"; } };
+  const canvas = document.createElement("canvas");
+  const send = () => {
+    if (ws.readyState !== WebSocket.OPEN || !video.videoWidth || ws.bufferedAmount > 1 << 20) return;
+    canvas.width = video.videoWidth;
+    canvas.height = video.videoHeight;
+    canvas.getContext("2d").drawImage(video, 0, 0);
+    const t = performance.now();
+    canvas.toBlob(async (blob) => {
+      if (!blob || ws.readyState !== WebSocket.OPEN) return;
+      const body = new Uint8Array(8 + blob.size);
+      new DataView(body.buffer).setFloat64(0, t, true);
+      body.set(new Uint8Array(await blob.arrayBuffer()), 8);
+      ws.send(body);
+      LIVE.sent += 1;
+    }, "image/jpeg", 0.8);
+  };
+  LIVE.timer = setInterval(send, 1000 / Math.max(1, Number($("live-fps").value) || 10));
+  $("live-start").disabled = true;
+  $("live-stop").disabled = false;
+}
+
+function stopLive() {
+  if (LIVE.timer) clearInterval(LIVE.timer);
+  if (LIVE.ws) LIVE.ws.close();
+  if (LIVE.stream) LIVE.stream.getTracks().forEach((t) => t.stop());
+  LIVE.timer = LIVE.ws = LIVE.stream = null;
+  $("live-start").disabled = false;
+  $("live-stop").disabled = true;
+}
+
 // ---------------------------------------------------------------- routing
 
 async function route() {
@@ -252,12 +323,15 @@ async function route() {
   try {
     if (h.startsWith("#run/")) await openRun(h.slice(5));
     else if (h === "#classify") show("classify");
+    else if (h === "#live") show("live");
     else { show("runs"); await loadRuns(); }
   } catch (err) {
     document.querySelector("main").insertAdjacentHTML("afterbegin", `<p class="status error">error: ${esc(err.message)}</p>`);
   }
 }
 
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", () => { if (location.hash !== "#live") stopLive(); route(); });
 setUpClassify();
+$("live-start").onclick = startLive;
+$("live-stop").onclick = stopLive;
 loadRuns().then(route);

@@ -1,0 +1,149 @@
+"""Live recognition from a camera: frames in over a websocket, the current action out.
+
+The page sends camera frames as JPEG (a few per second, each with the time it was taken, in the
+browser's clock); for each frame the session computes the run's streams as stage one would (the
+backbone on the frame for ``rgb``, on ``|frame - frame two before|`` for ``motion``, BlazePose for
+``pose``) and keeps the features of the last ``window_s`` seconds; the run's head classifies that
+window, calibrated as ``harx predict`` calibrates, and the answer carries the frame's time back,
+so the page measures the latency from frame to label.
+
+Frames that arrive while one is being processed are not queued: the session always takes the
+newest and drops the others (counted in ``dropped``), so latency stays at one frame's work however
+fast the camera sends; the label rate is then what the CPU can do. Differences from a cached
+video: the camera's rate sets which frames are neighbours (motion's gap of 2 is two *sent*
+frames), and the window is measured in seconds of camera time.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections import deque
+
+import numpy as np
+
+from harx.features.errors import HarxError
+from harx.features.schema import is_map_stream
+
+
+class LiveSession:
+    """One camera's sliding window over one run (see the module docstring)."""
+
+    def __init__(self, predictor, window_s: float | None = None):
+        maps = [s.name for s in predictor.streams if is_map_stream(s.name)]
+        if maps:
+            raise HarxError(f"live recognition does not run map heads yet (this run reads {', '.join(maps)}); "
+                            "choose a run on vector streams")
+        self.predictor = predictor
+        self.window_s = float(window_s or predictor.window_s)
+        self.streams = list(predictor.streams)
+        self.gap = max([int(s.spec.get("gap", 0)) for s in self.streams if s.input == "motion"] or [0])
+        self.recent: deque[np.ndarray] = deque(maxlen=max(1, self.gap + 1))   # frames for motion
+        self.window: deque[tuple[float, np.ndarray]] = deque()                 # (time s, features)
+        self.pose = None
+        if any(s.input == "pose" for s in self.streams):
+            from harx.extract.pose import PoseEstimator
+
+            self.pose = PoseEstimator()
+            self.pose.start_video()
+
+    def close(self) -> None:
+        if self.pose is not None:
+            self.pose.shutdown()
+
+    def features(self, frame: np.ndarray) -> np.ndarray:
+        """One frame's features of the run's streams side by side, as the head reads them."""
+        from harx.extract.motion import difference_images
+
+        self.recent.append(frame)
+        parts = []
+        for s in self.streams:
+            if s.input == "rgb":
+                parts.append(self.predictor.backbone.embed(frame[None])[0])
+            elif s.input == "motion":
+                other = self.recent[0] if len(self.recent) > self.gap else frame
+                image = difference_images(frame[None], other[None], float(s.spec.get("amp", 1.0)))
+                parts.append(self.predictor.backbone.embed(image)[0])
+            elif s.input == "pose":
+                points, _ = self.pose.estimate(frame[None])
+                parts.append(np.nan_to_num(points[0]).reshape(-1))
+            else:
+                raise HarxError(f"live recognition cannot make stream {s.name!r}")
+        return np.concatenate([p.astype(np.float32).reshape(-1) for p in parts])
+
+    def classify(self, jpeg: bytes, t_ms: float) -> dict:
+        """Add one JPEG frame taken at ``t_ms`` (the client's clock) and classify the window."""
+        from PIL import Image, UnidentifiedImageError
+
+        started = time.perf_counter()
+        try:
+            frame = np.array(Image.open(io.BytesIO(jpeg)).convert("RGB"))   # writable: torch takes it as is
+        except (UnidentifiedImageError, OSError, ValueError):
+            raise HarxError("a live frame is not a JPEG or PNG image") from None
+        t = t_ms / 1000.0
+        self.window.append((t, self.features(frame)))
+        while self.window and self.window[0][0] < t - self.window_s:
+            self.window.popleft()
+        x = np.stack([f for _, f in self.window]).astype(np.float16)
+        p = self.predictor.predict_proba([x])[0]
+        names = self.predictor.class_names
+        k = int(np.argmax(p))
+        return {"t": t_ms, "label": names[k], "confidence": round(float(p[k]), 4),
+                "probabilities": {n: round(float(v), 4) for n, v in zip(names, p)},
+                "frames_in_window": len(self.window), "window_s": self.window_s,
+                "server_ms": round(1000 * (time.perf_counter() - started), 1)}
+
+
+async def live_socket(websocket, state) -> None:
+    """The websocket ``/api/live?run=RID``: binary messages in (8 bytes of little-endian float64,
+    the frame's time in ms, then the JPEG), JSON out (one per frame processed)."""
+    import asyncio
+    import struct
+
+    from starlette.websockets import WebSocketDisconnect
+
+    await websocket.accept()
+    rid = websocket.query_params.get("run") or ""
+    try:
+        run = state.catalog.run(rid) if rid else state.catalog.run(state.catalog.refresh()[0]["id"])
+        predictor = await asyncio.to_thread(state.service.predictor, run.path)
+        session = await asyncio.to_thread(LiveSession, predictor)
+    except (HarxError, IndexError) as err:
+        await websocket.send_json({"error": str(err) if isinstance(err, HarxError) else "no finished run yet"})
+        await websocket.close()
+        return
+    latest: list = []                    # the newest frame not yet processed (at most one)
+    ready = asyncio.Event()
+    stats = {"dropped": 0, "done": 0}
+
+    async def work():
+        while True:
+            await ready.wait()
+            ready.clear()
+            if not latest:
+                continue
+            message = latest.pop()
+            t_ms = struct.unpack("<d", message[:8])[0]
+            try:
+                answer = await asyncio.to_thread(session.classify, message[8:], t_ms)
+            except HarxError as err:
+                answer = {"t": t_ms, "error": str(err)}
+            stats["done"] += 1
+            await websocket.send_json(dict(answer, dropped=stats["dropped"], processed=stats["done"]))
+
+    worker = asyncio.create_task(work())
+    try:
+        while True:
+            message = await websocket.receive_bytes()
+            if len(message) <= 8:
+                continue
+            if latest:
+                stats["dropped"] += 1
+                latest.clear()
+            latest.append(message)
+            ready.set()
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        worker.cancel()
+        await asyncio.to_thread(session.close)
