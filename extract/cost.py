@@ -39,11 +39,13 @@ def stage_one_cost(previous: Path | None, model_seconds: dict, device) -> dict:
     from harx.runtime import processor_name
 
     where = f"{device.type}: {processor_name(device)}"
+    on_cpu = f"cpu: {processor_name(None)}"      # the pose estimator runs on the CPU whatever the device
     before = {}
     if previous is not None:
         try:
             before = read_settings(previous).get("stage_one_cost") or {}
         except HarxError:
             before = {}
-    now = {name: {"seconds": seconds, "frames": frames, "device": where} for name, (seconds, frames) in model_seconds.items()}
+    now = {name: {"seconds": seconds, "frames": frames, "device": on_cpu if name == "pose" else where}
+           for name, (seconds, frames) in model_seconds.items()}
     return add_costs(before if isinstance(before, dict) else {}, now)

@@ -24,7 +24,6 @@ consecutive sampled frames, and a video's keypoints do not depend on the videos 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 
@@ -73,9 +72,9 @@ def require_mediapipe():
     """The ``mediapipe`` module with the packaged pose models, or one line naming the extra."""
     check_pose_extra()
     try:
-        with _quiet_native_logs():
-            import mediapipe as mp
-            return mp.solutions.pose
+        import mediapipe as mp
+
+        return mp.solutions.pose
     except (ImportError, AttributeError) as err:
         raise HarxError(f"mediapipe {MEDIAPIPE_VERSION} is installed but its pose solution does not load ({err}); "
                         f"reinstall it: {POSE_EXTRA}") from None
@@ -98,10 +97,15 @@ class PoseEstimator:
     """BlazePose over the frames of one video at a time (:meth:`start_video` between videos)."""
 
     def __init__(self):
-        self._solutions = require_mediapipe()
+        check_pose_extra()
         self._pose = None
         self._logs = _LOG_FILTER
-        self._logs.start()
+        self._logs.start()                # before MediaPipe loads: its import logs too
+        try:
+            self._solutions = require_mediapipe()
+        except BaseException:
+            self._logs.stop()
+            raise
         import atexit
 
         atexit.register(self.shutdown)   # before exit: the graph closed (it logs), then stderr restored
@@ -109,10 +113,9 @@ class PoseEstimator:
     def start_video(self) -> None:
         """Forget the person tracked in the previous video."""
         self.close()
-        with _quiet_native_logs():
-            self._pose = self._solutions.Pose(static_image_mode=False, model_complexity=1, smooth_landmarks=True,
-                                              enable_segmentation=False, min_detection_confidence=MIN_CONFIDENCE,
-                                              min_tracking_confidence=MIN_CONFIDENCE)
+        self._pose = self._solutions.Pose(static_image_mode=False, model_complexity=1, smooth_landmarks=True,
+                                          enable_segmentation=False, min_detection_confidence=MIN_CONFIDENCE,
+                                          min_tracking_confidence=MIN_CONFIDENCE)
 
     def estimate(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(N, H, W, 3)`` uint8 RGB frames, in order -> the stream's ``(N, 33, 4)`` person-normalised
@@ -161,35 +164,50 @@ _NATIVE_LOG = re.compile(rb"^([IWE]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\]|INFO: C
 
 
 class _NativeLogFilter:
-    """While MediaPipe runs, file descriptor 2 goes through a pipe; a thread passes every line on
-    to the real stderr except MediaPipe's native log lines. They come from its graph threads at
+    """While MediaPipe runs, file descriptor 2 goes through a pipe and a thread passes every line
+    on to the real stderr except MediaPipe's native log lines. They come from its graph threads at
     any moment (models load lazily, at the first person found), so hiding stderr around calls
-    cannot catch them all, and they would break harx's progress display. One per process, shared
-    by the estimators alive at a time (``harx serve`` runs several): the last to stop restores it."""
+    cannot catch them all. Python's own ``sys.stderr`` is pointed at the real terminal meanwhile,
+    so harx's messages, tracebacks and progress display (which redraws only on a terminal) go
+    there directly. One per process, shared under a lock by the estimators alive at a time
+    (``harx serve`` runs several, in several threads): the last to stop restores it all."""
 
     def __init__(self):
-        self._saved = None
+        import threading
+
+        self._lock = threading.Lock()
+        self._saved: int | None = None
         self._users = 0
 
     def start(self) -> None:
-        self._users += 1
-        if self._saved is not None:
-            return
+        import sys
         import threading
 
-        try:
-            read_fd, write_fd = os.pipe()
-            self._saved = os.dup(2)
-        except OSError:
-            return
-        import sys
-
-        sys.stderr.flush()
-        os.dup2(write_fd, 2)
-        os.close(write_fd)
-        self._thread = threading.Thread(target=self._pass_on, args=(read_fd, self._saved), daemon=True,
-                                        name="harx-mediapipe-log-filter")
-        self._thread.start()
+        with self._lock:
+            self._users += 1
+            if self._saved is not None:
+                return
+            try:
+                read_fd, write_fd = os.pipe()
+                saved = os.dup(2)
+            except OSError:
+                return
+            sys.stderr.flush()
+            self._python_stderr = sys.stderr
+            try:
+                terminal = os.fdopen(os.dup(saved), "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None)
+                                     or "utf-8", errors="backslashreplace")
+            except OSError:
+                terminal = None
+            os.dup2(write_fd, 2)
+            os.close(write_fd)
+            self._saved = saved
+            if terminal is not None:
+                sys.stderr = terminal
+            self._terminal = terminal
+            self._thread = threading.Thread(target=self._pass_on, args=(read_fd, saved), daemon=True,
+                                            name="harx-mediapipe-log-filter")
+            self._thread.start()
 
     @staticmethod
     def _pass_on(read_fd: int, out_fd: int) -> None:
@@ -205,7 +223,7 @@ class _NativeLogFilter:
                 *lines, rest = (rest + chunk).split(b"\n")
                 keep = b"".join(line + b"\n" for line in lines if not _NATIVE_LOG.match(line))
                 # an unfinished line waits for its end only when it may be a native log line
-                # (they start with I, W or E); anything else (a progress bar redrawn in place) goes now
+                # (they start with I, W or E); anything else goes now
                 if rest and not (rest[:1] in (b"I", b"W", b"E") and len(rest) < 512):
                     keep, rest = keep + rest, b""
                 if keep:
@@ -214,38 +232,21 @@ class _NativeLogFilter:
             write(rest)
 
     def stop(self) -> None:
-        self._users = max(0, self._users - 1)
-        if self._saved is None or self._users:
-            return
         import sys
 
-        sys.stderr.flush()
-        os.dup2(self._saved, 2)          # the pipe's last writer is gone: the thread drains and ends
-        self._thread.join(timeout=5)
-        os.close(self._saved)
-        self._saved = None
+        with self._lock:
+            self._users = max(0, self._users - 1)
+            if self._saved is None or self._users:
+                return
+            if self._terminal is not None and sys.stderr is self._terminal:
+                sys.stderr = self._python_stderr
+                self._terminal.flush()
+                self._terminal.close()
+            os.dup2(self._saved, 2)      # the pipe's last writer is gone: the thread drains and ends
+            self._thread.join(timeout=5)
+            if not self._thread.is_alive():  # else it may still write to the saved descriptor: keep it open
+                os.close(self._saved)
+            self._saved = None
 
 
 _LOG_FILTER = _NativeLogFilter()
-
-
-@contextlib.contextmanager
-def _quiet_native_logs():
-    """MediaPipe's C++ side prints its start-up and warnings (TFLite delegate, absl) on file
-    descriptor 2, from its own threads as frames go through; hide them from the user's terminal
-    while a frame is processed (harx's own messages are not printed meanwhile)."""
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)

@@ -113,6 +113,8 @@ def wait_and_merge(out: str | Path, n: int, k: int = 1, *, overwrite: bool = Fal
 
     folder = shards_dir(Path(out))
     mine = _identity(folder / f"shard-{k}-of-{n}.h5")
+    if mine is None:        # this rank's own shard, just finished, must be there and readable
+        raise HarxError(f"shard {k}/{n} of {out} is not there or unreadable after its extraction; rerun the command")
     while True:
         done = [j for j in range(1, n + 1) if not (folder / f"shard-{j}-of-{n}.h5.parts").exists()
                 and _identity(folder / f"shard-{j}-of-{n}.h5") == mine]

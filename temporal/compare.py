@@ -123,6 +123,9 @@ def compare(
         seed_list = [int(s) for s in seeds]
         if not seed_list:
             raise InvalidOptionError("no seeds given")
+    if heads == ["all"]:      # every registered head; the map heads where the cache has maps
+        has_maps = any(is_map_stream(s) for s in FeatureStore(resolve_features(features)).streams)
+        heads = [h for h in list_heads() if has_maps or not head_takes_maps(h)]
     head_options = dict(head_options or {})
     unknown = sorted(set(head_options) - set(heads))
     if unknown:
@@ -130,9 +133,6 @@ def compare(
                                  f"({', '.join(heads)})")
     path = resolve_features(features)
     store = FeatureStore(path)
-    if heads == ["all"]:      # every registered head; the map heads where the cache has maps
-        has_maps = any(is_map_stream(s) for s in store.streams)
-        heads = [h for h in list_heads() if has_maps or not head_takes_maps(h)]
     if str(fold) == "all":
         return _compare_folds(store, dict(heads=heads, seeds=seeds, refit_trainval=refit_trainval, device=device,
                                           epochs=epochs, head_options=head_options, streams=streams, fusion=fusion,

@@ -215,3 +215,31 @@ def test_live_needs_the_token_too(served):
         with pytest.raises(WebSocketDisconnect):
             with c.websocket_connect("/api/live") as ws:
                 ws.receive_json()
+
+
+def test_other_sites_and_other_host_names_are_refused(served):
+    with TestClient(create_app([served["runs"]], device="cpu", allowed_hosts=["127.0.0.1", "localhost"]),
+                    base_url="http://127.0.0.1:8000") as c:
+        assert c.get("/api/runs").status_code == 200
+        rebound = c.get("/api/runs", headers={"host": "attacker.example:8000"})     # DNS rebinding
+        assert rebound.status_code == 400 and "answers to" in rebound.json()["error"]
+        posted = c.post("/api/predict", files={"video": ("a.mp4", b"x" * 100, "video/mp4")},
+                        headers={"origin": "http://attacker.example"})
+        assert posted.status_code == 403 and "another site" in posted.json()["error"]
+        same = c.get("/api/runs", headers={"origin": "http://127.0.0.1:8000"})
+        assert same.status_code == 200
+
+
+def test_a_cut_off_or_overlong_form_is_refused_and_nothing_is_kept(client):
+    boundary = "b0undary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"a.mp4\"\r\n"
+            "Content-Type: video/mp4\r\n\r\n").encode()
+    cut = client.post("/api/predict", content=head + b"\0" * 1000,
+                      headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert cut.status_code == 400 and "ended before" in cut.json()["error"]
+    fields = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"f{i}\"\r\n\r\nx\r\n".encode()
+                      for i in range(20)) + f"--{boundary}--\r\n".encode()
+    many = client.post("/api/predict", content=fields,
+                       headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert many.status_code == 400 and "more than" in many.json()["error"]
+    assert not list(client.app.state.harx.scratch.glob("harx-upload-*"))

@@ -49,12 +49,13 @@ def serve(runs: list[str | Path] | None = None, *, host: str = "127.0.0.1", port
     """Run the page until interrupted (uvicorn). ``on_ready(url)`` is called with the address."""
     import uvicorn
 
-    check_address(host, token)
     if not 1 <= int(port) <= 65535:
         raise InvalidOptionError(f"--port must be 1-65535, got {port}")
     if max_upload_mb <= 0:
         raise InvalidOptionError(f"--max-upload-mb must be > 0, got {max_upload_mb}")
-    app = create_app(runs, token=token, max_upload_mb=max_upload_mb, queue=queue, device=device)
+    loopback = check_address(host, token) is None
+    app = create_app(runs, token=token, max_upload_mb=max_upload_mb, queue=queue, device=device,
+                     allowed_hosts=sorted({host, "localhost", "127.0.0.1", "::1"}) if loopback else None)
     config = uvicorn.Config(app, host=host, port=int(port), log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     if on_ready is not None:

@@ -54,11 +54,19 @@ class ServerState:
         self.scratch = Path(tempfile.mkdtemp(prefix="harx-serve-"))
         self.annotated: dict[str, Path] = {}
         self.transcodes = asyncio.Semaphore(2)
+        self.live_sessions = 0
         self._made: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def keep_annotated(self, aid: str, path: Path, keep: int = 50) -> None:
+        """Remember an annotated video; the oldest beyond ``keep`` are deleted (disk stays bounded)."""
+        self.annotated[aid] = path
+        while len(self.annotated) > keep:
+            old = next(iter(self.annotated))
+            self.annotated.pop(old).unlink(missing_ok=True)
 
     def lock_for(self, key: str) -> threading.Lock:
         with self._lock:
@@ -66,8 +74,10 @@ class ServerState:
 
 
 def create_app(runs: list[str | Path] | None = None, *, token: str | None = None, max_upload_mb: float = 200,
-               queue: int = 32, device: str = "auto"):
-    """The Starlette app; ``runs``: folders to look for run folders in (default: ``harx runs``')."""
+               queue: int = 32, device: str = "auto", allowed_hosts: list[str] | None = None):
+    """The Starlette app; ``runs``: folders to look for run folders in (default: ``harx runs``');
+    ``allowed_hosts``: the ``Host`` names it answers to (None: any; :func:`serve` gives the
+    loopback names when it binds to loopback)."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -142,7 +152,7 @@ def create_app(runs: list[str | Path] | None = None, *, token: str | None = None
                 return JSONResponse(doc, status_code=422)
             doc["run"] = run_id(run.path)
             if target.is_file():
-                state.annotated[aid] = target
+                state.keep_annotated(aid, target)
                 doc["annotated"] = f"/api/annotated/{aid}"
             return JSONResponse(doc)
         finally:
@@ -165,18 +175,23 @@ def create_app(runs: list[str | Path] | None = None, *, token: str | None = None
               Route("/api/predict", predict, methods=["POST"]), Route("/api/annotated/{aid}", annotated),
               WebSocketRoute("/api/live", live)]
 
-    class TokenGuard:
-        """With a token, no request passes without it."""
+    class RequestGuard:
+        """What every request must pass before a route sees it: the token, when one is set; a
+        ``Host`` the server answers to (``allowed_hosts``: on 127.0.0.1 a web page elsewhere cannot
+        reach it by DNS rebinding); and no other site's ``Origin`` (a page elsewhere cannot post
+        uploads or open the live socket through the user's browser; curl sends no Origin)."""
 
         def __init__(self, app):
             self.app = app
 
         async def __call__(self, scope, receive, send):
-            if scope["type"] in ("http", "websocket") and state.token and not _has_token(scope, state.token):
+            if scope["type"] not in ("http", "websocket"):
+                return await self.app(scope, receive, send)
+            why = _refusal(scope, state.token, allowed_hosts)
+            if why is not None:
                 if scope["type"] == "websocket":          # refused before it is accepted (policy violation)
                     return await send({"type": "websocket.close", "code": 1008})
-                return await error("a token is needed: add ?token=... or Authorization: Bearer ...", 401)(
-                    scope, receive, send)
+                return await error(why[1], why[0])(scope, receive, send)
             await self.app(scope, receive, send)
 
     def status_of(exc) -> int:
@@ -205,10 +220,26 @@ def create_app(runs: list[str | Path] | None = None, *, token: str | None = None
         finally:
             state.close()            # the transcoded and annotated videos go with the server
 
-    app = Starlette(routes=routes, middleware=[Middleware(TokenGuard)],
+    app = Starlette(routes=routes, middleware=[Middleware(RequestGuard)],
                     exception_handlers={HarxError: harx_error, HTTPException: http_error}, lifespan=lifespan)
     app.state.harx = state
     return app
+
+
+def _refusal(scope, token: str | None, allowed_hosts: list[str] | None) -> tuple[int, str] | None:
+    """``(status, message)`` when a request may not pass (see RequestGuard), else None."""
+    from urllib.parse import urlsplit
+
+    headers = dict(scope.get("headers") or [])
+    host = headers.get(b"host", b"").decode("latin-1")
+    if allowed_hosts is not None and urlsplit(f"//{host}").hostname not in allowed_hosts:
+        return 400, f"this server answers to {', '.join(allowed_hosts)}, not to host {host!r}"
+    origin = headers.get(b"origin")
+    if origin is not None and origin != b"null" and urlsplit(origin.decode("latin-1")).netloc != host:
+        return 403, "requests from another site's page are refused"
+    if token and not _has_token(scope, token):
+        return 401, "a token is needed: add ?token=... or Authorization: Bearer ..."
+    return None
 
 
 def _has_token(scope, token: str) -> bool:
@@ -226,7 +257,8 @@ def _has_token(scope, token: str) -> bool:
 def _predict_one(service: PredictionService, run_dir: Path, video: Path, annotate_to: Path | None) -> dict:
     """harx predict's JSON for one video (and the annotated video, when asked), in a worker thread."""
     predictor = service.predictor(run_dir)
-    item = next(iter(predictor.predict_files([video], annotate=annotate_to)))
+    with service.lock(predictor):
+        item = next(iter(predictor.predict_files([video], annotate=annotate_to)))
     doc = item.prediction.as_dict(predictor.protocol)
     if item.prediction.frames is None and item.prediction.timeline:
         doc["frames"] = None

@@ -26,20 +26,32 @@ from harx.features.errors import HarxError
 from harx.features.schema import is_map_stream
 
 
-class LiveSession:
-    """One camera's sliding window over one run (see the module docstring)."""
+#: the most frames a window holds (a camera sending 30 frames/s for a 10 s window)
+MAX_WINDOW_FRAMES = 300
+#: the largest frame taken, in pixels (the page sends 320x240)
+MAX_FRAME_PIXELS = 1920 * 1080
+#: live sessions at once (each holds a window, and a BlazePose graph for pose runs)
+MAX_SESSIONS = 4
 
-    def __init__(self, predictor, window_s: float | None = None):
+
+class LiveSession:
+    """One camera's sliding window over one run (see the module docstring). ``lock`` is held while
+    the shared predictor is used."""
+
+    def __init__(self, predictor, window_s: float | None = None, lock=None):
         maps = [s.name for s in predictor.streams if is_map_stream(s.name)]
         if maps:
             raise HarxError(f"live recognition does not run map heads yet (this run reads {', '.join(maps)}); "
                             "choose a run on vector streams")
+        import threading
+
         self.predictor = predictor
+        self.lock = lock or threading.Lock()
         self.window_s = float(window_s or predictor.window_s)
         self.streams = list(predictor.streams)
         self.gap = max([int(s.spec.get("gap", 0)) for s in self.streams if s.input == "motion"] or [0])
         self.recent: deque[np.ndarray] = deque(maxlen=max(1, self.gap + 1))   # frames for motion
-        self.window: deque[tuple[float, np.ndarray]] = deque()                 # (time s, features)
+        self.window: deque[tuple[float, np.ndarray]] = deque(maxlen=MAX_WINDOW_FRAMES)  # (server time s, features)
         self.pose = None
         if any(s.input == "pose" for s in self.streams):
             from harx.extract.pose import PoseEstimator
@@ -77,15 +89,20 @@ class LiveSession:
 
         started = time.perf_counter()
         try:
-            frame = np.array(Image.open(io.BytesIO(jpeg)).convert("RGB"))   # writable: torch takes it as is
-        except (UnidentifiedImageError, OSError, ValueError):
+            image = Image.open(io.BytesIO(jpeg))
+            if image.size[0] * image.size[1] > MAX_FRAME_PIXELS:
+                raise HarxError(f"a live frame of {image.size[0]}x{image.size[1]} is too large; send at most 1920x1080")
+            frame = np.array(image.convert("RGB"))   # writable: torch takes it as is
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
             raise HarxError("a live frame is not a JPEG or PNG image") from None
-        t = t_ms / 1000.0
-        self.window.append((t, self.features(frame)))
-        while self.window and self.window[0][0] < t - self.window_s:
-            self.window.popleft()
-        x = np.stack([f for _, f in self.window]).astype(np.float16)
-        p = self.predictor.predict_proba([x])[0]
+        # the window is kept in the server's clock (the client's times are only echoed back)
+        t = time.monotonic()
+        with self.lock:
+            self.window.append((t, self.features(frame)))
+            while self.window and self.window[0][0] < t - self.window_s:
+                self.window.popleft()
+            x = np.stack([f for _, f in self.window]).astype(np.float16)
+            p = self.predictor.predict_proba([x])[0]
         names = self.predictor.class_names
         k = int(np.argmax(p))
         return {"t": t_ms, "label": names[k], "confidence": round(float(p[k]), 4),
@@ -97,17 +114,30 @@ class LiveSession:
 async def live_socket(websocket, state) -> None:
     """The websocket ``/api/live?run=RID``: binary messages in (8 bytes of little-endian float64,
     the frame's time in ms, then the JPEG), JSON out (one per frame processed)."""
+
+    await websocket.accept()
+    rid = websocket.query_params.get("run") or ""
+    if state.live_sessions >= MAX_SESSIONS:
+        await websocket.send_json({"error": f"{MAX_SESSIONS} live sessions are running; try again later"})
+        await websocket.close()
+        return
+    state.live_sessions += 1
+    try:
+        await _serve_session(websocket, state, rid)
+    finally:
+        state.live_sessions -= 1
+
+
+async def _serve_session(websocket, state, rid: str) -> None:
     import asyncio
     import struct
 
     from starlette.websockets import WebSocketDisconnect
 
-    await websocket.accept()
-    rid = websocket.query_params.get("run") or ""
     try:
         run = state.catalog.run(rid) if rid else state.catalog.run(state.catalog.refresh()[0]["id"])
         predictor = await asyncio.to_thread(state.service.predictor, run.path)
-        session = await asyncio.to_thread(LiveSession, predictor)
+        session = await asyncio.to_thread(LiveSession, predictor, None, state.service.lock(predictor))
     except (HarxError, IndexError) as err:
         await websocket.send_json({"error": str(err) if isinstance(err, HarxError) else "no finished run yet"})
         await websocket.close()
@@ -115,6 +145,7 @@ async def live_socket(websocket, state) -> None:
     latest: list = []                    # the newest frame not yet processed (at most one)
     ready = asyncio.Event()
     stats = {"dropped": 0, "done": 0}
+    running: list = []                   # the frame in work, as a future (awaited before closing)
 
     async def work():
         while True:
@@ -124,10 +155,15 @@ async def live_socket(websocket, state) -> None:
                 continue
             message = latest.pop()
             t_ms = struct.unpack("<d", message[:8])[0]
+            t_ms = t_ms if np.isfinite(t_ms) else 0.0
+            job = asyncio.ensure_future(asyncio.to_thread(session.classify, message[8:], t_ms))
+            running[:] = [job]
             try:
-                answer = await asyncio.to_thread(session.classify, message[8:], t_ms)
+                answer = await asyncio.shield(job)
             except HarxError as err:
                 answer = {"t": t_ms, "error": str(err)}
+            except Exception as err:     # noqa: BLE001 - the socket answers, whatever went wrong
+                answer = {"t": t_ms, "error": f"the frame could not be classified ({type(err).__name__}: {err})"}
             stats["done"] += 1
             await websocket.send_json(dict(answer, dropped=stats["dropped"], processed=stats["done"]))
 
@@ -146,4 +182,6 @@ async def live_socket(websocket, state) -> None:
         pass
     finally:
         worker.cancel()
+        if running:                      # the graph is closed only once no frame is in it
+            await asyncio.wait(running)
         await asyncio.to_thread(session.close)

@@ -28,6 +28,7 @@ class PredictionService:
         self._slots = asyncio.Semaphore(self.workers)
         self._waiting = 0
         self._predictors: OrderedDict[str, object] = OrderedDict()
+        self._locks: dict[int, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def predictor(self, run_dir: Path):
@@ -41,9 +42,17 @@ class PredictionService:
                 return self._predictors[key]
             predictor = Predictor(run_dir, device=self.device)
             self._predictors[key] = predictor
+            self._locks[id(predictor)] = threading.Lock()
             while len(self._predictors) > self.keep:
                 self._predictors.popitem(last=False)
             return predictor
+
+    def lock(self, predictor) -> threading.Lock:
+        """Held while a thread uses ``predictor``: a head moves between devices and sets torch's
+        thread count as it runs, so two calls on one predictor must not overlap (uploads and
+        live sessions on the same run take turns)."""
+        with self._lock:
+            return self._locks.setdefault(id(predictor), threading.Lock())
 
     async def run(self, fn, *args):
         """``fn(*args)`` in a worker thread once a slot is free; BusyError when the queue is full."""

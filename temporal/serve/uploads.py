@@ -18,6 +18,10 @@ from pathlib import Path
 from harx.features.errors import HarxError
 
 
+#: form fields a request may have (the page sends two: the video and the run)
+MAX_PARTS = 8
+
+
 class UploadError(HarxError):
     """A request that is not a valid upload; ``status`` is the HTTP status to answer with."""
 
@@ -48,7 +52,7 @@ async def receive_upload(request, file_field: str, max_bytes: int, tmp_root: Pat
     Raises:
         UploadError: not multipart (415), no file in ``file_field`` (400), over ``max_bytes`` (413).
     """
-    from python_multipart.multipart import MultipartParser, parse_options_header
+    from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
     kind, params = parse_options_header(request.headers.get("content-type", ""))
     if kind != b"multipart/form-data" or b"boundary" not in params:
@@ -58,10 +62,14 @@ async def receive_upload(request, file_field: str, max_bytes: int, tmp_root: Pat
         raise UploadError(f"the upload is {int(length) / 2**20:.1f} MiB; this server takes at most "
                           f"{max_bytes / 2**20:.0f} MiB (harx serve --max-upload-mb)", 413)
     upload = Upload(Path(tempfile.mkdtemp(prefix="harx-upload-", dir=tmp_root)))
-    state = {"name": None, "filename": None, "out": None, "text": bytearray(), "header": b"", "headers": {}}
+    state = {"name": None, "filename": None, "out": None, "text": bytearray(), "header": b"", "headers": {},
+             "parts": 0}
 
     def on_part_begin():
         state.update(name=None, filename=None, out=None, text=bytearray(), headers={})
+        state["parts"] += 1
+        if state["parts"] > MAX_PARTS:
+            raise UploadError(f"the form has more than {MAX_PARTS} fields", 400)
 
     def on_header_field(data, start, end):
         state["header"] = data[start:end].lower()
@@ -102,19 +110,27 @@ async def receive_upload(request, file_field: str, max_bytes: int, tmp_root: Pat
     parser = MultipartParser(params[b"boundary"], {
         "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
         "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end})
+    received = 0
     try:
         async for chunk in request.stream():
+            received += len(chunk)        # the whole body counts, text fields and headers too
+            if received > max_bytes + 64 * 1024:
+                raise UploadError(f"the upload is larger than {max_bytes / 2**20:.0f} MiB, the most this server "
+                                  "takes (harx serve --max-upload-mb)", 413)
             parser.write(chunk)
         parser.finalize()
+        if parser.state not in (MultipartState.END, MultipartState.END_BOUNDARY):
+            raise UploadError("the upload ended before its last part did (cut off?)", 400)
     except BaseException as err:       # the limit, a malformed body, or the client gone: nothing kept
-        if state["out"] is not None:
-            state["out"].close()
         upload.discard()
         if isinstance(err, UploadError):
             raise
         if isinstance(err, Exception) and not _is_disconnect(err):
             raise UploadError(f"the upload could not be read ({type(err).__name__}: {err})", 400) from None
         raise
+    finally:
+        if state["out"] is not None:      # a part the body never finished
+            state["out"].close()
     if upload.file is None or upload.size == 0:
         upload.discard()
         raise UploadError(f"no video in the request: send the file in multipart field {file_field!r}", 400)

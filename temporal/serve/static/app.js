@@ -40,7 +40,7 @@ async function loadRuns() {
     const tr = document.createElement("tr");
     tr.className = "clickable";
     tr.dataset.run = r.id;
-    tr.innerHTML = `<td>${esc(r.name)}</td><td>${esc(r.head)}</td><td>${esc(r.streams)}</td><td>${r.seed ?? ""}</td>` +
+    tr.innerHTML = `<td>${esc(r.name)}</td><td>${esc(r.head)}</td><td>${esc(r.streams)}</td><td>${esc(r.seed ?? "")}</td>` +
       `<td>${esc(r.cache)}</td><td>${pct(r.val_accuracy)}</td><td>${pct(r.test_accuracy)}</td><td>${esc(r.unit || "")}</td>`;
     tr.onclick = () => { location.hash = `#run/${r.id}`; };
     body.appendChild(tr);
@@ -53,7 +53,7 @@ async function loadRuns() {
 
 async function openRun(rid) {
   show("run");
-  const d = await api(`/api/runs/${rid}`);
+  const d = await api(`/api/runs/${encodeURIComponent(rid)}`);
   $("run-title").textContent = `${d.name} — ${d.head} on ${d.streams}, seed ${d.seed}`;
   const m = d.metrics;
   const p = d.protocol || {};
@@ -63,7 +63,8 @@ async function openRun(rid) {
     `<p class="hint">${esc(p.split_protocol || "")}; trained on ${esc(p.trained_on || "train")}, ` +
     `${esc(p.frame_aggregation || "")}</p>`;
   $("run-protocol").querySelector("pre").textContent = JSON.stringify({ protocol: d.protocol, calibration: d.calibration, training: d.training }, null, 1);
-  $("run-pictures").innerHTML = d.pictures.map((n) => `<img alt="${n}" src="${url(`/api/runs/${rid}/pictures/${n}`)}">`).join("");
+  $("run-pictures").innerHTML = d.pictures.map((n) =>
+    `<img alt="${esc(n)}" src="${esc(url(`/api/runs/${encodeURIComponent(rid)}/pictures/${encodeURIComponent(n)}`))}">`).join("");
   drawConfusion(rid, d);
   $("mistakes").hidden = true;
   $("player").hidden = true;
@@ -85,7 +86,7 @@ function drawConfusion(rid, d) {
       const shade = Math.round(255 - 180 * v / total);
       const cls = v > 0 ? (i === j ? "cell right" : "cell wrong") : "cell";
       return `<td class="${cls}" style="background: rgb(${shade},${shade},255)" data-true="${esc(classes[i])}" ` +
-        `data-predicted="${esc(classes[j])}">${v}</td>`;
+        `data-predicted="${esc(classes[j])}">${esc(v)}</td>`;
     }).join("") + "</tr>";
   }
   t.innerHTML = html;
