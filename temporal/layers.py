@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["InputLinear", "Standardize", "masked_mean"]
+__all__ = ["InputLinear", "Standardize", "masked_mean", "with_deltas"]
 
 
 class Standardize(nn.Module):
@@ -50,6 +50,14 @@ class InputLinear(nn.Module):
             return self.linear(F.dropout(self.norm(x), self.dropout, True))
         w = self.linear.weight * self.norm.inv_std
         return F.linear(x, w, self.linear.bias - w @ self.norm.mean)
+
+
+def with_deltas(h: torch.Tensor) -> torch.Tensor:
+    """``(B, L, D)`` -> ``(B, L, 2D)``: each frame beside its change since the previous one (0 for
+    the first), as speech recognisers add delta features: speed and direction become magnitudes
+    a head reads directly instead of having to learn to compute them."""
+    d = torch.cat([torch.zeros_like(h[:, :1]), h[:, 1:] - h[:, :-1]], dim=1)
+    return torch.cat([h, d], dim=2)
 
 
 def masked_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

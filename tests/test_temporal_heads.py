@@ -141,8 +141,9 @@ def test_any_length_is_kept_and_padding_never_leaks(small, name):
                                            ("lstm", {"bidirectional": True, "num_layers": 2, "deltas": False,
                                                      "proj_size": 0}),
                                            ("tcn", {"pooling": "max", "kernel_size": 5, "num_blocks": 2}),
-                                           ("transformer", {"pooling": "cls", "num_layers": 1, "d_model": 16,
-                                                            "num_heads": 2})])
+                                           ("tcn", {"deltas": False}),
+                                           ("transformer", {"pooling": "mean", "num_layers": 2, "d_model": 16,
+                                                            "num_heads": 2, "deltas": False})])
 def test_head_variants_keep_samples_apart(name, options):
     rng = np.random.default_rng(2)
     X = [rng.standard_normal((n, 8)).astype(np.float32) for n in (1, 3, 250, 40, 2)]

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ..layers import InputLinear, Standardize, masked_mean
+from ..layers import InputLinear, Standardize, masked_mean, with_deltas
 from ..registry import register_head
 from ..training import TorchHead, check_range
 
@@ -54,10 +54,7 @@ class _RecurrentNet(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         h = self.proj(x)
         if self.deltas:
-            # beside each projected frame, its change since the previous one (0 for the first):
-            # speed becomes a magnitude the RNN reads directly instead of having to learn it
-            d = torch.cat([torch.zeros_like(h[:, :1]), h[:, 1:] - h[:, :-1]], dim=1)
-            h = torch.cat([h, d], dim=2)
+            h = with_deltas(h)
         ragged = bool((lengths != lengths[0]).any())
         if self.bidirectional:
             # the backward direction must start at each sample's own last frame: pack when ragged

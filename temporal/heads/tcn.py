@@ -7,7 +7,8 @@ features it is the counterpart of a 3D CNN: convolution over time, but on top of
 model, because pretrained video weights (I3D, X3D) cannot be had offline.
 
 The network: standardise each frame -> input projection (Linear to ``channels``, LayerNorm, ReLU,
-dropout) -> ``num_blocks`` residual blocks, block ``k`` two convolutions of ``kernel_size`` over
+dropout) -> with ``deltas`` (the default), each projected frame joined by its change since the
+previous one and mixed back to ``channels`` by a linear layer -> ``num_blocks`` residual blocks, block ``k`` two convolutions of ``kernel_size`` over
 time with dilation ``2**k`` (ReLU and dropout after each; the receptive field grows to
 ``1 + 2 (kernel_size - 1) (2**num_blocks - 1)`` frames: 61 with the defaults) -> the mean (or
 max) of the last block's outputs over the sample's frames -> dropout -> Linear to the classes.
@@ -25,7 +26,7 @@ from torch import nn
 
 from harx.features.errors import InvalidOptionError
 
-from ..layers import InputLinear, masked_mean
+from ..layers import InputLinear, masked_mean, with_deltas
 from ..registry import register_head
 from ..training import TorchHead, check_range
 
@@ -57,18 +58,21 @@ class _TemporalBlock(nn.Module):
 
 class _TCNNet(nn.Module):
     def __init__(self, num_features: int, num_classes: int, channels: int, num_blocks: int, kernel_size: int,
-                 dropout: float, pooling: str):
+                 dropout: float, pooling: str, deltas: bool):
         super().__init__()
         self.proj = nn.Sequential(InputLinear(num_features, channels), nn.LayerNorm(channels), nn.ReLU(),
                                   nn.Dropout(dropout))
+        self.mix = nn.Linear(2 * channels, channels) if deltas else None   # each frame with its change
         self.blocks = nn.ModuleList(_TemporalBlock(channels, kernel_size, 2 ** k, dropout) for k in range(num_blocks))
         self.pooling = pooling
         self.classify = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, num_classes))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        h = self.proj(x).transpose(1, 2)                     # (B, C, L): Conv1d's layout
-        mask = time_mask(lengths, h.shape[2], h.device).to(h.dtype)
-        h = h * mask
+        h = self.proj(x)
+        mask = time_mask(lengths, h.shape[1], h.device).to(h.dtype)       # (B, 1, L)
+        if self.mix is not None:
+            h = self.mix(with_deltas(h * mask.transpose(1, 2)))
+        h = h.transpose(1, 2) * mask                          # (B, C, L): Conv1d's layout
         for block in self.blocks:
             h = block(h, mask)
         out = h.transpose(1, 2)                              # (B, L, C)
@@ -94,20 +98,25 @@ class TCNHead(TorchHead):
         Dropout after the projection, inside the blocks and before the classifier.
     pooling : "mean" | "max"
         How the last block's outputs are pooled over the sample's frames.
+    deltas : bool
+        Join each projected frame with its change since the previous one (a linear layer mixes
+        the two back to ``channels``), as the recurrent heads do.
     crop_frames, max_stride : training crops (see :class:`~temporal.training.TorchHead`); the
         whole sample is used at evaluation.
     Other parameters: see :class:`~temporal.training.TorchHead`.
 
     Defaults chosen on val (``benchmarks/head_defaults.py``: real KTH persons, rgb, seeds 0-2,
     channels 64/128/256 x dropout 0.1/0.3/0.5): 128 channels, dropout 0.1 (val NLL 0.006 against
-    0.009 at 0.3; every setting but the largest dropouts reached 100 % val accuracy).
+    0.009 at 0.3; every setting but the largest dropouts reached 100 % val accuracy). ``deltas``
+    on the demo's rgb, where order and speed alone separate four of the six classes, seeds 0-2:
+    val 96.3 % with them against 78.7 % without.
     """
 
     name = "tcn"
     strategy = "temporal convolution (TCN)"
 
     def __init__(self, *, num_features: int, num_classes: int, channels: int = 128, num_blocks: int = 4,
-                 kernel_size: int = 3, dropout: float = 0.1, pooling: str = "mean",
+                 kernel_size: int = 3, dropout: float = 0.1, pooling: str = "mean", deltas: bool = True,
                  epochs: int | None = None, patience: int | None = None, batch_size: int = 32, lr: float = 2e-3,
                  weight_decay: float = 1e-2, crop_frames: int = 32, max_stride: int = 1, device: str = "auto",
                  precision: str = "auto", random_state: int = 0):
@@ -132,7 +141,7 @@ class TCNHead(TorchHead):
 
     def _build_module(self) -> nn.Module:
         return _TCNNet(self.num_features, self.num_classes, self.channels, self.num_blocks, self.kernel_size,
-                       self.dropout, self.pooling)
+                       self.dropout, self.pooling, bool(self.deltas))
 
 
 @register_head

@@ -6,7 +6,8 @@ transformer network", CVPR 2019 (a transformer over per-frame features of a 2-D 
 "transformers for video" design on top of harx's cache).
 
 The network: standardise each frame -> input projection (Linear to ``d_model``, LayerNorm,
-dropout) -> plus sinusoidal position encodings (any length, none learned, so a whole sample at
+dropout) -> with ``deltas`` (the default), each projected frame joined by its change since the
+previous one and mixed back to ``d_model`` by a linear layer -> plus sinusoidal position encodings (any length, none learned, so a whole sample at
 evaluation is as fine as a training crop) -> with ``pooling="cls"`` (the default), a learned
 class token in front -> ``num_layers`` pre-norm encoder layers (``num_heads`` heads, feed-forward ``2 * d_model``,
 GELU) with a padding mask, so attention never reaches past a sample's end -> the class token's
@@ -26,7 +27,7 @@ from torch import nn
 
 from harx.features.errors import InvalidOptionError
 
-from ..layers import InputLinear, masked_mean
+from ..layers import InputLinear, masked_mean, with_deltas
 from ..registry import register_head
 from ..training import TorchHead, check_range
 
@@ -47,9 +48,10 @@ def sinusoid_positions(steps: int, width: int, device, dtype) -> torch.Tensor:
 
 class _TransformerNet(nn.Module):
     def __init__(self, num_features: int, num_classes: int, d_model: int, num_heads: int, num_layers: int,
-                 dropout: float, pooling: str):
+                 dropout: float, pooling: str, deltas: bool):
         super().__init__()
         self.proj = nn.Sequential(InputLinear(num_features, d_model), nn.LayerNorm(d_model), nn.Dropout(dropout))
+        self.mix = nn.Linear(2 * d_model, d_model) if deltas else None      # each frame with its change
         self.pooling = pooling
         self.cls = nn.Parameter(torch.zeros(1, 1, d_model)) if pooling == "cls" else None
         layer = nn.TransformerEncoderLayer(d_model, num_heads, dim_feedforward=2 * d_model, dropout=dropout,
@@ -61,6 +63,8 @@ class _TransformerNet(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         h = self.proj(x)
+        if self.mix is not None:
+            h = self.mix(with_deltas(h))     # (a padded position's change is never attended to)
         B, L, D = h.shape
         h = h + sinusoid_positions(L, D, h.device, h.dtype)
         pad = torch.arange(L, device=h.device)[None, :] >= lengths.to(h.device)[:, None]   # True: padding
@@ -87,6 +91,9 @@ class TransformerHead(TorchHead):
         Dropout after the projection, inside the encoder and before the classifier.
     pooling : "mean" | "cls"
         The mean of the outputs over the sample's frames, or a learned class token's output.
+    deltas : bool
+        Join each projected frame with its change since the previous one (a linear layer mixes
+        the two back to ``d_model``), as the recurrent heads do.
     crop_frames, max_stride : training crops (see :class:`~temporal.training.TorchHead`); the
         whole sample is used at evaluation.
     Other parameters: see :class:`~temporal.training.TorchHead`.
@@ -95,13 +102,15 @@ class TransformerHead(TorchHead):
     d_model 64/128 x 1/2 layers x mean/cls): one layer of width 64 with a class token ranked
     first (val 100 %, NLL 0.003); the first design, 2 layers of 128 with mean pooling, ranked last
     (96.9 %, NLL 0.129): with 128 training clips, a smaller encoder generalises better.
+    ``deltas`` on the demo's rgb, where order and speed alone separate four of the six classes,
+    seeds 0-2: val 98.1 % with them against 83.3 % without.
     """
 
     name = "transformer"
     strategy = "temporal transformer encoder"
 
     def __init__(self, *, num_features: int, num_classes: int, d_model: int = 64, num_heads: int = 4,
-                 num_layers: int = 1, dropout: float = 0.3, pooling: str = "cls",
+                 num_layers: int = 1, dropout: float = 0.3, pooling: str = "cls", deltas: bool = True,
                  epochs: int | None = None, patience: int | None = None, batch_size: int = 32, lr: float = 1e-3,
                  weight_decay: float = 1e-2, crop_frames: int = 32, max_stride: int = 1, device: str = "auto",
                  precision: str = "auto", random_state: int = 0):
@@ -127,7 +136,7 @@ class TransformerHead(TorchHead):
 
     def _build_module(self) -> nn.Module:
         return _TransformerNet(self.num_features, self.num_classes, self.d_model, self.num_heads, self.num_layers,
-                               self.dropout, self.pooling)
+                               self.dropout, self.pooling, bool(self.deltas))
 
 
 @register_head
