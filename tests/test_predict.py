@@ -60,12 +60,9 @@ def write_colour_video(path: Path, colours: list[tuple[str, int]], size=(64, 48)
     return path
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A colour dataset (3 classes x 6 groups, 20 frames at 10 fps), its cache (rgb and motion), and
-    a vote run on both streams (late fusion) and an lstm run on rgb (colour is all these videos
-    differ in) fitted on it."""
-    root = tmp_path_factory.mktemp("colours")
+def colour_dataset(root: Path) -> Path:
+    """A folder dataset of 3 colours x 6 groups (20 frames at 10 fps each; groups 0-3 train, 4 val,
+    5 test) with its manifest."""
     rows = []
     for colour in COLOURS:
         for g in range(6):
@@ -76,6 +73,14 @@ def trained(tmp_path_factory):
         w = csv.writer(f)
         w.writerow(["path", "label", "group", "split"])
         w.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The colour dataset, its cache (rgb and motion), and a vote run on both streams (late
+    fusion) and an lstm run on rgb (colour is all these videos differ in) fitted on it."""
+    root = colour_dataset(tmp_path_factory.mktemp("colours"))
     out = tmp_path_factory.mktemp("cache") / "colours.h5"
     run_extract(make_config(dataset="folder", root=root, out=out, **TINY))
     runs = tmp_path_factory.mktemp("runs")

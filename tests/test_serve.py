@@ -5,7 +5,6 @@ a missing token, a burst)."""
 from __future__ import annotations
 
 import asyncio
-import csv
 import time
 
 import pytest
@@ -14,7 +13,7 @@ from conftest import TINY
 from harx.extract import make_config, run_extract
 from harx.features.errors import InvalidOptionError
 from harx.temporal import fit
-from test_predict import COLOURS, write_colour_video
+from test_predict import COLOURS, colour_dataset, write_colour_video
 
 pytest.importorskip("httpx")
 from starlette.testclient import TestClient  # noqa: E402
@@ -26,17 +25,7 @@ from harx.temporal.serve.predicting import BusyError, PredictionService  # noqa:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """The colour dataset of test_predict (3 classes x 6 groups), its cache, a vote run on rgb."""
-    root = tmp_path_factory.mktemp("colours")
-    rows = []
-    for colour in COLOURS:
-        for g in range(6):
-            rel = f"{colour}/g{g}.mp4"
-            write_colour_video(root / rel, [(colour, 20)], seed=10 * g + len(colour))
-            rows.append((rel, colour, f"g{g}", "train" if g < 4 else ("val" if g == 4 else "test")))
-    with open(root / "manifest.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label", "group", "split"])
-        w.writerows(rows)
+    root = colour_dataset(tmp_path_factory.mktemp("colours"))
     cache = tmp_path_factory.mktemp("cache") / "colours.h5"
     run_extract(make_config(dataset="folder", root=root, out=cache, streams="rgb", **TINY))
     runs = tmp_path_factory.mktemp("runs")
