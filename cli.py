@@ -142,9 +142,10 @@ def extract(
     max_frames: Annotated[Optional[int], typer.Option(help="At most N frames per sample, evenly spread.",
                                                       rich_help_panel=SAMPLING_PANEL)] = None,
     streams: Annotated[Optional[str], typer.Option(help="Feature streams, comma-separated: rgb (the frames), "
-                                                   "motion (differences of neighbouring frames). Default: "
-                                                   "rgb,motion. Streams the cache has are kept: --streams motion "
-                                                   "adds motion to an rgb cache.", rich_help_panel=STREAM_PANEL)] = None,
+                                                   "motion (differences of neighbouring frames), pose (body "
+                                                   "keypoints; pip install 'harx[pose]'). Default: rgb,motion. "
+                                                   "Streams the cache has are kept: --streams motion adds motion to "
+                                                   "an rgb cache.", rich_help_panel=STREAM_PANEL)] = None,
     motion_gap: Annotated[Optional[int], typer.Option(help="motion: frames between the two frames differenced "
                                                       "(default 2).", rich_help_panel=STREAM_PANEL)] = None,
     motion_amp: Annotated[Optional[float], typer.Option(help="motion: factor on the difference before clipping "
@@ -482,7 +483,7 @@ def fit(
                                                        rich_help_panel=TRAIN_PANEL)] = None,
     device: Annotated[Optional[str], typer.Option(help="auto (CUDA, then MPS, then the CPU), cpu, cuda[:N], mps.",
                                                   rich_help_panel=TRAIN_PANEL)] = None,
-    streams: Annotated[Optional[str], typer.Option(help="Streams to train on: rgb, motion, rgb+motion. Default: "
+    streams: Annotated[Optional[str], typer.Option(help="Streams to train on: rgb, motion, pose, rgb+motion... Default: "
                                                    "every stream of the cache.", rich_help_panel=TRAIN_PANEL)] = None,
     fusion: Annotated[Fusion, typer.Option(help="With several streams: late (a head per stream, probabilities "
                                            "mixed with weights chosen on val) or early (one head on the streams "

@@ -129,7 +129,10 @@ def test_live_from_a_fake_camera_playing_a_real_clip(server, playwright, tmp_pat
         page.goto(server + "#live")
         page.wait_for_selector("#live-run option", state="attached")
         page.click("#live-start")
-        page.wait_for_function("document.getElementById('live-stats').dataset.rate > 0", timeout=60_000)
+        try:
+            page.wait_for_function("document.getElementById('live-stats').dataset.rate > 0", timeout=60_000)
+        except Exception:
+            pytest.fail(f"no live label; the page says: {page.locator('#live-stats').text_content()!r}")
         page.wait_for_timeout(3000)
         label = page.locator("#live-overlay").get_attribute("data-label")
         rate = float(page.locator("#live-stats").get_attribute("data-rate"))

@@ -286,7 +286,15 @@ async function startLive() {
     $("live-stats").dataset.rate = rate.toFixed(2);
     $("live-stats").dataset.latency = String(Math.round(p50));
   };
-  ws.onclose = () => { if (LIVE.ws === ws) { status.textContent += " (connection closed)"; } };
+  ws.onclose = (e) => {
+    if (LIVE.ws !== ws) return;
+    if (!LIVE.answers.length) {      // closed before any label: say so, do not wait in silence
+      status.className = "status error";
+      status.textContent = `error: the live connection closed (code ${e.code}) before any label`;
+    } else {
+      status.textContent += " (connection closed)";
+    }
+  };
   const canvas = document.createElement("canvas");
   const send = () => {
     if (ws.readyState !== WebSocket.OPEN || !video.videoWidth || ws.bufferedAmount > 1 << 20) return;
