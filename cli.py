@@ -677,7 +677,8 @@ def serve(
     max_upload_mb: Annotated[float, typer.Option(help="Largest video upload, in MiB.")] = 200.0,
     device: Annotated[str, typer.Option(help="Where models run: auto, cpu, cuda[:N].")] = "auto",
 ):
-    """A local web page: runs, their mistakes with a label timeline, and classifying an uploaded video."""
+    """A local web page: runs, their mistakes with a label timeline, classifying an uploaded video, and live
+    recognition from a camera."""
     from harx.temporal.serve import check_address, serve as run_server
 
     with user_errors(resumable=False):

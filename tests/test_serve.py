@@ -159,13 +159,21 @@ def test_a_burst_is_queued_with_a_bound():
     assert service.pending == 0
 
 
-def test_the_cli_refuses_an_open_address_without_a_token(served):
+def test_the_cli_refuses_an_open_address_without_a_token_and_a_taken_port(served):
+    import socket
+
     from typer.testing import CliRunner
 
     from harx.cli import app
 
     result = CliRunner().invoke(app, ["serve", "--runs", str(served["runs"]), "--host", "0.0.0.0"])
     assert result.exit_code == 1 and "Traceback" not in result.output and "--token" in result.output
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", "--runs", str(served["runs"]), "--port", str(port)])
+    assert result.exit_code == 1 and "choose another --port" in result.output and "open http" not in result.output
 
 
 def _jpeg(frame) -> bytes:

@@ -43,6 +43,20 @@ def check_address(host: str, token: str | None) -> str | None:
             "(?token=... or Authorization: Bearer ...)")
 
 
+def _check_free(host: str, port: int) -> None:
+    """One line now, instead of uvicorn's error after the address was printed, when the port is taken."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as err:
+        raise InvalidOptionError(f"cannot listen on {host}:{port} ({err.strerror or err}); another program (or "
+                                 "another harx serve) has it: choose another --port") from None
+
+
 def serve(runs: list[str | Path] | None = None, *, host: str = "127.0.0.1", port: int = 8000,
           token: str | None = None, max_upload_mb: float = 200, queue: int = 32, device: str = "auto",
           on_ready=None) -> None:
@@ -53,6 +67,7 @@ def serve(runs: list[str | Path] | None = None, *, host: str = "127.0.0.1", port
         raise InvalidOptionError(f"--port must be 1-65535, got {port}")
     if max_upload_mb <= 0:
         raise InvalidOptionError(f"--max-upload-mb must be > 0, got {max_upload_mb}")
+    _check_free(host, int(port))
     loopback = check_address(host, token) is None
     app = create_app(runs, token=token, max_upload_mb=max_upload_mb, queue=queue, device=device,
                      allowed_hosts=sorted({host, "localhost", "127.0.0.1", "::1"}) if loopback else None)
