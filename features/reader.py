@@ -19,8 +19,8 @@ import h5py
 import numpy as np
 
 from .errors import CacheMismatchError, DatasetNotFoundError, ForeignCacheError, InvalidOptionError
-from .schema import (FAILURE_COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, MAP_SUFFIX, STR_COLUMNS, StreamInfo, fold_column,
-                     is_map_stream, read_stream_infos, stream_datasets, stream_fingerprint)
+from .schema import (FAILURE_COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, MAP_SUFFIX, STR_COLUMNS, StreamInfo, fill_missing,
+                     fold_column, is_map_stream, read_stream_infos, stream_datasets, stream_fingerprint)
 from .writer import H5_READ_ERRORS, corrupt_cache, read_settings
 
 #: rows closer than this share one read in :meth:`FeatureStore.read_rows` (a KTH crop at stride
@@ -96,8 +96,6 @@ class FeatureStore:
             self._datasets = stream_datasets(f, self.attrs)
             self._streams = {info.name: info for info in read_stream_infos(f, self.attrs)}
             self._check_layout(f)
-        #: streams that store a missing frame as NaN (pose: no person found); read as zeros, see _filled
-        self._nan_missing = {n for n, info in self._streams.items() if info.spec.get("missing") == "nan"}
 
     def _check_layout(self, f: h5py.File) -> None:
         """What every later read relies on: the attributes' types, the datasets' dtypes and
@@ -398,12 +396,8 @@ class FeatureStore:
         return float(sum(cost[i]["ms_per_frame"] for i in images))
 
     def _filled(self, name: str, block: np.ndarray) -> np.ndarray:
-        """``block`` of stream ``name`` as heads read it: a stream that stores a missing frame as
-        NaN (pose: no person found) gives zeros there, in place (for pose: every keypoint unseen,
-        visibility 0, at the body's centre; see :mod:`extract.pose`)."""
-        if name in self._nan_missing:
-            np.nan_to_num(block, copy=False, nan=0.0)
-        return block
+        """``block`` of stream ``name`` as heads read it (:func:`features.schema.fill_missing`)."""
+        return fill_missing(self._streams[name].spec, block)
 
     def close(self) -> None:
         if self._file is not None:

@@ -187,6 +187,22 @@ class StreamInfo:
         return str(self.spec.get("input", "rgb"))
 
 
+def fill_missing(spec: dict, block: np.ndarray) -> np.ndarray:
+    """``block`` of a stream as heads read it, changed in place: a stream whose ``spec`` stores a
+    missing frame as NaN (``"missing": "nan"``: pose, no person found) gives zeros there (for pose:
+    every keypoint unseen, visibility 0, at the body's centre; see ``extract.pose``)."""
+    if spec.get("missing") == "nan":
+        np.nan_to_num(block, copy=False, nan=0.0)
+    return block
+
+
+def side_by_side(streams: list[StreamInfo], features: dict[str, np.ndarray]) -> np.ndarray:
+    """``(frames, D)``: the frames of ``streams`` as a head reads them, missing frames filled
+    (:func:`fill_missing`), each stream flattened per frame (maps), in ``streams``' order."""
+    return np.concatenate([fill_missing(s.spec, features[s.name]).reshape(len(features[s.name]), -1)
+                           for s in streams], axis=1)
+
+
 def stream_datasets(f: h5py.File, attrs: dict) -> dict[str, str]:
     """Stream name -> HDF5 path of its array, for a file of either readable schema."""
     if attrs.get("schema_version") == 1:

@@ -116,18 +116,14 @@ class _CacheFile:
 
     @contextmanager
     def _writing(self):
-        """A write that fails for want of room (a full disk, a file-size limit) becomes one
-        OutputError; the file is then broken and only good for :meth:`abandon`."""
-        try:
+        """A write that fails for want of room becomes one OutputError (:func:`writing_room`); the
+        file is then broken and only good for :meth:`abandon`."""
+        with writing_room(self.path.name.removesuffix(".tmp"), on_fail=self._break):
             yield
-        except (OSError, RuntimeError) as err:
-            why = no_room(err)
-            if why is None:
-                raise
-            self.broken = True
-            _discard_writes(self.f)          # see abandon()
-            raise OutputError(f"cannot write {self.path.name.removesuffix('.tmp')}: {why}; the work finished "
-                              "before it is kept: free some space and rerun the same command") from None
+
+    def _break(self) -> None:
+        self.broken = True
+        _discard_writes(self.f)              # see abandon()
 
     def close(self, complete: bool) -> None:
         self._flush()
@@ -167,6 +163,22 @@ REPLACE_HINT = "use --overwrite to replace it or --out for another file"
 #: What h5py (and decoding what it returns) raises on a damaged file: a missing object is a
 #: KeyError, an unreadable block an OSError, a bad attribute a ValueError (JSON, UTF-8).
 H5_READ_ERRORS = (OSError, KeyError, ValueError, RuntimeError)
+
+
+@contextmanager
+def writing_room(what: str, on_fail=None):
+    """A write that fails for want of room (a full disk, a file-size limit, a quota) becomes one
+    OutputError naming ``what``, after ``on_fail()``; other failures pass through unchanged."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        why = no_room(err)
+        if why is None:
+            raise
+        if on_fail is not None:
+            on_fail()
+        raise OutputError(f"cannot write {what}: {why}; the work finished before it is kept: free some space and "
+                          "rerun the same command") from None
 
 
 def no_room(err: BaseException) -> str | None:
@@ -359,7 +371,7 @@ class FeatureWriter:
         if self.overwrite:
             self._remove_all()
         self._check_existing()
-        try:
+        with writing_room(f"in {self.parts_dir}"):
             self.parts_dir.mkdir(exist_ok=True)
             self._take_lock()
             settings_file = self.parts_dir / "settings.json"
@@ -367,12 +379,6 @@ class FeatureWriter:
                                                  "streams": _stream_specs(self.streams),
                                                  "settings": {k: self.settings.get(k) for k in SETTINGS_KEYS}},
                                                 indent=1, default=str))
-        except OSError as err:
-            why = no_room(err)
-            if why is None:
-                raise
-            raise OutputError(f"cannot write in {self.parts_dir}: {why}; free some space and rerun the same "
-                              "command (the work finished before is kept)") from None
         for tmp in self.parts_dir.glob("*.tmp"):
             tmp.unlink()
         names = {s.name for s in self.streams}
@@ -693,8 +699,6 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _age_s(path: Path) -> float:
-    import time
-
     try:
         return time.time() - path.stat().st_mtime
     except OSError:

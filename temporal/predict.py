@@ -39,6 +39,7 @@ import numpy as np
 
 from harx.extract.videofiles import VIDEO_EXTENSIONS, is_video_file
 from harx.features.errors import CacheMismatchError, DatasetNotFoundError, HarxError, InvalidOptionError
+from harx.features.schema import side_by_side
 
 from .annotate import annotate_video
 from .base import TemporalHead
@@ -315,11 +316,7 @@ class Predictor:
         if video.error:
             result.note = f"{video.error}; predictions cover frames 1-{stopped_at}"
         fps = result.fps if result.fps > 0 else 25.0
-        # as the run was trained: maps flattened per frame; a pose frame with no person (NaN) read
-        # as every keypoint unseen (features.reader does the same to cached frames)
-        features = np.concatenate([np.nan_to_num(video.features[s.name]).reshape(video.n_decoded, -1)
-                                   if s.spec.get("missing") == "nan" else video.features[s.name].reshape(video.n_decoded, -1)
-                                   for s in self.streams], axis=1)
+        features = side_by_side(self.streams, video.features)   # as the run was trained, as the cache reads
         windows, samples = [], []
         for k in range(len(info.ranges)):
             start, stop, _, rows = video.range_rows(k)

@@ -260,8 +260,6 @@ def _predict_one(service: PredictionService, run_dir: Path, video: Path, annotat
     with service.lock(predictor):
         item = next(iter(predictor.predict_files([video], annotate=annotate_to)))
     doc = item.prediction.as_dict(predictor.protocol)
-    if item.prediction.frames is None and item.prediction.timeline:
-        doc["frames"] = None
     if item.annotate_error:
         doc["annotate_error"] = item.annotate_error
     return doc

@@ -23,7 +23,7 @@ from collections import deque
 import numpy as np
 
 from harx.features.errors import HarxError
-from harx.features.schema import is_map_stream
+from harx.features.schema import is_map_stream, side_by_side
 
 
 #: the most frames a window holds (a camera sending 30 frames/s for a 10 s window)
@@ -68,20 +68,19 @@ class LiveSession:
         from harx.extract.motion import difference_images
 
         self.recent.append(frame)
-        parts = []
+        made = {}
         for s in self.streams:
             if s.input == "rgb":
-                parts.append(self.predictor.backbone.embed(frame[None])[0])
+                made[s.name] = self.predictor.backbone.embed(frame[None])
             elif s.input == "motion":
                 other = self.recent[0] if len(self.recent) > self.gap else frame
                 image = difference_images(frame[None], other[None], float(s.spec.get("amp", 1.0)))
-                parts.append(self.predictor.backbone.embed(image)[0])
+                made[s.name] = self.predictor.backbone.embed(image)
             elif s.input == "pose":
-                points, _ = self.pose.estimate(frame[None])
-                parts.append(np.nan_to_num(points[0]).reshape(-1))
+                made[s.name], _ = self.pose.estimate(frame[None])
             else:
                 raise HarxError(f"live recognition cannot make stream {s.name!r}")
-        return np.concatenate([p.astype(np.float32).reshape(-1) for p in parts])
+        return side_by_side(self.streams, made)[0].astype(np.float32)
 
     def classify(self, jpeg: bytes, t_ms: float) -> dict:
         """Add one JPEG frame taken at ``t_ms`` (the client's clock) and classify the window."""
