@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from harx.features.errors import CacheMismatchError, HarxError, InvalidOptionError
+from harx.features.locks import take_lock
 from harx.features.schema import read_stream_infos
-from harx.features.writer import (H5_READ_ERRORS, _CacheFile, _merge, describe_mismatch, read_settings,
-                                  take_pid_lock)
+from harx.features.writer import H5_READ_ERRORS, _CacheFile, _merge, describe_mismatch, read_settings
 
 from .cost import add_costs
 from .datasets import DatasetIndex
@@ -158,11 +158,8 @@ def merge_shards(out: str | Path, *, overwrite: bool = False) -> Path:
     if not folder.is_dir():
         raise HarxError(f"no shards of {out} in {folder}" + (" (merged already)" if out.exists() else
                         "; run harx extract ... --out {out} --shard K/N first"))
-    lock = take_pid_lock(folder / "merge.lock", f"merging the shards of {out}")
-    try:
+    with take_lock(folder / "merge.lock", f"merging the shards of {out}"):
         return _merge_locked(out, folder, overwrite)
-    finally:
-        lock.unlink(missing_ok=True)
 
 
 def _merge_locked(out: Path, folder: Path, overwrite: bool) -> Path:

@@ -16,8 +16,9 @@ any) and the parts, in dataset order, into ``PATH.tmp`` and renames it over ``PA
 are deleted only after that. Because samples are written in dataset order and each video is
 embedded the same way whatever else runs, a resumed cache equals an uninterrupted one.
 
-One writer per cache: HDF5 corrupts a file with two concurrent writers. A lock file
-(``PATH.parts/lock``) holding the writer's PID refuses a second live writer.
+One writer per cache: HDF5 corrupts a file with two concurrent writers. A lock on
+``PATH.parts/lock`` (``features.locks``), freed by the kernel when its writer dies, refuses a
+second live writer.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import h5py
 import numpy as np
 
 from .errors import CacheMismatchError, CorruptCacheError, ForeignCacheError, HarxError, OutputError
+from .locks import FileLock, take_lock
 from .schema import (RGB_SPEC, FAILURE_COLUMNS, FLOAT_COLUMNS, FORMAT, INT_COLUMNS, READABLE_SCHEMAS, SCHEMA_VERSION,
                      SETTINGS_KEYS, STR_COLUMNS, STR_DTYPE, StreamInfo, chunk_rows, decode_attr, encode_attr,
                      fold_column, read_stream_infos, settings_fingerprint, stream_datasets, stream_fingerprint,
@@ -350,7 +352,7 @@ class FeatureWriter:
         self._final: StoredSamples | None = None  # the finished cache's contents, read once on open
         self.dropped_parts: list[str] = []        # damaged parts set aside on open (their work is redone)
         self.has_final = False
-        self._lock: Path | None = None
+        self._lock: FileLock | None = None
 
     # -- opening ---------------------------------------------------------------------------------
     def __enter__(self) -> "FeatureWriter":
@@ -458,11 +460,11 @@ class FeatureWriter:
                     f"{','.join(saved_streams)} to finish it, or use --overwrite to discard it")
 
     def _take_lock(self) -> None:
-        self._lock = take_pid_lock(self.parts_dir / "lock", f"writing {self.path}")
+        self._lock = take_lock(self.parts_dir / "lock", f"writing {self.path}")
 
     def _release_lock(self) -> None:
         if self._lock is not None:
-            self._lock.unlink(missing_ok=True)
+            self._lock.release()
             self._lock = None
 
     def committed_parts(self) -> list[Path]:
@@ -571,6 +573,7 @@ class FeatureWriter:
         os.replace(tmp, self.path)
         self.has_final = True
         shutil.rmtree(self.parts_dir, ignore_errors=True)
+        self._lock.forget()
         self._lock = None
         return self.path
 
@@ -686,44 +689,3 @@ def _discard_writes(f: h5py.File) -> None:
             os.dup2(null, fd)
         finally:
             os.close(null)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _age_s(path: Path) -> float:
-    try:
-        return time.time() - path.stat().st_mtime
-    except OSError:
-        return float("inf")
-
-
-def take_pid_lock(lock: Path, doing: str) -> Path:
-    """Create ``lock`` holding this process's PID, atomically (``O_EXCL``), so that of two
-    processes starting at once exactly one wins. A lock left by a dead process is taken over;
-    a live one's raises ``HarxError`` saying what it is ``doing``."""
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid == os.getpid():
-                return lock
-            if (pid and _pid_alive(pid)) or (not pid and _age_s(lock) < 5):   # (empty: being written)
-                raise HarxError(f"another harx process (pid {pid}) is {doing}; wait for it or stop it") from None
-            lock.unlink(missing_ok=True)         # its owner died: take it over
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return lock
-    raise HarxError(f"cannot take the lock {lock} (processes keep racing for it); try again")

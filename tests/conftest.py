@@ -125,6 +125,19 @@ def kill_9_mid_extraction(root: Path, out: Path, parts: int = 4, **options) -> i
     return committed
 
 
+def hold_lock(path: Path):
+    """A child process that holds ``features.locks`` on ``path`` until killed (returned once it does)."""
+    import subprocess
+    import time
+
+    code = ("import sys, time; from harx.features.locks import take_lock; take_lock(sys.argv[1], 'testing'); "
+            "print('held', flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.stdout.readline().strip() == "held", "the lock holder did not start"
+    return proc
+
+
 def kth_subset(realdata: Path, folder: Path, persons, actions=("walking", "running"), scenario: str = "d1") -> Path:
     """A KTH root in ``folder`` linking the real ``kth_walk_run`` clips of ``persons``, ``actions``
     and ``scenario`` beside the real ``00sequences.txt``; skips the test when they are absent."""

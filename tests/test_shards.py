@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import TINY, kill_9_mid_extraction
+from conftest import TINY, hold_lock, kill_9_mid_extraction
 from harx.extract import make_config, run_extract
 from harx.extract.datasets import create_dataset
 from harx.extract.shards import merge_shards, parse_shard, shard_path, video_shards
@@ -178,7 +178,7 @@ def test_two_runs_of_one_shard_are_refused(video_folder, tmp_path):
     lock = shard_path(out, 2, 2).with_name("shard-2-of-2.h5.parts") / "lock"
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not lock.exists():
+        while time.monotonic() < deadline and not (lock.exists() and lock.read_text()):
             time.sleep(0.2)
         with pytest.raises(HarxError, match=f"another harx process \\(pid {child.pid}\\) is writing"):
             _extract(video_folder, out, shard="2/2")
@@ -189,21 +189,19 @@ def test_two_runs_of_one_shard_are_refused(video_folder, tmp_path):
 
 
 def test_a_second_merge_is_refused_while_one_runs(video_folder, tmp_path):
-    import subprocess
-
     out = tmp_path / "c.h5"
     for k in (1, 2):
         _extract(video_folder, out, shard=f"{k}/2")
-    holder = subprocess.Popen(["sleep", "30"])        # a live process owns the merge lock
+    lock = shard_path(out, 1, 2).parent / "merge.lock"
+    holder = hold_lock(lock)                           # a live process owns the merge lock
     try:
-        (shard_path(out, 1, 2).parent / "merge.lock").write_text(str(holder.pid))
         with pytest.raises(HarxError, match=f"another harx process \\(pid {holder.pid}\\) is merging the shards"):
             merge_shards(out)
         assert not out.exists() and shard_path(out, 2, 2).exists()   # nothing lost
     finally:
         holder.kill()
         holder.wait()
-    assert merge_shards(out) == out                    # its owner gone, the lock is taken over
+    assert merge_shards(out) == out                    # its owner gone (killed), the lock is free
     with pytest.raises(HarxError, match="merged already"):
         merge_shards(out)
 
