@@ -14,6 +14,9 @@
 #    at least 2,000 lite0 frames/s end to end.
 #
 # Everything printed is also written under $OUT (or ./gpu_check_out), the last line as JSON.
+# DEVICE=cpu runs the same steps on the CPU (no nvidia-smi needed): a dry run of the script's own
+# plumbing on a machine without a GPU, with small clips, e.g. `DEVICE=cpu bash benchmarks/gpu_check.sh
+# ../shared/realdata/kth`; its numbers say nothing about the GPU.
 # PYTHON picks the interpreter (default: .venv/bin/python if present, else python3); where harx is
 # not installed, the checkout itself is put on the path as package `harx`.
 set -uo pipefail
@@ -21,6 +24,7 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 CLIPS=${1:-../shared/realdata/kth_walk_run}
 OUT=${OUT:-$REPO/gpu_check_out}
+DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT"
 PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 export PYTHONUNBUFFERED=1 HARX_HOME=${HARX_HOME:-$(mktemp -d)}
@@ -32,9 +36,15 @@ HARX=("$PY" -m harx)
 log() { echo "$@" | tee -a "$OUT/gpu_check.log"; }
 
 log "== machine"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/gpu_check.log"
-"$PY" -c "import torch, timm; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'device', torch.cuda.get_device_name(0), 'timm', timm.__version__)" \
-  | tee -a "$OUT/gpu_check.log" || { log "torch sees no CUDA device: nothing to check"; exit 1; }
+SMI=$(command -v nvidia-smi || true)
+[ -n "$SMI" ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/gpu_check.log"
+if [ "$DEVICE" = cuda ]; then
+  "$PY" -c "import torch, timm; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'device', torch.cuda.get_device_name(0), 'timm', timm.__version__)" \
+    | tee -a "$OUT/gpu_check.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || { log "torch sees no CUDA device: nothing to check (DEVICE=cpu for a dry run)"; exit 1; }
+else
+  log "DEVICE=$DEVICE: a dry run of the script, not a GPU measurement"
+fi
 log "cpus $(nproc)"
 
 log "== 1. tests that need CUDA"
@@ -51,11 +61,15 @@ WORKERS=$(printf "%s\n" 1 2 4 8 "$MAXW" | awk -v m="$MAXW" '$1 <= m' | sort -n |
 : > "$OUT/runs.tsv"
 if [ -d "$CLIPS" ]; then
   for w in $WORKERS; do
-    nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 500 > "$OUT/util_w$w.txt" 2>/dev/null &
-    SMI=$!
-    "${HARX[@]}" extract --dataset folder --root "$CLIPS" --device cuda --streams rgb --workers "$w" \
+    : > "$OUT/util_w$w.txt"
+    SAMPLER=
+    if [ -n "$SMI" ]; then
+      nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 500 > "$OUT/util_w$w.txt" 2>/dev/null &
+      SAMPLER=$!
+    fi
+    "${HARX[@]}" extract --dataset folder --root "$CLIPS" --device "$DEVICE" --streams rgb --workers "$w" \
       --out "$OUT/w$w.h5" --overwrite > "$OUT/extract_w$w.txt" 2>&1
-    kill "$SMI" 2>/dev/null; wait "$SMI" 2>/dev/null
+    [ -n "$SAMPLER" ] && { kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/null; }
     fps=$(grep -o 'at [0-9.,]* frames/s' "$OUT/extract_w$w.txt" | head -1 | tr -d ', ' | sed 's/at//; s/frames\/s//')
     util=$(awk '{s += $1; n += 1} END {if (n) printf "%.0f", s / n; else print "?"}' "$OUT/util_w$w.txt")
     log "workers $w: ${fps:-failed} frames/s, GPU utilisation ${util} % (mean while it ran)"
@@ -64,10 +78,10 @@ if [ -d "$CLIPS" ]; then
   done
 fi
 
-log "== 3. decoding alone, backbone alone (benchmarks/extract.py --device cuda)"
+log "== 3. decoding alone, backbone alone (benchmarks/extract.py --device $DEVICE)"
 FOLDER_ARG=()
 [ -d "$CLIPS" ] && FOLDER_ARG=(--folder "$CLIPS")
-"$PY" benchmarks/extract.py --device cuda --videos 4 --rounds 1 --seconds 10 --naive-frames 50 "${FOLDER_ARG[@]}" \
+"$PY" benchmarks/extract.py --device "$DEVICE" --videos 4 --rounds 1 --seconds 10 --naive-frames 50 "${FOLDER_ARG[@]}" \
   > "$OUT/extract_benchmark.txt" 2>&1
 tail -5 "$OUT/extract_benchmark.txt" | tee -a "$OUT/gpu_check.log"
 
@@ -92,9 +106,11 @@ result = {"tests_rc": tests_rc, "runs": [{"workers": w, "fps": f, "gpu_util": u}
 if best:
     w, fps, util = best
     result.update(best_workers=w, best_fps=fps, best_gpu_util=util,
-                  bound="GPU" if (util or 0) >= 85 else "decoding (or the CPU around it)",
+                  bound=("unknown (no GPU utilisation sampled)" if util is None else
+                         "GPU" if util >= 85 else "decoding (or the CPU around it)"),
                   goal_2000_fps=fps >= 2000)
-    print(f"best: {fps:.0f} frames/s with {w} decoding workers, GPU {util} % busy: bound by {result['bound']}; "
+    busy = "not sampled" if util is None else f"{util:.0f} % busy"
+    print(f"best: {fps:.0f} frames/s with {w} decoding workers, GPU {busy}: bound by {result['bound']}; "
           f"goal >= 2,000 frames/s {'met' if fps >= 2000 else 'not met'}")
 print(f"tests/test_cuda.py exit {tests_rc}; backbone alone {bench.get('backbone_fps')} frames/s, "
       f"decoding alone {bench.get('decode_fps')} frames/s (benchmarks/extract.py)")
