@@ -228,7 +228,10 @@ def _print_extract_summary(s) -> None:
     """Plain ``key: value`` lines, never a table: a cache path must survive copy and paste whole."""
     _print_cache_summary(s)
     if s.merged is not None:
-        _say(f"merged:    every shard into {s.merged}")
+        from harx.features import FeatureStore
+
+        with FeatureStore(s.merged) as store:
+            _say(f"merged:    every shard into {s.merged} ({len(store)} samples, {_mb(s.merged.stat().st_size)})")
     elif s.merge_into is not None:
         from harx.extract.shards import launcher_shard, shards_dir
 
@@ -252,7 +255,7 @@ def _print_cache_summary(s) -> None:
             ("backbone", f"{s.backbone}, weights {s.weights}, {s.precision} on {s.device}"),
             ("streams", ", ".join(s.streams) + (f" ({', '.join(s.streams_added)} added to the samples "
                                                 "embedded before)" if s.streams_added else "")),
-            ("samples", f"{s.samples_total} in dataset: {s.samples_new} embedded now, {s.reused} reused, "
+            ("samples", f"{s.samples_total} in {'this shard' if s.merge_into is not None else 'dataset'}: {s.samples_new} embedded now, {s.reused} reused, "
                         f"{len(s.failed) + s.failed_before} failed"),
             ("frames", f"{s.frames:,} decoded and embedded now at {s.frames_per_s:,.1f} frames/s "
                        f"({s.seconds:,.1f} s)"),
