@@ -31,6 +31,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .motion import difference_images, partners
+from .orientation import copy_unturned, display_turns, upright
 from .sampling import Sampling, sliding_windows
 
 RGB_ONLY = (("rgb", "rgb", 0, 1.0),)
@@ -181,18 +183,51 @@ def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_fram
     # video), reported back as the video's error; it must never end the worker or the run.
     if _injected_hang(job.path) == -1:
         time.sleep(1e9)  # tests only: a file whose opening hangs (see _injected_hang)
+    source, turns = job.path, 0
+    if job.ranges or job.windows is not None:          # a probe only opens the file
+        turns = display_turns(job.path)
     try:
-        vr, size, source_size = _open_reader(job.path, threads, job.max_short_side)
+        if turns:                                     # see extract.orientation
+            try:
+                source = str(copy_unturned(job.path, _scratch()))
+            except Exception as err:  # noqa: BLE001 - see above
+                conn.send(("error", job.start_pos, f"cannot copy the rotated video to turn it upright: {_short(err)}"))
+                conn.send(("done", job.start_pos))
+                return
+        _decode_source(conn, job, source, turns, threads, chunk_bytes, chunk_frames, ring)
+    finally:
+        if source != job.path:
+            Path(source).unlink(missing_ok=True)
+
+
+def _scratch() -> Path:
+    """Where a worker writes upright copies: its decoder's scratch folder, removed on close."""
+    return Path(os.environ.get("HARX_DECODE_SCRATCH") or tempfile.gettempdir())
+
+
+def _decode_source(conn, job: DecodeJob, source: str, turns: int, threads: int, chunk_bytes: int,
+                   chunk_frames: int, ring: "_WorkerRing | None") -> None:
+    """Decode ``job`` from ``source`` (the file, or its unturned copy), turning frames ``turns``
+    quarter turns on the way out."""
+    try:
+        vr, coded, coded_source = _open_reader(source, threads, job.max_short_side)
         fps = float(vr.get_avg_fps() or 0.0)
         n_reported = len(vr)
-    except Exception as err:  # noqa: BLE001 - see above
+    except Exception as err:  # noqa: BLE001 - see _decode_job
         conn.send(("error", job.start_pos, f"cannot open video: {_short(err)}"))
         conn.send(("done", job.start_pos))
         return
+    shown = (lambda hw: hw[::-1]) if turns % 2 else (lambda hw: hw)
     ranges, indices, union = _plan(job, n_reported, fps)
-    conn.send(("meta", VideoInfo(fps, n_reported, size, source_size, ranges, indices, union)))
+    conn.send(("meta", VideoInfo(fps, n_reported, shown(coded), shown(coded_source), ranges, indices, union)))
+
+    def send(pos: int, frames: np.ndarray) -> None:
+        frames = upright(frames, turns)
+        if ring is None or not ring.put(conn, pos, frames):
+            _send_frames(conn, pos, frames)
+
     images = job.images or RGB_ONLY
-    per_frame = max(1, size[0] * size[1] * 3 * len(images))
+    per_frame = max(1, coded[0] * coded[1] * 3 * len(images))
     step = job.chunk_frames or max(1, min(chunk_frames, chunk_bytes // per_frame))
     recent: dict[int, np.ndarray] = {}   # the last frames read: the next chunk's motion partners
     pos, stop = job.start_pos, len(union) if job.stop_pos is None else min(job.stop_pos, len(union))
@@ -204,28 +239,26 @@ def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_fram
             time.sleep(1e9)  # simulate decord#373 (tests only): never returns, like the real hang
         try:
             frames = _read_images(vr, chunk, images, n_reported, recent)
-        except Exception as err:  # noqa: BLE001 - see above
+        except Exception as err:  # noqa: BLE001 - see _decode_job
             # A truncated file fails the whole chunk; keep the frames before the bad one.
             frames, failed_at = _frame_by_frame(vr, chunk, images, n_reported, recent)
             if failed_at is not None:
                 if len(frames):
-                    if ring is None or not ring.put(conn, pos, frames):
-                        _send_frames(conn, pos, frames)
+                    send(pos, frames)
                     pos += len(frames)
                 conn.send(("error", pos, f"decoding stopped at frame {failed_at}: {_short(err)}"))
                 break
         if len(frames) != len(chunk):
             conn.send(("error", pos, f"decoder returned {len(frames)} frames for {len(chunk)} requested"))
             break
-        if ring is None or not ring.put(conn, pos, frames):
-            _send_frames(conn, pos, frames)
+        send(pos, frames)
         pos += len(chunk)
         if pos < stop and guard.over(len(chunk), min_frames=2 * step):
             del frames, vr
             recent.clear()
             try:
-                vr = _reopen_reader(job.path, threads, size, source_size)
-            except Exception as err:  # noqa: BLE001 - see above
+                vr = _reopen_reader(source, threads, coded, coded_source)
+            except Exception as err:  # noqa: BLE001 - see _decode_job
                 conn.send(("error", pos, f"cannot reopen the video at frame {int(union[pos])}: {_short(err)}"))
                 break
             guard.reset()
@@ -453,6 +486,7 @@ class VideoDecoder:
         self.max_jobs_per_worker = max_jobs_per_worker
         self.ring_slots = max(0, min(255, ring_slots))
         self._workers: list[_Worker | None] = [None] * self.num_workers
+        self._scratch: str | None = None   # the workers' upright copies of rotated videos
 
     def __enter__(self) -> "VideoDecoder":
         return self
@@ -470,6 +504,9 @@ class VideoDecoder:
                     pass
                 w.kill()
                 self._workers[i] = None
+        if self._scratch is not None:          # copies left by a worker killed mid-video
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def _start(self, i: int) -> _Worker:
         """A fresh worker: a new interpreter (not a fork of this torch-holding process, and not
@@ -478,8 +515,10 @@ class VideoDecoder:
         up_r, up_w = os.pipe()
         _widen_pipe(up_w)
         root = str(Path(__file__).resolve().parents[1])
+        if self._scratch is None:
+            self._scratch = tempfile.mkdtemp(prefix="harx-decode-")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
-                   HARX_DECODE_PARENT=str(os.getpid()))
+                   HARX_DECODE_PARENT=str(os.getpid()), HARX_DECODE_SCRATCH=self._scratch)
         ring = None
         if self.ring_slots:
             try:

@@ -6,7 +6,8 @@ a background thread while its caller is busy and holds every frame it decodes, s
 (an H.264 encoder at 1080p) would see the whole video decoded into memory (dmlc/decord#157,
 #208). PyAV decodes only when asked, so memory holds a few frames whatever the length. On the
 real KTH, UCF101 and HMDB51 clips both count the same frames (checked). Random access and the
-hang-proof workers stay with decord (:mod:`extract.decode`).
+hang-proof workers stay with decord (:mod:`extract.decode`). Frames are turned upright where
+the container says so, as the decoding workers turn them (:mod:`extract.orientation`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from harx.features.errors import HarxError
+
+from .orientation import display_turns, upright
 
 
 class FrameStream:
@@ -45,7 +48,9 @@ class FrameStream:
         if threads:
             self._stream.thread_count = threads
         ctx = self._stream.codec_context
-        self.width, self.height = int(ctx.width), int(ctx.height)
+        self._coded = (int(ctx.width), int(ctx.height))
+        self._turns = display_turns(self.path)          # frames come out upright (extract.orientation)
+        self.width, self.height = self._coded[::-1] if self._turns % 2 else self._coded
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.rate = Fraction(rate) if rate else Fraction(25)
         self.n_read = 0
@@ -57,7 +62,8 @@ class FrameStream:
         try:
             for frame in self._container.decode(self._stream):
                 # at the stream's size even if a frame differs (a mid-stream size change)
-                rgb = frame.to_ndarray(width=self.width, height=self.height, format="rgb24")
+                rgb = upright(frame.to_ndarray(width=self._coded[0], height=self._coded[1], format="rgb24"),
+                              self._turns)
                 self.n_read += 1
                 yield rgb
         except (av.FFmpegError, OSError) as err:

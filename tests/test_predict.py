@@ -221,6 +221,28 @@ def test_annotated_video_keeps_frames_size_and_fps_and_shows_the_label(trained, 
     assert not list(out.parent.glob(".*partial*"))
 
 
+def test_a_portrait_phone_clip_is_annotated_upright(trained, tmp_path):
+    """Landscape frames with a display matrix of -90 (how phones store portrait video): the JSON
+    reports the size shown, and the annotated video is upright with the label box at its top left."""
+    from decord import VideoReader
+
+    from videos import write_frames
+
+    frames = colour_frames("blue", 24, size=(160, 120), seed=9)
+    src = write_frames(tmp_path / "portrait.mp4", frames, fps=FPS, rotation=-90)
+    out = tmp_path / "portrait.annotated.mp4"
+    result = runner.invoke(app, ["predict", str(src), "--run", str(trained["lstm"]), "--annotate", str(out),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    video = json.loads(result.stdout)["video"]
+    assert (video["width"], video["height"]) == (120, 160) and json.loads(result.stdout)["label"] == "blue"
+    annotated = VideoReader(str(out))[10].asnumpy().astype(int)
+    shown = np.rot90(frames[10], 3).astype(int)                  # turned clockwise, as players show it
+    assert annotated.shape == shown.shape == (160, 120, 3)
+    assert np.abs(annotated[2:14, 2:40] - shown[2:14, 2:40]).mean() > 30      # the label box
+    assert np.abs(annotated[50:90, 30:90] - shown[50:90, 30:90]).mean() < 8   # the picture, upright
+
+
 def test_odd_frame_size_is_kept(trained, tmp_path):
     from decord import VideoReader
 

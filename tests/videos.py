@@ -82,8 +82,10 @@ def make_frames(n_frames: int, size: tuple[int, int] = (64, 48), *, seed: int = 
 
 
 def write_frames(path: str | Path, frames: Iterable[np.ndarray], *, fps: float = 25,
-                 codec: str = "libx264") -> Path:
-    """Encode RGB uint8 frames (all one even size) to ``path``; the container follows its suffix."""
+                 codec: str = "libx264", rotation: int = 0) -> Path:
+    """Encode RGB uint8 frames (all one even size) to ``path``; the container follows its suffix.
+    ``rotation``: a display matrix telling players to turn the picture that many degrees
+    counterclockwise (a phone's portrait video is landscape frames and -90)."""
     path = Path(path)
     if codec not in CODECS:
         raise ValueError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
@@ -96,6 +98,8 @@ def write_frames(path: str | Path, frames: Iterable[np.ndarray], *, fps: float =
         for i, rgb in enumerate(frames):
             if i == 0:
                 stream.height, stream.width = rgb.shape[:2]
+                if rotation:
+                    stream.set_display_rotation(rotation)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             frame = frame.reformat(format=pix_fmt)
             frame.pts, frame.time_base = i, 1 / rate
@@ -106,7 +110,7 @@ def write_frames(path: str | Path, frames: Iterable[np.ndarray], *, fps: float =
 
 def write_video(path: str | Path, n_frames: int = 12, size: tuple[int, int] = (64, 48), *,
                 fps: float = 25, codec: str = "libx264", pattern: str = "square", seed: int = 0,
-                stamp: bool = True) -> Path:
+                stamp: bool = True, rotation: int = 0) -> Path:
     """Write a real encoded video of ``n_frames`` frames of ``size`` (W, H), both even.
 
     Patterns: ``square`` (moving square on a seeded background), ``noise`` (fresh noise every
@@ -116,7 +120,7 @@ def write_video(path: str | Path, n_frames: int = 12, size: tuple[int, int] = (6
     if width % 2 or height % 2:
         raise ValueError(f"size must be even for 4:2:0 codecs; got {width}x{height}")
     frames = make_frames(n_frames, size, seed=seed, pattern=pattern, stamp=stamp)
-    return write_frames(path, frames, fps=fps, codec=codec)
+    return write_frames(path, frames, fps=fps, codec=codec, rotation=rotation)
 
 
 __all__ = ["CODECS", "PATTERNS", "make_frames", "read_frame_index", "stamp_bits", "write_frames",
