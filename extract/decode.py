@@ -31,7 +31,6 @@ from __future__ import annotations
 import mmap
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .motion import difference_images, partners
-from .orientation import copy_unturned, display_turns, upright
+from .orientation import display_turns, upright
+from .pyav_reader import PyAVReader
 from .sampling import Sampling, sliding_windows
 
 RGB_ONLY = (("rgb", "rgb", 0, 1.0),)
@@ -104,23 +104,46 @@ class VideoEnd:
 
 
 # ---------------------------------------------------------------------------------------------
-# worker side (runs in a spawned process: imports numpy and decord only)
+# worker side (runs in a spawned process: imports numpy and decord; PyAV where a file needs it)
 
-def _open_reader(path: str, threads: int, max_short_side: int | None):
+def _open_reader(path: str, threads: int, max_short_side: int | None, pyav: bool = False):
+    """A reader of ``path``, scaled down to ``max_short_side``, with the decoded and the file's
+    (height, width): decord's, or PyAV's where decord cannot open the file or ``pyav`` asks
+    (:mod:`extract.pyav_reader`)."""
     from decord import VideoReader, cpu
 
-    vr = VideoReader(path, ctx=cpu(0), num_threads=threads)
-    h, w = vr[0].shape[:2]
+    try:
+        if pyav:
+            raise _UsePyAV
+        vr = VideoReader(path, ctx=cpu(0), num_threads=threads)
+        h, w = vr[0].shape[:2]
+    except Exception as err:  # noqa: BLE001 - decord's reason is kept if PyAV cannot open it either
+        try:
+            vr = PyAVReader(path, num_threads=threads)
+            h, w = vr[0].shape[:2]
+        except Exception as pyav_err:  # noqa: BLE001
+            raise (pyav_err if pyav else err) from None
     size = (h, w)
     if max_short_side and min(h, w) > max_short_side:
         scale = max_short_side / min(h, w)
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        vr = _reopen_reader(path, threads, size, (h, w))
+        if isinstance(vr, PyAVReader):
+            vr.scale_to(size)                  # PyAV scales each frame as it converts it
+        else:
+            vr = _reopen_reader(path, threads, size, (h, w))
     return vr, size, (h, w)
 
 
-def _reopen_reader(path: str, threads: int, size: tuple[int, int], source_size: tuple[int, int]):
-    """A reader of ``path`` decoding at ``size`` (FFmpeg scales when it differs from the source)."""
+class _UsePyAV(Exception):
+    pass
+
+
+def _reopen_reader(path: str, threads: int, size: tuple[int, int], source_size: tuple[int, int],
+                   pyav: bool = False):
+    """A reader of ``path`` decoding at ``size`` (FFmpeg scales when it differs from the source):
+    decord's, or with ``pyav`` PyAV's."""
+    if pyav:
+        return PyAVReader(path, width=size[1], height=size[0], num_threads=threads)
     from decord import VideoReader, cpu
 
     if size == source_size:
@@ -183,37 +206,14 @@ def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_fram
     # video), reported back as the video's error; it must never end the worker or the run.
     if _injected_hang(job.path) == -1:
         time.sleep(1e9)  # tests only: a file whose opening hangs (see _injected_hang)
-    source, turns = job.path, 0
-    if job.ranges or job.windows is not None:          # a probe only opens the file
-        turns = display_turns(job.path)
+    # A turned video is read with PyAV, which leaves frames as stored; they are turned on the way
+    # out (see extract.orientation). A probe only opens the file.
+    turns = display_turns(job.path) if job.ranges or job.windows is not None else 0
     try:
-        if turns:                                     # see extract.orientation
-            try:
-                source = str(copy_unturned(job.path, _scratch()))
-            except Exception as err:  # noqa: BLE001 - see above
-                conn.send(("error", job.start_pos, f"cannot copy the rotated video to turn it upright: {_short(err)}"))
-                conn.send(("done", job.start_pos))
-                return
-        _decode_source(conn, job, source, turns, threads, chunk_bytes, chunk_frames, ring)
-    finally:
-        if source != job.path:
-            Path(source).unlink(missing_ok=True)
-
-
-def _scratch() -> Path:
-    """Where a worker writes upright copies: its decoder's scratch folder, removed on close."""
-    return Path(os.environ.get("HARX_DECODE_SCRATCH") or tempfile.gettempdir())
-
-
-def _decode_source(conn, job: DecodeJob, source: str, turns: int, threads: int, chunk_bytes: int,
-                   chunk_frames: int, ring: "_WorkerRing | None") -> None:
-    """Decode ``job`` from ``source`` (the file, or its unturned copy), turning frames ``turns``
-    quarter turns on the way out."""
-    try:
-        vr, coded, coded_source = _open_reader(source, threads, job.max_short_side)
+        vr, coded, coded_source = _open_reader(job.path, threads, job.max_short_side, pyav=bool(turns))
         fps = float(vr.get_avg_fps() or 0.0)
         n_reported = len(vr)
-    except Exception as err:  # noqa: BLE001 - see _decode_job
+    except Exception as err:  # noqa: BLE001 - see above
         conn.send(("error", job.start_pos, f"cannot open video: {_short(err)}"))
         conn.send(("done", job.start_pos))
         return
@@ -239,7 +239,7 @@ def _decode_source(conn, job: DecodeJob, source: str, turns: int, threads: int, 
             time.sleep(1e9)  # simulate decord#373 (tests only): never returns, like the real hang
         try:
             frames = _read_images(vr, chunk, images, n_reported, recent)
-        except Exception as err:  # noqa: BLE001 - see _decode_job
+        except Exception as err:  # noqa: BLE001 - see above
             # A truncated file fails the whole chunk; keep the frames before the bad one.
             frames, failed_at = _frame_by_frame(vr, chunk, images, n_reported, recent)
             if failed_at is not None:
@@ -254,11 +254,12 @@ def _decode_source(conn, job: DecodeJob, source: str, turns: int, threads: int, 
         send(pos, frames)
         pos += len(chunk)
         if pos < stop and guard.over(len(chunk), min_frames=2 * step):
+            pyav = isinstance(vr, PyAVReader)
             del frames, vr
             recent.clear()
             try:
-                vr = _reopen_reader(source, threads, coded, coded_source)
-            except Exception as err:  # noqa: BLE001 - see _decode_job
+                vr = _reopen_reader(job.path, threads, coded, coded_source, pyav=pyav)
+            except Exception as err:  # noqa: BLE001 - see above
                 conn.send(("error", pos, f"cannot reopen the video at frame {int(union[pos])}: {_short(err)}"))
                 break
             guard.reset()
@@ -486,7 +487,6 @@ class VideoDecoder:
         self.max_jobs_per_worker = max_jobs_per_worker
         self.ring_slots = max(0, min(255, ring_slots))
         self._workers: list[_Worker | None] = [None] * self.num_workers
-        self._scratch: str | None = None   # the workers' upright copies of rotated videos
 
     def __enter__(self) -> "VideoDecoder":
         return self
@@ -504,9 +504,6 @@ class VideoDecoder:
                     pass
                 w.kill()
                 self._workers[i] = None
-        if self._scratch is not None:          # copies left by a worker killed mid-video
-            shutil.rmtree(self._scratch, ignore_errors=True)
-            self._scratch = None
 
     def _start(self, i: int) -> _Worker:
         """A fresh worker: a new interpreter (not a fork of this torch-holding process, and not
@@ -515,10 +512,8 @@ class VideoDecoder:
         up_r, up_w = os.pipe()
         _widen_pipe(up_w)
         root = str(Path(__file__).resolve().parents[1])
-        if self._scratch is None:
-            self._scratch = tempfile.mkdtemp(prefix="harx-decode-")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
-                   HARX_DECODE_PARENT=str(os.getpid()), HARX_DECODE_SCRATCH=self._scratch)
+                   HARX_DECODE_PARENT=str(os.getpid()))
         ring = None
         if self.ring_slots:
             try:

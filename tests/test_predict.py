@@ -313,8 +313,8 @@ def test_not_a_video_and_empty_file_are_reported_and_others_go_on(trained, tmp_p
 
 
 def test_truncated_videos(trained, tmp_path):
-    """A cut AVI (index lost) still gives the frames before the cut; a cut MP4 whose frames
-    decord cannot reach is one clear error, not a traceback."""
+    """A cut AVI (index lost) and a cut MP4 (index whole, data missing: decord cannot reach its
+    frames, PyAV can) both give the frames before the cut, with a note saying where it stopped."""
     import av
 
     avi = tmp_path / "full.avi"
@@ -330,12 +330,11 @@ def test_truncated_videos(trained, tmp_path):
         (tmp_path / f"cut{full.suffix}").write_bytes(data[: len(data) * 2 // 3])
     result = runner.invoke(app, ["predict", str(tmp_path / "cut.avi"), str(tmp_path / "cut.mp4"),
                                  "--run", str(trained["lstm"]), "--json"])
-    assert "cut.mp4: cannot be decoded: damaged, truncated or not a video" in _error(result)
-    assert "1 of 2" in result.output
-    cut_avi, cut_mp4 = _json_lines(result)
-    assert cut_avi["label"] == "blue" and 0 < cut_avi["video"]["n_frames"] < 60
-    assert cut_avi["timeline"][-1]["stop_frame"] == cut_avi["video"]["n_frames"]
-    assert cut_mp4["label"] is None and "video_reader.cc" not in cut_mp4["error"]
+    assert result.exit_code == 0, result.output
+    for cut in _json_lines(result):
+        assert cut["label"] == "blue" and 0 < cut["video"]["n_frames"] < 60
+        assert cut["timeline"][-1]["stop_frame"] <= cut["video"]["n_frames"]
+    assert "decoding stopped at frame" in _json_lines(result)[1]["note"]
 
 
 @pytest.mark.parametrize("case", ["missing", "no_config", "unfinished"])

@@ -21,6 +21,7 @@ CODECS = {
     "libx264": ("yuv420p", {"preset": "ultrafast", "crf": "18"}),
     "mpeg4": ("yuv420p", {"qscale": "3"}),
     "mjpeg": ("yuvj420p", {"qscale": "3"}),
+    "libsvtav1": ("yuv420p", {"preset": "11", "crf": "20"}),   # AV1: decord cannot open it
 }
 STAMP_HEIGHT = 8
 PATTERNS = ("square", "noise", "static")

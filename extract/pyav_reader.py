@@ -1,0 +1,145 @@
+"""Random access to frames through PyAV, for videos decord cannot open (AV1 above all).
+
+decord 0.6 wheels carry FFmpeg 4, which has no AV1 decoder: every AV1 file (what YouTube serves
+first to downloaders, what newer phones and screen recorders write) failed with "cannot find video
+stream with wanted index: -1". PyAV's FFmpeg decodes it (libdav1d). The decoding workers open a
+file with decord first and, where decord cannot open it, with :class:`PyAVReader`; videos with a
+display turn always with it (:mod:`extract.orientation`). It offers
+the part of decord's ``VideoReader`` they use: ``len``, ``get_avg_fps``, ``vr[i]`` and
+``get_batch(indices).asnumpy()``, at the file's size or a given one.
+
+Frame ``i`` is the ``i``-th frame in presentation order, as in decord: the reader demuxes the file
+once on opening (no decoding) and sorts the video packets' timestamps, so a frame found after a
+seek knows its number. Reading forwards decodes on; a step back, or far ahead, seeks to the
+keyframe before the frame wanted. Frames come out as the file stores them; turning them upright is
+:mod:`extract.orientation`'s job, as for decord.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+__all__ = ["PyAVReader"]
+
+_SEEK_AHEAD = 250   # frames: further ahead than this, seeking beats decoding every frame between
+
+
+class _Batch:
+    def __init__(self, frames: np.ndarray):
+        self._frames = frames
+
+    def asnumpy(self) -> np.ndarray:
+        return self._frames
+
+
+class PyAVReader:
+    """``PyAVReader(path, width=-1, height=-1, num_threads=0)``: decord's ``VideoReader`` arguments.
+
+    Raises:
+        av.FFmpegError, OSError, ValueError: the file does not open, has no video stream, or no
+            frame decodes.
+    """
+
+    def __init__(self, path: str, width: int = -1, height: int = -1, num_threads: int = 0):
+        import av
+
+        self._av, self._path, self._threads = av, str(path), num_threads
+        self._container = av.open(self._path)
+        if not self._container.streams.video:
+            self._container.close()
+            raise ValueError("no video stream")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"
+        if num_threads:
+            self._stream.thread_count = num_threads
+        ctx = self._stream.codec_context
+        self._size = (int(width) if width > 0 else int(ctx.width), int(height) if height > 0 else int(ctx.height))
+        pts = []
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.dts is not None or packet.pts is not None:   # not the flush packet
+                    pts.append(packet.pts)
+        except av.FFmpegError:
+            pass                       # a damaged or cut file: the frames up to the damage count
+        self._seekable = bool(pts) and all(p is not None for p in pts)
+        self._pts = sorted(pts) if self._seekable else []
+        self._index_of = {p: i for i, p in enumerate(self._pts)}
+        self._count = len(pts)
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self._fps = float(rate) if rate else 0.0
+        self._frames: Iterator | None = None
+        self._next = 0             # the number of the frame the decoder gives next
+        self._rewind(0)
+        if self._count == 0:
+            raise ValueError("no video frames")
+
+    # -- decord's interface --------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._count
+
+    def get_avg_fps(self) -> float:
+        return self._fps
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.get_batch([index]).asnumpy()[0]
+
+    def get_batch(self, indices) -> _Batch:
+        indices = [int(i) for i in indices]
+        order = sorted(set(indices))
+        got: dict[int, np.ndarray] = {}
+        for index in order:
+            if not 0 <= index < self._count:
+                raise IndexError(f"frame {index} out of range (0..{self._count - 1})")
+            if index < self._next or index - self._next > _SEEK_AHEAD:
+                self._rewind(index)
+            got[index] = self._decode_up_to(index)
+        width, height = self._size
+        out = np.empty((len(indices), height, width, 3), np.uint8)
+        for k, index in enumerate(indices):
+            out[k] = got[index]
+        return _Batch(out)
+
+    def scale_to(self, size: tuple[int, int]) -> None:
+        """Give frames at ``size`` (height, width) from now on."""
+        self._size = (int(size[1]), int(size[0]))
+
+    # -- inside --------------------------------------------------------------------------------
+    def _rewind(self, index: int) -> None:
+        """Position the decoder so that frame ``index`` is among the next it gives."""
+        if index > 0 and self._seekable:
+            self._container.seek(int(self._pts[index]), stream=self._stream, backward=True, any_frame=False)
+            self._next = -1        # unknown until a frame's timestamp says
+        else:                      # from the start: open again (no seek to trust without timestamps)
+            self._container.close()
+            self._container = self._av.open(self._path)
+            self._stream = self._container.streams.video[0]
+            self._stream.thread_type = "AUTO"
+            if self._threads:
+                self._stream.thread_count = self._threads
+            self._next = 0
+        self._frames = self._container.decode(self._stream)
+
+    def _decode_up_to(self, index: int) -> np.ndarray:
+        for frame in self._frames:
+            number = self._index_of.get(frame.pts) if self._seekable else None
+            number = self._next if number is None else number
+            if number < 0:                       # after a seek, a frame without a known timestamp
+                continue
+            self._next = number + 1
+            if number == index:
+                width, height = self._size
+                return frame.to_ndarray(width=width, height=height, format="rgb24")
+            if number > index:                   # the frame wanted never came (damaged file)
+                break
+        raise ValueError(f"frame {index} does not decode")
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __del__(self) -> None:
+        try:
+            self._container.close()
+        except Exception:  # noqa: BLE001 - closing at interpreter exit
+            pass

@@ -1,0 +1,103 @@
+"""Videos decord cannot open (AV1) decode through PyAV, with decord's frame numbering."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from decord import VideoReader
+
+from conftest import TINY
+from harx.extract.decode import DecodeJob, Frames, VideoDecoder, VideoEnd, VideoStart
+from harx.extract.pyav_reader import PyAVReader
+from harx.extract.sampling import Sampling
+from videos import make_frames, read_frame_index, stamp_bits, write_frames, write_video
+
+needs_av1_encoder = pytest.mark.skipif("libsvtav1" not in av.codecs_available,
+                                       reason="this PyAV has no AV1 encoder to write test clips")
+
+
+def _decode(path: Path, **job) -> tuple[VideoStart, np.ndarray, VideoEnd]:
+    events = []
+    with VideoDecoder() as decoder:
+        events = list(decoder.decode([DecodeJob(key=0, path=str(path), ranges=(None,), sampling=Sampling(), **job)]))
+    frames = [e.frames for e in events if isinstance(e, Frames)]
+    return events[0], np.concatenate(frames) if frames else np.zeros(0), events[-1]
+
+
+@pytest.fixture(scope="module")
+def b_frames(tmp_path_factory) -> Path:
+    """H.264 with B-frames (presentation order differs from decoding order) and short GOPs."""
+    path = tmp_path_factory.mktemp("pyav") / "bframes.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"bf": "3", "g": "12", "crf": "18"})
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        for i, rgb in enumerate(make_frames(100, (128, 96))):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("indices", [[0, 1, 2, 3], [50, 10, 99], [5, 7, 9, 90, 91, 2], list(range(100))])
+def test_frames_and_numbers_are_decords(b_frames, indices):
+    """Forwards, backwards (a seek to the keyframe before), far ahead, every frame: the same
+    frames as decord, numbered the same, to the last bit."""
+    ours, theirs = PyAVReader(str(b_frames)), VideoReader(str(b_frames))
+    assert len(ours) == len(theirs) == 100 and ours.get_avg_fps() == theirs.get_avg_fps() == 25
+    got = ours.get_batch(indices).asnumpy()
+    np.testing.assert_array_equal(got, theirs.get_batch(indices).asnumpy())
+    assert [read_frame_index(f, stamp_bits(100)) for f in got] == indices
+
+
+def test_out_of_range_and_not_a_video(b_frames, tmp_path):
+    with pytest.raises(IndexError):
+        PyAVReader(str(b_frames)).get_batch([100])
+    (tmp_path / "x.mp4").write_bytes(b"no video here")
+    with pytest.raises(av.FFmpegError):
+        PyAVReader(str(tmp_path / "x.mp4"))
+
+
+@needs_av1_encoder
+def test_an_av1_video_decodes_in_the_workers_scaled_with_motion_and_upright(tmp_path):
+    n = 30
+    with pytest.raises(Exception):                        # why this exists: decord cannot open AV1
+        VideoReader(str(write_video(tmp_path / "probe.mp4", 4, (96, 64), codec="libsvtav1")))
+    plain = write_video(tmp_path / "plain.mp4", n, (96, 64), codec="libsvtav1")
+    start, frames, end = _decode(plain)
+    assert end.error is None and frames.shape == (n, 64, 96, 3) and start.info.n_reported == n
+    assert [read_frame_index(f, stamp_bits(n)) for f in frames] == list(range(n))
+    start, small, end = _decode(plain, max_short_side=32, images=(("rgb", "rgb", 0, 1.0), ("motion", "motion", 2, 1.0)))
+    assert end.error is None and small.shape == (n, 32, 48, 6)
+    turned = write_video(tmp_path / "turned.mp4", n, (96, 64), codec="libsvtav1", rotation=-90)
+    _, upright, end = _decode(turned)
+    assert end.error is None
+    np.testing.assert_array_equal(upright, np.rot90(frames, 3, axes=(1, 2)))
+
+
+@needs_av1_encoder
+def test_a_truncated_av1_video_keeps_the_frames_before_the_cut(tmp_path):
+    # Matroska: its index is not needed to read on (an MP4 cut loses its moov box: nothing opens)
+    path = write_video(tmp_path / "cut.mkv", 60, (96, 64), codec="libsvtav1", pattern="noise")
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * 0.6)])
+    _, frames, end = _decode(path)
+    assert 0 < len(frames) < 60
+    assert [read_frame_index(f, stamp_bits(60)) for f in frames] == list(range(len(frames)))
+
+
+@needs_av1_encoder
+def test_a_folder_of_av1_clips_extracts_and_a_non_video_still_fails(tmp_path):
+    from harx.extract import make_config, run_extract
+
+    root = tmp_path / "clips"
+    for k in range(3):
+        for label in ("wave", "clap"):
+            write_video(root / label / f"g{k}_{label}.mp4", 12, (96, 64), codec="libsvtav1", seed=k + 7 * len(label))
+    (root / "clap" / "g9_clap.mp4").write_bytes(b"not a video at all")
+    summary = run_extract(make_config(dataset="folder", root=root, out=tmp_path / "c.h5", **TINY))
+    assert summary.samples_new == 6
+    assert [(sid, "cannot open video" in why) for sid, why in summary.failed] == [("clap/g9_clap", True)]
