@@ -60,7 +60,7 @@ def display_turns(path: str | Path) -> int:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 return 0
-            for frame in container.decode(container.streams.video[0]):
+            for frame in container.decode(container.streams.best("video")):
                 return quarter_turns(frame.rotation)   # the matrix rides on every decoded frame
     except Exception:  # noqa: BLE001 - any failure to read the matrix leaves the frames as they are
         return 0

@@ -50,7 +50,7 @@ class PyAVReader:
         if not self._container.streams.video:
             self._container.close()
             raise ValueError("no video stream")
-        self._stream = self._container.streams.video[0]
+        self._stream = self._container.streams.best("video")
         self._stream.thread_type = "AUTO"
         if num_threads:
             self._stream.thread_count = num_threads
@@ -114,7 +114,7 @@ class PyAVReader:
         else:                      # from the start: open again (no seek to trust without timestamps)
             self._container.close()
             self._container = self._av.open(self._path)
-            self._stream = self._container.streams.video[0]
+            self._stream = self._container.streams.best("video")
             self._stream.thread_type = "AUTO"
             if self._threads:
                 self._stream.thread_count = self._threads

@@ -43,7 +43,7 @@ class FrameStream:
         if not self._container.streams.video:
             self._container.close()
             raise HarxError(f"{self.path}: no video stream")
-        self._stream = self._container.streams.video[0]
+        self._stream = self._container.streams.best("video")
         self._stream.thread_type = "AUTO"
         if threads:
             self._stream.thread_count = threads

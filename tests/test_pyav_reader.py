@@ -101,3 +101,30 @@ def test_a_folder_of_av1_clips_extracts_and_a_non_video_still_fails(tmp_path):
     summary = run_extract(make_config(dataset="folder", root=root, out=tmp_path / "c.h5", **TINY))
     assert summary.samples_new == 6
     assert [(sid, "cannot open video" in why) for sid, why in summary.failed] == [("clap/g9_clap", True)]
+
+
+def test_every_reader_takes_the_video_decord_takes_not_a_cover_picture(tmp_path):
+    """A cover picture stored as the first video stream (as downloaders embed thumbnails): PyAV's
+    first video stream is the picture; FFmpeg's best stream, which decord takes, is the video."""
+    from harx.extract.orientation import display_turns
+    from harx.extract.stream import FrameStream
+
+    path = tmp_path / "cover.mkv"
+    with av.open(str(path), "w") as container:
+        cover = container.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 32, 32, "yuvj420p"
+        video = container.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        picture = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 200, np.uint8), format="rgb24")
+        container.mux(cover.encode(picture.reformat(format="yuvj420p")))
+        container.mux(cover.encode(None))
+        for rgb in make_frames(20, (96, 64)):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        container.mux(video.encode(None))
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.name == "mjpeg"     # the trap
+    want = VideoReader(str(path)).get_batch(list(range(20))).asnumpy()
+    np.testing.assert_array_equal(PyAVReader(str(path)).get_batch(list(range(20))).asnumpy(), want)
+    with FrameStream(path) as stream:
+        assert (stream.width, stream.height) == (96, 64) and len(list(stream)) == 20
+    assert display_turns(path) == 0
