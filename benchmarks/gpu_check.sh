@@ -37,6 +37,7 @@ log() { echo "$@" | tee -a "$OUT/gpu_check.log"; }
 
 log "== machine"
 SMI=$(command -v nvidia-smi || true)
+[ "$DEVICE" = cuda ] || SAMPLE_GPU=no
 [ -n "$SMI" ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/gpu_check.log"
 if [ "$DEVICE" = cuda ]; then
   "$PY" -c "import torch, timm; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'device', torch.cuda.get_device_name(0), 'timm', timm.__version__)" \
@@ -63,7 +64,7 @@ if [ -d "$CLIPS" ]; then
   for w in $WORKERS; do
     : > "$OUT/util_w$w.txt"
     SAMPLER=
-    if [ -n "$SMI" ]; then
+    if [ -n "$SMI" ] && [ "${SAMPLE_GPU:-yes}" = yes ]; then
       nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 500 > "$OUT/util_w$w.txt" 2>/dev/null &
       SAMPLER=$!
     fi

@@ -122,7 +122,8 @@ def _open_reader(path: str, threads: int, max_short_side: int | None, pyav: bool
             vr = PyAVReader(path, num_threads=threads)
             h, w = vr[0].shape[:2]
         except Exception as pyav_err:  # noqa: BLE001
-            raise (pyav_err if pyav else err) from None
+            # decord's reason, unless it only says that its FFmpeg lacks the codec
+            raise (pyav_err if pyav or "wanted index" in str(err) else err) from None
     size = (h, w)
     if max_short_side and min(h, w) > max_short_side:
         scale = max_short_side / min(h, w)
@@ -138,12 +139,8 @@ class _UsePyAV(Exception):
     pass
 
 
-def _reopen_reader(path: str, threads: int, size: tuple[int, int], source_size: tuple[int, int],
-                   pyav: bool = False):
-    """A reader of ``path`` decoding at ``size`` (FFmpeg scales when it differs from the source):
-    decord's, or with ``pyav`` PyAV's."""
-    if pyav:
-        return PyAVReader(path, width=size[1], height=size[0], num_threads=threads)
+def _reopen_reader(path: str, threads: int, size: tuple[int, int], source_size: tuple[int, int]):
+    """A decord reader of ``path`` decoding at ``size`` (FFmpeg scales when it differs from the source)."""
     from decord import VideoReader, cpu
 
     if size == source_size:
@@ -253,12 +250,13 @@ def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_fram
             break
         send(pos, frames)
         pos += len(chunk)
-        if pos < stop and guard.over(len(chunk), min_frames=2 * step):
-            pyav = isinstance(vr, PyAVReader)
+        # (PyAV decodes only when asked: no read-ahead to bound, and a reopen would read the
+        # whole file again for its index)
+        if pos < stop and not isinstance(vr, PyAVReader) and guard.over(len(chunk), min_frames=2 * step):
             del frames, vr
             recent.clear()
             try:
-                vr = _reopen_reader(job.path, threads, coded, coded_source, pyav=pyav)
+                vr = _reopen_reader(job.path, threads, coded, coded_source)
             except Exception as err:  # noqa: BLE001 - see above
                 conn.send(("error", pos, f"cannot reopen the video at frame {int(union[pos])}: {_short(err)}"))
                 break

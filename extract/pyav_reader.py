@@ -17,6 +17,7 @@ keyframe before the frame wanted. Frames come out as the file stores them; turni
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
 
 import numpy as np
@@ -24,6 +25,7 @@ import numpy as np
 __all__ = ["PyAVReader"]
 
 _SEEK_AHEAD = 250   # frames: further ahead than this, seeking beats decoding every frame between
+_KEYFRAMES_BACK = 3  # keyframes tried before the one at the frame wanted, then the start
 
 
 class _Batch:
@@ -56,22 +58,29 @@ class PyAVReader:
             self._stream.thread_count = num_threads
         ctx = self._stream.codec_context
         self._size = (int(width) if width > 0 else int(ctx.width), int(height) if height > 0 else int(ctx.height))
-        pts = []
+        packets = []                   # (pts, keyframe) of every frame the decoder will show
         try:
             for packet in self._container.demux(self._stream):
-                if packet.dts is not None or packet.pts is not None:   # not the flush packet
-                    pts.append(packet.pts)
+                if packet.dts is None and packet.pts is None:   # the demuxer's flush packet
+                    continue
+                if packet.is_discard:      # before a trimmed file's edit-list start: never shown
+                    continue
+                packets.append((packet.pts, packet.is_keyframe))
         except av.FFmpegError:
             pass                       # a damaged or cut file: the frames up to the damage count
-        self._seekable = bool(pts) and all(p is not None for p in pts)
+        pts = [p for p, _ in packets]
+        # Numbering frames by timestamp needs one distinct timestamp per frame; otherwise frames
+        # are counted as they come, and a step back decodes from the start again.
+        self._seekable = bool(pts) and None not in pts and len(set(pts)) == len(pts)
         self._pts = sorted(pts) if self._seekable else []
+        self._keys = sorted(p for p, key in packets if key) if self._seekable else []
         self._index_of = {p: i for i, p in enumerate(self._pts)}
         self._count = len(pts)
         rate = self._stream.average_rate or self._stream.guessed_rate
         self._fps = float(rate) if rate else 0.0
         self._frames: Iterator | None = None
-        self._next = 0             # the number of the frame the decoder gives next
-        self._rewind(0)
+        self._next = 0             # the number of the frame the decoder gives next (-1: unknown)
+        self._restart()
         if self._count == 0:
             raise ValueError("no video frames")
 
@@ -87,14 +96,11 @@ class PyAVReader:
 
     def get_batch(self, indices) -> _Batch:
         indices = [int(i) for i in indices]
-        order = sorted(set(indices))
         got: dict[int, np.ndarray] = {}
-        for index in order:
+        for index in sorted(set(indices)):
             if not 0 <= index < self._count:
                 raise IndexError(f"frame {index} out of range (0..{self._count - 1})")
-            if index < self._next or index - self._next > _SEEK_AHEAD:
-                self._rewind(index)
-            got[index] = self._decode_up_to(index)
+            got[index] = self._frame(index)
         width, height = self._size
         out = np.empty((len(indices), height, width, 3), np.uint8)
         for k, index in enumerate(indices):
@@ -106,34 +112,57 @@ class PyAVReader:
         self._size = (int(size[1]), int(size[0]))
 
     # -- inside --------------------------------------------------------------------------------
-    def _rewind(self, index: int) -> None:
-        """Position the decoder so that frame ``index`` is among the next it gives."""
-        if index > 0 and self._seekable:
-            self._container.seek(int(self._pts[index]), stream=self._stream, backward=True, any_frame=False)
-            self._next = -1        # unknown until a frame's timestamp says
-        else:                      # from the start: open again (no seek to trust without timestamps)
-            self._container.close()
-            self._container = self._av.open(self._path)
-            self._stream = self._container.streams.best("video")
-            self._stream.thread_type = "AUTO"
-            if self._threads:
-                self._stream.thread_count = self._threads
-            self._next = 0
-        self._frames = self._container.decode(self._stream)
+    def _frame(self, index: int) -> np.ndarray:
+        """Frame ``index``: decoding on, or from a keyframe before it, or from the start."""
+        behind, far = index < self._next, index - self._next > _SEEK_AHEAD
+        if self._seekable and (behind or far or self._next < 0):
+            # Seek to the last keyframe shown at or before the frame. In an open GOP the frames
+            # shown just before a keyframe are decoded after it, from the GOP before, and a seek
+            # by timestamp can land past them: then one keyframe earlier, and so on.
+            k = bisect.bisect_right(self._keys, self._pts[index]) - 1
+            for key in reversed(self._keys[max(0, k - _KEYFRAMES_BACK):k + 1]):
+                self._container.seek(int(key), stream=self._stream, backward=True, any_frame=False)
+                self._frames, self._next = self._container.decode(self._stream), -1
+                frame, overshot = self._decode_up_to(index)
+                if frame is not None:
+                    return frame
+                if not overshot:
+                    break
+            self._restart()
+        elif behind:
+            self._restart()
+        frame, _ = self._decode_up_to(index)
+        if frame is None:
+            raise ValueError(f"frame {index} does not decode")
+        return frame
 
-    def _decode_up_to(self, index: int) -> np.ndarray:
+    def _restart(self) -> None:
+        """Decode from the first frame again: the file opened anew (a seek to the start is not to
+        be trusted without timestamps, and the index was read to the end)."""
+        self._container.close()
+        self._container = self._av.open(self._path)
+        self._stream = self._container.streams.best("video")
+        self._stream.thread_type = "AUTO"
+        if self._threads:
+            self._stream.thread_count = self._threads
+        self._frames, self._next = self._container.decode(self._stream), 0
+
+    def _decode_up_to(self, index: int) -> tuple[np.ndarray | None, bool]:
+        """``(frame index, False)``, or ``(None, overshot)``: a later frame came first (a seek
+        that landed past it), or the frames ran out (a damaged file)."""
         for frame in self._frames:
             number = self._index_of.get(frame.pts) if self._seekable else None
-            number = self._next if number is None else number
-            if number < 0:                       # after a seek, a frame without a known timestamp
-                continue
+            if number is None:
+                if self._next < 0:               # after a seek, a frame without a known timestamp
+                    continue
+                number = self._next
             self._next = number + 1
             if number == index:
                 width, height = self._size
-                return frame.to_ndarray(width=width, height=height, format="rgb24")
-            if number > index:                   # the frame wanted never came (damaged file)
-                break
-        raise ValueError(f"frame {index} does not decode")
+                return frame.to_ndarray(width=width, height=height, format="rgb24"), False
+            if number > index:
+                return None, True
+        return None, False
 
     def close(self) -> None:
         self._container.close()

@@ -4,7 +4,10 @@ The lock is ``flock(2)`` on the file, not the file's existence. The kernel frees
 holder dies, however it dies (``kill -9``, a lost node's process reaped), so nothing ever has to
 guess whether an owner is gone and take its lock over; two processes that both find a dead
 owner's file cannot both win. On NFS, Linux maps ``flock`` to byte-range locks that the server
-arbitrates, so ranks on several machines sharing one file system exclude each other too.
+arbitrates, so ranks on several machines sharing one file system exclude each other too, unless
+the file system is mounted so that locks stay local to each machine (NFS ``nolock`` or
+``local_lock=flock``, Lustre ``localflock``): then, silently, they exclude only processes on the
+same machine, and nothing in user space can tell.
 
 The file holds ``pid host`` for the refusal message only. A file system that cannot lock at all
 (some parallel file systems mounted without lock support) gets a one-line warning and no lock:
@@ -60,7 +63,11 @@ def take_lock(path: Path, doing: str) -> FileLock:
     is ``doing``. Never waits: a second run on the same output is refused at once."""
     path = Path(path)
     for _ in range(10):
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        except FileNotFoundError:
+            raise HarxError(f"{path.parent} was removed while harx took its lock (another harx process "
+                            "finished or discarded it); run the command again") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -364,18 +364,33 @@ class FeatureWriter:
         # with no part in it holds nothing to resume (a rerun that found nothing to do); left
         # behind, it would refuse the next run with other settings as "interrupted".
         self.commit_part()
-        self._release_lock()
         if self.parts_dir.exists() and not self.committed_parts():
-            shutil.rmtree(self.parts_dir, ignore_errors=True)
+            shutil.rmtree(self.parts_dir, ignore_errors=True)   # before the lock goes (see finalize)
+            if self._lock is not None:
+                self._lock.forget()
+                self._lock = None
+        self._release_lock()
 
     def open(self) -> None:
         check_writable(self.path)
+        # The lock first: --overwrite must not delete a live writer's work (its lock included)
+        with writing_room(f"in {self.parts_dir}"):
+            made = not self.parts_dir.exists()
+            self.parts_dir.mkdir(exist_ok=True)
+            self._take_lock()
+        try:
+            self._open_locked()
+        except BaseException:
+            self._release_lock()          # refused or interrupted: free it for the next attempt
+            if made and self.parts_dir.is_dir() and not any(self.parts_dir.iterdir()):
+                self.parts_dir.rmdir()
+            raise
+
+    def _open_locked(self) -> None:
         if self.overwrite:
             self._remove_all()
         self._check_existing()
         with writing_room(f"in {self.parts_dir}"):
-            self.parts_dir.mkdir(exist_ok=True)
-            self._take_lock()
             settings_file = self.parts_dir / "settings.json"
             settings_file.write_text(json.dumps({"settings_fingerprint": self.settings["settings_fingerprint"],
                                                  "streams": _stream_specs(self.streams),
@@ -423,9 +438,12 @@ class FeatureWriter:
         return [s.name for s in self.streams if s.name not in have]
 
     def _remove_all(self) -> None:
+        """The cache and the interrupted run's work, all but the lock this writer holds."""
         self.path.unlink(missing_ok=True)
-        if self.parts_dir.exists():
-            shutil.rmtree(self.parts_dir)
+        for item in self.parts_dir.iterdir() if self.parts_dir.is_dir() else []:
+            if self._lock is not None and item == self._lock.path:
+                continue
+            shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
 
     def _check_existing(self) -> None:
         want = self.settings["settings_fingerprint"]
@@ -559,8 +577,9 @@ class FeatureWriter:
         self.commit_part()
         sources = self._sources()
         if self.has_final and len(sources) == 1:
-            self._release_lock()
-            shutil.rmtree(self.parts_dir, ignore_errors=True)
+            shutil.rmtree(self.parts_dir, ignore_errors=True)   # then free the lock: not the reverse,
+            self._lock.forget()                                  # or a writer starting between the two
+            self._lock = None                                    # would lose its folder
             return self.path  # nothing new to merge
         tmp = self.path.with_name(self.path.name + ".tmp")
         out = _CacheFile(tmp, dict(self._attrs(), **(extra_attrs or {})), self.streams, self.settings["dtype"])

@@ -65,3 +65,58 @@ def test_a_file_system_without_locks_gets_a_warning_not_a_refusal(tmp_path, monk
     with take_lock(tmp_path / "lock", "writing"):
         pass
     assert "cannot be locked (No locks available)" in capsys.readouterr().err
+
+
+def _writer_settings(small_cache) -> dict:
+    from harx.features import FeatureStore
+
+    skip = {"format", "schema_version", "complete", "n_samples", "n_frames", "n_failed", "created_utc",
+            "stage_one_cost", "settings_fingerprint", "streams"}
+    return {k: v for k, v in FeatureStore(small_cache).attrs.items() if k not in skip}
+
+
+def _write_one_sample(writer, small_cache) -> None:
+    import dataclasses
+
+    from harx.features import FeatureStore
+
+    src = FeatureStore(small_cache)
+    rec = src.samples()[0]
+    meta = {k: v for k, v in dataclasses.asdict(rec).items() if k not in ("index", "row_start", "row_stop")}
+    writer.add_sample(meta, src.frames(rec.index), src.frame_index(rec.index))
+
+
+def test_overwrite_is_refused_while_another_process_writes_the_cache(small_cache, tmp_path):
+    """--overwrite used to delete the parts folder, the live writer's lock with it, before locking."""
+    from harx.features.writer import FeatureWriter
+
+    out = tmp_path / "c.h5"
+    parts = out.with_name("c.h5.parts")
+    parts.mkdir()
+    (parts / "part-000001.h5").write_bytes(b"the other writer's work")
+    holder = hold_lock(parts / "lock")
+    try:
+        with pytest.raises(HarxError, match=f"another harx process \\(pid {holder.pid}\\) is writing"):
+            FeatureWriter(out, _writer_settings(small_cache), overwrite=True).open()
+        assert (parts / "part-000001.h5").read_bytes() == b"the other writer's work"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_refused_open_frees_the_lock_for_the_next_attempt_in_the_same_process(small_cache, tmp_path):
+    """A notebook or `harx serve` process whose open() was refused must be able to try again."""
+    from harx.features.errors import CacheMismatchError
+    from harx.features.writer import FeatureWriter
+
+    out = tmp_path / "c.h5"
+    settings = _writer_settings(small_cache)
+    with FeatureWriter(out, settings) as writer:             # an interrupted run: one part, no cache
+        _write_one_sample(writer, small_cache)
+    other = dict(settings, precision="fp16" if settings.get("precision") != "fp16" else "fp32")
+    with pytest.raises(CacheMismatchError):
+        FeatureWriter(out, other).open()
+    with FeatureWriter(out, other, overwrite=True) as writer:   # refused as "pid <this process>" if kept
+        _write_one_sample(writer, small_cache)
+        writer.finalize(order=[])
+    assert out.is_file() and not out.with_name("c.h5.parts").exists()

@@ -53,12 +53,18 @@ def test_turned_videos_decode_upright_frame_for_frame(turned, rotation):
     assert end.error is None and len(frames) == N_FRAMES
     width, height = SIZE
     shown = (height, width) if rotation == 180 else (width, height)    # (height, width) on screen
-    assert frames.shape == (N_FRAMES, shown[0], shown[1], 3) and start.info.size == shown
+    assert frames.shape == (N_FRAMES, shown[0], shown[1], 3) and start.info.size == start.info.source_size == shown
     # the same pixels as the unturned file, turned as FFmpeg's players turn them
     np.testing.assert_array_equal(frames, np.rot90(plain, COUNTERCLOCKWISE[rotation], axes=(1, 2)))
     stamp_edge = {90: lambda f: np.rot90(f, -1), -90: lambda f: np.rot90(f, 1), 180: lambda f: np.rot90(f, 2)}
     bits = stamp_bits(N_FRAMES)
     assert [read_frame_index(stamp_edge[rotation](f), bits) for f in frames] == list(range(N_FRAMES))
+
+
+def test_a_turned_video_is_scaled_by_its_short_side_upright(turned):
+    start, frames, end = _decode(turned[-90], max_short_side=32)      # 96x48 coded, 48x96 shown
+    assert end.error is None and frames.shape == (N_FRAMES, 64, 32, 3)
+    assert start.info.size == (64, 32) and start.info.source_size == (96, 48)
 
 
 def test_motion_images_of_a_turned_video_are_the_turned_motion_images(turned):

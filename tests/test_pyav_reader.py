@@ -53,6 +53,54 @@ def test_frames_and_numbers_are_decords(b_frames, indices):
     assert [read_frame_index(f, stamp_bits(100)) for f in got] == indices
 
 
+def _encode(path: Path, options: dict, codec: str = "libx264", n: int = 100, fmt: str | None = None) -> Path:
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=25, options=options)
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        for i, rgb in enumerate(make_frames(n, (128, 96))):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def _trimmed(source: Path, path: Path, frames: int) -> Path:
+    """``source``'s packets moved ``frames`` frames earlier: an MP4 edit list then hides them, as
+    a copy trimmed without re-encoding does (``ffmpeg -ss ... -c copy``)."""
+    with av.open(str(source)) as src, av.open(str(path), "w") as out:
+        stream = out.add_stream_from_template(src.streams.video[0])
+        step = int(1 / (src.streams.video[0].time_base * 25))
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.pts, packet.dts = packet.pts - frames * step, packet.dts - frames * step
+                packet.stream = stream
+                out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["open_gop", "open_gop_hevc", "mpegts", "trimmed"])
+def test_every_frame_found_by_seeking_backwards(tmp_path, monkeypatch, kind):
+    """One frame at a time from the last to the first, every request a seek: open GOPs (frames
+    shown before a keyframe are decoded after it), MPEG-TS (seeks by byte position), an MP4
+    trimmed by an edit list (its first packets are never shown)."""
+    import harx.extract.pyav_reader as pyav_reader
+
+    monkeypatch.setattr(pyav_reader, "_SEEK_AHEAD", 0)
+    gop = {"x264-params": "open-gop=1:keyint=12:bframes=3"}
+    path, first = {
+        "open_gop": lambda: (_encode(tmp_path / "v.mp4", gop), 0),
+        "open_gop_hevc": lambda: (_encode(tmp_path / "v.mp4", {"x265-params": "open-gop=1:keyint=12:log-level=none"},
+                                          codec="libx265"), 0),
+        "mpegts": lambda: (_encode(tmp_path / "v.ts", {"g": "12"}, fmt="mpegts"), 0),
+        "trimmed": lambda: (_trimmed(_encode(tmp_path / "full.mp4", gop), tmp_path / "v.mp4", 3), 3),
+    }[kind]()
+    reader = PyAVReader(str(path))
+    assert len(reader) == 100 - first
+    got = [read_frame_index(reader[i], stamp_bits(100)) for i in reversed(range(len(reader)))]
+    assert got == list(reversed(range(first, 100)))
+
+
 def test_out_of_range_and_not_a_video(b_frames, tmp_path):
     with pytest.raises(IndexError):
         PyAVReader(str(b_frames)).get_batch([100])
