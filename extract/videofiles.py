@@ -15,6 +15,8 @@ __all__ = ["VIDEO_EXTENSIONS", "is_video_file"]
 
 VIDEO_EXTENSIONS = frozenset({
     ".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".3gp",
+    # camcorders (AVCHD), broadcast and stream recordings, DVDs, older web and desktop formats
+    ".mts", ".m2ts", ".m2t", ".ts", ".vob", ".mxf", ".ogv", ".asf", ".divx", ".f4v", ".3g2",
 })
 
 

@@ -86,7 +86,31 @@ def test_symlinked_folders_followed_without_looping(tmp_path, clip):
 
 
 def test_extensions_cover_common_containers():
-    assert {".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".3gp"} <= VIDEO_EXTENSIONS
+    assert {".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".3gp", ".mts", ".m2ts", ".ts", ".vob"} <= VIDEO_EXTENSIONS
+
+
+def test_camcorder_and_stream_recordings_are_found_and_decode(tmp_path):
+    """AVCHD camcorders write .MTS/.M2TS (MPEG-TS, H.264 with B-frames): found, whatever the
+    case of the extension, and every frame decodes."""
+    from conftest import TINY
+    from harx.extract import make_config, run_extract
+
+    import av
+
+    from videos import make_frames
+
+    for k in range(3):
+        for label, ext in (("wave", ".MTS"), ("clap", ".m2ts")):
+            path = tmp_path / "clips" / label / f"g{k}_{label}{ext}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with av.open(str(path), "w", format="mpegts") as container:   # H.264 with B-frames, as camcorders
+                stream = container.add_stream("libx264", rate=25)
+                stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+                for rgb in make_frames(10, (64, 48), seed=k + 3 * len(label)):
+                    container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+                container.mux(stream.encode(None))
+    summary = run_extract(make_config(dataset="folder", root=tmp_path / "clips", out=tmp_path / "c.h5", **TINY))
+    assert summary.samples_new == 6 and summary.failed == [] and summary.frames == 60
 
 
 def test_same_stem_two_containers_keeps_ids_unique(tmp_path, clip):
