@@ -46,7 +46,8 @@ import numpy as np
 from .motion import difference_images, partners
 from .orientation import display_turns, upright
 from .pyav_reader import PyAVReader
-from .sampling import Sampling, sliding_windows
+from .sampling import Sampling, sliding_windows, sliding_windows_at
+from .timing import frame_times
 
 RGB_ONLY = (("rgb", "rgb", 0, 1.0),)
 
@@ -81,6 +82,13 @@ class VideoInfo:
     ranges: list[tuple[int, int]]     # each sample's range, clamped to n_reported
     indices: list[np.ndarray]         # each sample's sampled source frame numbers
     union: np.ndarray                 # sorted union of all samples' indices: the decode order
+    times: np.ndarray | None = None   # each frame's start (s) where the rate varies (extract.timing)
+
+    def seconds(self, frame: int) -> float:
+        """When frame ``frame`` starts (``n_reported``: when the video ends), in seconds."""
+        if self.times is not None:
+            return float(self.times[frame]) if frame < len(self.times) else self.n_reported / self.fps
+        return frame / (self.fps if self.fps > 0 else 25.0)
 
 
 @dataclass
@@ -186,13 +194,19 @@ class _MemoryGuard:
         self.since = 0
 
 
-def _plan(job: DecodeJob, n_reported: int, fps: float) -> tuple[list, list, np.ndarray]:
+def _plan(job: DecodeJob, n_reported: int, fps: float, times: np.ndarray | None = None) -> tuple[list, list, np.ndarray]:
     ranges, indices = [], []
-    wanted = job.ranges if job.windows is None else sliding_windows(n_reported, fps, *job.windows)
+    if job.windows is None:
+        wanted = job.ranges
+    elif times is None:
+        wanted = sliding_windows(n_reported, fps, *job.windows)
+    else:
+        wanted = sliding_windows_at(times, *job.windows)
     for r in wanted:
         start, stop = (0, n_reported) if r is None else (max(0, r[0]), min(r[1], n_reported))
         ranges.append((start, max(start, stop)))
-        indices.append(job.sampling.indices(start, stop, fps))
+        indices.append(job.sampling.indices(start, stop, fps) if times is None else
+                       job.sampling.indices_at(start, max(start, stop), times))
     union = np.unique(np.concatenate(indices)) if indices else np.zeros(0, np.int64)
     return ranges, indices, union
 
@@ -215,8 +229,11 @@ def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_fram
         conn.send(("done", job.start_pos))
         return
     shown = (lambda hw: hw[::-1]) if turns % 2 else (lambda hw: hw)
-    ranges, indices, union = _plan(job, n_reported, fps)
-    conn.send(("meta", VideoInfo(fps, n_reported, shown(coded), shown(coded_source), ranges, indices, union)))
+    times = frame_times(vr, job.path) if job.ranges or job.windows is not None else None
+    if times is not None:             # the stated rate says little: the frames' own average
+        fps = (n_reported - 1) / float(times[-1])
+    ranges, indices, union = _plan(job, n_reported, fps, times)
+    conn.send(("meta", VideoInfo(fps, n_reported, shown(coded), shown(coded_source), ranges, indices, union, times)))
 
     def send(pos: int, frames: np.ndarray) -> None:
         frames = upright(frames, turns)

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ROTATING_SUFFIXES", "display_turns", "quarter_turns", "upright"]
+from .videofiles import TIMESTAMPED_CONTAINERS
 
-ROTATING_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".3gp", ".3g2", ".mkv", ".webm"})
+__all__ = ["display_turns", "quarter_turns", "upright"]
 
 
 def quarter_turns(rotation_deg: float | None) -> int:
@@ -52,7 +52,7 @@ def upright(frames: np.ndarray, turns: int) -> np.ndarray:
 def display_turns(path: str | Path) -> int:
     """The quarter turns that show ``path``'s first video stream upright: 0 where its container
     cannot say, says nothing, or cannot be read (decoding will then say what is wrong)."""
-    if Path(path).suffix.lower() not in ROTATING_SUFFIXES:
+    if Path(path).suffix.lower() not in TIMESTAMPED_CONTAINERS:
         return 0
     try:
         import av

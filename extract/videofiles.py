@@ -11,13 +11,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["VIDEO_EXTENSIONS", "is_video_file"]
+__all__ = ["TIMESTAMPED_CONTAINERS", "VIDEO_EXTENSIONS", "is_video_file"]
 
 VIDEO_EXTENSIONS = frozenset({
     ".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".3gp",
     # camcorders (AVCHD), broadcast and stream recordings, DVDs, older web and desktop formats
     ".mts", ".m2ts", ".m2t", ".ts", ".vob", ".mxf", ".ogv", ".asf", ".divx", ".f4v", ".3g2",
 })
+
+
+#: Containers that store a timestamp per frame and a display matrix per stream (MP4 and its
+#: family, Matroska/WebM). Only these are asked for a turn (``extract.orientation``) or a varying
+#: frame rate (``extract.timing``): AVI has neither, and decord's timestamps for AVIs with packed
+#: B-frames (most of UCF101) are garbage.
+TIMESTAMPED_CONTAINERS = frozenset({".mp4", ".mov", ".m4v", ".3gp", ".3g2", ".mkv", ".webm", ".f4v"})
 
 
 def is_video_file(path: Path) -> bool:

@@ -315,7 +315,6 @@ class Predictor:
         result.n_decoded_to = stopped_at
         if video.error:
             result.note = f"{video.error}; predictions cover frames 1-{stopped_at}"
-        fps = result.fps if result.fps > 0 else 25.0
         features = side_by_side(self.streams, video.features)   # as the run was trained, as the cache reads
         windows, samples = [], []
         for k in range(len(info.ranges)):
@@ -327,7 +326,7 @@ class Predictor:
         names = self.class_names
         for (start, stop, n), p in zip(windows, proba):
             k = int(np.argmax(p))
-            result.timeline.append(WindowPrediction(start, stop, start / fps, stop / fps, names[k], float(p[k]), n,
+            result.timeline.append(WindowPrediction(start, stop, info.seconds(start), info.seconds(stop), names[k], float(p[k]), n,
                                                     {c: float(v) for c, v in zip(names, p)}))
         overall = proba.mean(axis=0)
         overall /= overall.sum()
@@ -340,10 +339,10 @@ class Predictor:
             result.unfamiliarity_threshold = self.familiarity.threshold_
             result.unfamiliar = self.familiarity.is_unfamiliar(result.unfamiliarity)
         if getattr(self.head, "frame_level", False):
-            result.frames = self._frame_labels(features, info.union[:n_ok], fps)
+            result.frames = self._frame_labels(features, info.union[:n_ok], info.seconds)
         return result
 
-    def _frame_labels(self, embeddings: np.ndarray, frames: np.ndarray, fps: float) -> list[FramePrediction]:
+    def _frame_labels(self, embeddings: np.ndarray, frames: np.ndarray, seconds) -> list[FramePrediction]:
         """Each sampled frame classified on its own (frame-level heads: one-frame samples).
 
         Uncalibrated: the run's temperature was fitted to whole samples' (frame-averaged)
@@ -352,7 +351,7 @@ class Predictor:
         one_each = Sequences(embeddings, np.arange(len(embeddings) + 1, dtype=np.int64))
         proba = self.head.predict_proba(one_each)
         best = proba.argmax(axis=1)
-        return [FramePrediction(int(f), float(f) / fps, self.class_names[k], float(proba[i, k]))
+        return [FramePrediction(int(f), seconds(int(f)), self.class_names[k], float(proba[i, k]))
                 for i, (f, k) in enumerate(zip(frames, best))]
 
 

@@ -243,6 +243,21 @@ def test_a_portrait_phone_clip_is_annotated_upright(trained, tmp_path):
     assert np.abs(annotated[50:90, 30:90] - shown[50:90, 30:90]).mean() < 8   # the picture, upright
 
 
+def test_a_varying_frame_rate_is_timed_by_the_frames_own_times(trained, tmp_path):
+    """30 frames in the first second, then 10 a second for three: windows are 2 s of the video's
+    own time, and the timeline's seconds are when those frames are shown."""
+    from videos import write_frames
+
+    times_ms = [round(i * 1000 / 30) for i in range(30)] + [1000 + 100 * i for i in range(30)]
+    src = write_frames(tmp_path / "vfr.mp4", colour_frames("green", 60, seed=4), fps=30, times_ms=times_ms)
+    result = runner.invoke(app, ["predict", str(src), "--run", str(trained["lstm"]), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert [(w["start_frame"], w["stop_frame"]) for w in out["timeline"]] == [(0, 40), (30, 50), (40, 60)]
+    assert [w["start_s"] for w in out["timeline"]] == pytest.approx([0.0, 1.0, 2.0], abs=0.01)
+    assert out["video"]["duration_s"] == pytest.approx(4.0, abs=0.1) and out["label"] == "green"
+
+
 def test_odd_frame_size_is_kept(trained, tmp_path):
     from decord import VideoReader
 

@@ -22,6 +22,7 @@ CODECS = {
     "mpeg4": ("yuv420p", {"qscale": "3"}),
     "mjpeg": ("yuvj420p", {"qscale": "3"}),
     "libsvtav1": ("yuv420p", {"preset": "11", "crf": "20"}),   # AV1: decord cannot open it
+    "libvpx-vp9": ("yuv420p", {"deadline": "realtime", "cpu-used": "8", "crf": "20", "b": "0"}),
 }
 STAMP_HEIGHT = 8
 PATTERNS = ("square", "noise", "static")
@@ -83,10 +84,11 @@ def make_frames(n_frames: int, size: tuple[int, int] = (64, 48), *, seed: int = 
 
 
 def write_frames(path: str | Path, frames: Iterable[np.ndarray], *, fps: float = 25,
-                 codec: str = "libx264", rotation: int = 0) -> Path:
+                 codec: str = "libx264", rotation: int = 0, times_ms: list[int] | None = None) -> Path:
     """Encode RGB uint8 frames (all one even size) to ``path``; the container follows its suffix.
     ``rotation``: a display matrix telling players to turn the picture that many degrees
-    counterclockwise (a phone's portrait video is landscape frames and -90)."""
+    counterclockwise (a phone's portrait video is landscape frames and -90). ``times_ms``: each
+    frame's time in milliseconds, for a variable frame rate (``fps`` is then only the stated one)."""
     path = Path(path)
     if codec not in CODECS:
         raise ValueError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
@@ -103,7 +105,12 @@ def write_frames(path: str | Path, frames: Iterable[np.ndarray], *, fps: float =
                     stream.set_display_rotation(rotation)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             frame = frame.reformat(format=pix_fmt)
-            frame.pts, frame.time_base = i, 1 / rate
+            if times_ms is None:
+                frame.pts, frame.time_base = i, 1 / rate
+            else:
+                if i == 0:
+                    stream.codec_context.time_base = Fraction(1, 1000)
+                frame.pts, frame.time_base = times_ms[i], Fraction(1, 1000)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return path
