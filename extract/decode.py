@@ -46,7 +46,7 @@ import numpy as np
 from .motion import difference_images, partners
 from .orientation import display_turns, upright
 from .pyav_reader import PyAVReader
-from .sampling import Sampling, sliding_windows, sliding_windows_at
+from .sampling import Sampling, sliding_windows, sliding_windows_at, video_end
 from .timing import frame_times
 
 RGB_ONLY = (("rgb", "rgb", 0, 1.0),)
@@ -87,7 +87,7 @@ class VideoInfo:
     def seconds(self, frame: int) -> float:
         """When frame ``frame`` starts (``n_reported``: when the video ends), in seconds."""
         if self.times is not None:
-            return float(self.times[frame]) if frame < len(self.times) else self.n_reported / self.fps
+            return float(self.times[frame]) if frame < len(self.times) else video_end(self.times)
         return frame / (self.fps if self.fps > 0 else 25.0)
 
 
@@ -232,7 +232,12 @@ def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_fram
     times = frame_times(vr, job.path) if job.ranges or job.windows is not None else None
     if times is not None:             # the stated rate says little: the frames' own average
         fps = (n_reported - 1) / float(times[-1])
-    ranges, indices, union = _plan(job, n_reported, fps, times)
+    try:
+        ranges, indices, union = _plan(job, n_reported, fps, times)
+    except Exception as err:  # noqa: BLE001 - see above
+        conn.send(("error", job.start_pos, f"cannot plan the frames to read: {_short(err)}"))
+        conn.send(("done", job.start_pos))
+        return
     conn.send(("meta", VideoInfo(fps, n_reported, shown(coded), shown(coded_source), ranges, indices, union, times)))
 
     def send(pos: int, frames: np.ndarray) -> None:

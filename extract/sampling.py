@@ -68,9 +68,8 @@ class Sampling:
             return self.indices(start, stop, None)
         shown = np.asarray(times[start:stop], dtype=np.float64)
         whole = np.asarray(times, dtype=np.float64)
-        # the range ends where its last frame ends: at the next frame's start, or one typical
-        # interval after the video's last frame
-        end = whole[stop] if stop < len(whole) else whole[-1] + (float(np.median(np.diff(whole))) if len(whole) > 1 else 0.0)
+        # the range ends where its last frame ends: at the next frame's start, or at the video's end
+        end = whole[stop] if stop < len(whole) else video_end(whole)
         # a frame starting a hair after an instant still counts as shown at it: decord gives times
         # in float32 (0.2 s comes back as 0.20000000298)
         eps = float(np.finfo(np.float32).eps) * max(1.0, float(np.abs(whole).max()))
@@ -88,7 +87,15 @@ class Sampling:
         return ", ".join(parts)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        fields = asdict(self)
+        if self.target_fps is not None:   # --fps follows frame times where the rate varies (since
+            fields["varying_rate"] = "frame times"   # session 10): not the caches made before
+        return json.dumps(fields, sort_keys=True)
+
+    @classmethod
+    def from_settings(cls, fields: dict) -> "Sampling":
+        """The sampling a cache's ``sampling`` attribute records."""
+        return cls(**{k: fields[k] for k in ("every", "target_fps", "max_frames") if k in fields})
 
     @property
     def slug(self) -> str:
@@ -129,15 +136,22 @@ def sliding_windows_at(times: np.ndarray, window_s: float, stride_s: float) -> l
     n = len(times)
     if n == 0:
         return []
-    end = times[-1] + (float(np.median(np.diff(times))) if n > 1 else 0.0)   # the last frame's end
+    end = video_end(times)
     if end - times[0] <= window_s:
         return [(0, n)]
-    starts = list(np.arange(times[0], end - window_s + 1e-9, stride_s))
-    if starts[-1] + window_s < end - 1e-9:
-        starts.append(end - window_s)
     windows = []
-    for s in starts:
+    for s in np.arange(times[0], end - window_s + 1e-9, stride_s):
         lo, hi = np.searchsorted(times, [s - 1e-9, s + window_s - 1e-9], side="left")
-        if hi > lo and (not windows or windows[-1] != (int(lo), int(hi))):
+        if hi > lo:
             windows.append((int(lo), int(hi)))
-    return windows
+    if windows[-1][1] < n:            # the tail: one more window ending at the last frame
+        lo = int(np.searchsorted(times, end - window_s - 1e-9, side="left"))
+        windows.append((min(lo, n - 1), n))
+    return list(dict.fromkeys(windows))
+
+
+def video_end(times: np.ndarray) -> float:
+    """When a video whose frames start at ``times`` ends: one average interval after its last
+    frame starts (as ``n / fps`` at the average rate, which is what ``harx predict`` reports)."""
+    n = len(times)
+    return float(times[-1]) + ((float(times[-1]) - float(times[0])) / (n - 1) if n > 1 else 0.0)

@@ -23,7 +23,8 @@ from .videofiles import TIMESTAMPED_CONTAINERS
 
 __all__ = ["frame_times", "VARIES_BY_INTERVALS"]
 
-VARIES_BY_INTERVALS = 2.0   # drift from even spacing, in median frame intervals, that counts as varying
+VARIES_BY_INTERVALS = 2.0   # drift from even spacing, in frame intervals, that counts as varying
+_LONGEST_GAP_S = 10.0       # a longer pause between two frames is taken for broken times
 
 
 def frame_times(reader, path: str | Path) -> np.ndarray | None:
@@ -45,6 +46,15 @@ def frame_times(reader, path: str | Path) -> np.ndarray | None:
     steps = np.diff(times)
     if not np.isfinite(times).all() or (steps <= 0).any():
         return None                   # missing or unordered times say nothing about the rate
-    interval = float(np.median(steps))
+    stated = float(reader.get_avg_fps() or 0.0)
+    if stated > 0 and not 0.25 < times[-1] / ((n - 1) / stated) < 4:
+        return None                   # times far from any plausible length: garbage (AV_NOPTS...)
+    if steps.max() > _LONGEST_GAP_S:
+        return None
+    # Even spacing measured from the ends, not a median step: times come rounded (float32 from
+    # decord, whole milliseconds in Matroska), and a median of rounded steps drifts over a long
+    # constant-rate video by far more than the rounding.
+    interval = float(times[-1]) / (n - 1)
     drift = np.abs(times - np.arange(n) * interval).max()
-    return times if drift > VARIES_BY_INTERVALS * interval else None
+    rounding = 0.001 + 4 * float(np.finfo(np.float32).eps) * float(times[-1])
+    return times if drift > VARIES_BY_INTERVALS * interval + rounding else None

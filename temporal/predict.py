@@ -178,7 +178,7 @@ class Predictor:
         self.familiarity = load_familiarity(self.run_dir)  # None: a run fitted before harx recorded it
         self.class_names = [str(c) for c in self.head.classes_]
         self.top_k = min(int(top_k), len(self.class_names))
-        self.sampling = Sampling(**self.extraction["sampling"])
+        self.sampling = Sampling.from_settings(self.extraction["sampling"])
         self.streams = run_streams(self.run_dir, self.config, self.extraction)
         self.window_s = float(window_s or self.extraction.get("sample_seconds") or DEFAULT_WINDOW_S)
         self.stride_s = float(stride_s or self.window_s / 2)

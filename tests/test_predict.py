@@ -255,7 +255,8 @@ def test_a_varying_frame_rate_is_timed_by_the_frames_own_times(trained, tmp_path
     out = json.loads(result.stdout)
     assert [(w["start_frame"], w["stop_frame"]) for w in out["timeline"]] == [(0, 40), (30, 50), (40, 60)]
     assert [w["start_s"] for w in out["timeline"]] == pytest.approx([0.0, 1.0, 2.0], abs=0.01)
-    assert out["video"]["duration_s"] == pytest.approx(4.0, abs=0.1) and out["label"] == "green"
+    assert out["video"]["duration_s"] == pytest.approx(3.9 + 3.9 / 59, abs=0.002)   # last start + mean interval
+    assert out["timeline"][-1]["end_s"] == pytest.approx(out["video"]["duration_s"], abs=0.002)
 
 
 def test_odd_frame_size_is_kept(trained, tmp_path):

@@ -60,3 +60,53 @@ def test_time_sampling_of_an_even_rate_is_frame_number_sampling():
         for sampling in (Sampling(target_fps=target), Sampling(target_fps=target, max_frames=8), Sampling(every=3)):
             for start, stop in ((0, n), (10, n - 1), (3, n // 2 + 3)):
                 np.testing.assert_array_equal(sampling.indices_at(start, stop, times), sampling.indices(start, stop, fps))
+
+
+class _Times:
+    """A reader that only tells times, as decord gives them (float32 seconds)."""
+
+    def __init__(self, starts, fps):
+        self.starts, self.fps = np.asarray(starts), fps
+
+    def __len__(self):
+        return len(self.starts)
+
+    def get_avg_fps(self):
+        return self.fps
+
+    def get_frame_timestamp(self, indices):
+        s = self.starts[indices].astype(np.float32)
+        return np.stack([s, s + np.float32(1 / self.fps)], axis=1)
+
+
+@pytest.mark.parametrize("starts, fps, varies", [
+    (np.arange(108_000) / 29.97, 29.97, False),                  # an hour at 29.97, float32 times
+    (np.round(np.arange(18_000) / 30, 3), 30, False),             # ten minutes in whole milliseconds
+    (np.round(np.arange(600) / 29.97, 3) + 1.5, 29.97, False),    # starting at 1.5 s
+    (np.array(TIMES_MS) / 1000, 30, True),                        # 30 then 10 a second
+    (np.array(TIMES_MS) / 1000, 15.13, True),
+    (np.r_[-9.2e18, np.arange(1, 300) / 30], 30, False),          # a first frame with no time (AV_NOPTS)
+    (np.r_[np.arange(299) / 30, 1e9], 30, False),                 # one absurd time
+    (np.r_[np.arange(150) / 30, 20 + np.arange(150) / 30], 30, False),   # a 15 s hole: broken times
+])
+def test_which_times_count_as_a_varying_rate(starts, fps, varies):
+    from harx.extract.timing import frame_times
+
+    times = frame_times(_Times(starts, fps), "clip.mp4")
+    assert (times is not None) == varies
+    assert frame_times(_Times(starts, fps), "clip.avi") is None            # AVI: never asked
+
+
+def test_a_long_constant_rate_matroska_file_keeps_frame_numbers(tmp_path):
+    """Matroska stores whole milliseconds: 29.97 fps comes back as steps of 33 and 34 ms."""
+    path = write_video(tmp_path / "steady.mkv", 600, (64, 48), fps=29.97, stamp=False)
+    info, _ = _decode(path, sampling=Sampling(target_fps=5, max_frames=4))
+    assert info.times is None
+
+
+def test_windows_in_seconds_are_the_frame_windows_for_an_even_rate():
+    from harx.extract.sampling import sliding_windows, sliding_windows_at
+
+    for n in range(1, 400, 7):
+        for fps, window, stride in ((25, 2, 1), (30, 1, 0.5), (10, 3, 3), (60, 4, 1)):
+            assert sliding_windows_at(np.arange(n) / fps, window, stride) == sliding_windows(n, fps, window, stride)
