@@ -4,14 +4,18 @@ decord 0.6 wheels carry FFmpeg 4, which has no AV1 decoder: every AV1 file (what
 first to downloaders, what newer phones and screen recorders write) failed with "cannot find video
 stream with wanted index: -1". PyAV's FFmpeg decodes it (libdav1d). The decoding workers open a
 file with decord first and, where decord cannot open it, with :class:`PyAVReader`; videos with a
-display turn always with it (:mod:`extract.orientation`). It offers
-the part of decord's ``VideoReader`` they use: ``len``, ``get_avg_fps``, ``vr[i]`` and
+display turn always with it (:mod:`extract.orientation`). It offers the part of decord's
+``VideoReader`` they use: ``len``, ``get_avg_fps``, ``get_frame_timestamp``, ``vr[i]`` and
 ``get_batch(indices).asnumpy()``, at the file's size or a given one.
 
 Frame ``i`` is the ``i``-th frame in presentation order, as in decord: the reader demuxes the file
-once on opening (no decoding) and sorts the video packets' timestamps, so a frame found after a
-seek knows its number. Reading forwards decodes on; a step back, or far ahead, seeks to the
-keyframe before the frame wanted. Frames come out as the file stores them; turning them upright is
+once on opening (no decoding), leaves out packets an edit list discards (a trimmed MP4's lead-in,
+never shown), and sorts the packets' timestamps, so a frame found after a seek knows its number.
+Reading forwards decodes on; a step back, or far ahead, seeks to the keyframe shown at or before
+the frame wanted, and where that lands past it (an open GOP, whose frames shown just before a
+keyframe are decoded after it; MPEG-TS, which seeks by byte position) tries the keyframes before,
+then the start. Where timestamps are missing or repeat, frames are counted as they come and a step
+back decodes from the start. Frames come out as the file stores them; turning them upright is
 :mod:`extract.orientation`'s job, as for decord.
 """
 
