@@ -263,6 +263,11 @@ def _print_cache_summary(s) -> None:
         ]
         if s.clamped:
             rows.append(("clamped", f"{s.clamped} sample range(s) clamped to the frames that decode (see 'note')"))
+        if s.decoding:
+            said = {"turned": "turned upright (display matrix)",
+                    "pyav": "read with PyAV (decord cannot open them, or they are turned)",
+                    "variable rate": "sampled by their frames' times (varying frame rate)"}
+            rows.append(("decoding", "; ".join(f"{n} video(s) {said[k]}" for k, n in s.decoding.items())))
         if s.missing:
             rows.append(("missing", f"{len(s.missing)} annotated video(s) absent from the folder, e.g. "
                                     f"{', '.join(s.missing[:3])}"))

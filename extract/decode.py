@@ -83,6 +83,13 @@ class VideoInfo:
     indices: list[np.ndarray]         # each sample's sampled source frame numbers
     union: np.ndarray                 # sorted union of all samples' indices: the decode order
     times: np.ndarray | None = None   # each frame's start (s) where the rate varies (extract.timing)
+    turns: int = 0                    # quarter turns counterclockwise that showed it upright
+    reader: str = "decord"            # or "pyav" (extract.pyav_reader): turned, or decord could not open it
+
+    def decoding(self) -> dict:
+        """How it was read, for summaries and ``harx predict --json``."""
+        return {"decoder": self.reader, "turned_clockwise_deg": (4 - self.turns) % 4 * 90,
+                "variable_frame_rate": self.times is not None}
 
     def seconds(self, frame: int) -> float:
         """When frame ``frame`` starts (``n_reported``: when the video ends), in seconds."""
@@ -238,7 +245,9 @@ def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_fram
         conn.send(("error", job.start_pos, f"cannot plan the frames to read: {_short(err)}"))
         conn.send(("done", job.start_pos))
         return
-    conn.send(("meta", VideoInfo(fps, n_reported, shown(coded), shown(coded_source), ranges, indices, union, times)))
+    reader = "pyav" if isinstance(vr, PyAVReader) else "decord"
+    conn.send(("meta", VideoInfo(fps, n_reported, shown(coded), shown(coded_source), ranges, indices, union, times,
+                                 turns, reader)))
 
     def send(pos: int, frames: np.ndarray) -> None:
         frames = upright(frames, turns)

@@ -70,6 +70,9 @@ class ExtractSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (sample_id, reason), this run
     failed_before: int = 0
     clamped: int = 0
+    #: videos read in an unusual way this run: "turned" (a display matrix), "pyav" (decord could
+    #: not open it, or it was turned), "variable rate" (sampled by its frames' times)
+    decoding: dict = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     unlisted: list[str] = field(default_factory=list)     # videos present that no split file names
     frames: int = 0
@@ -325,6 +328,7 @@ def _embed_videos(cfg: ExtractConfig, backbone: Backbone, todo, index: DatasetIn
     for video in embed_videos(backbone, jobs, batch_size=cfg.batch_size, decoder=decoder):
         samples = sample_lists[video.job.key]
         if video.info is not None:  # the video opened: keep every frame that decoded
+            _count_decoding(summary.decoding, video.info)
             _write_samples(writer, samples, video, root, summary, label_index, index.folds)
             summary.frames += video.n_decoded
             for name, seconds in video.seconds.items():
@@ -337,6 +341,14 @@ def _embed_videos(cfg: ExtractConfig, backbone: Backbone, todo, index: DatasetIn
                     _fail(writer, summary, s, root, video.error or "no frame decoded")
         writer.maybe_commit()
         progress(video.job.key + 1, video.job.path)
+
+
+def _count_decoding(counts: dict, info) -> None:
+    how = info.decoding()
+    for key, unusual in (("turned", how["turned_clockwise_deg"] != 0), ("pyav", how["decoder"] == "pyav"),
+                         ("variable rate", how["variable_frame_rate"])):
+        if unusual:
+            counts[key] = counts.get(key, 0) + 1
 
 
 def _write_samples(writer: FeatureWriter, samples: list[VideoSample], video: EmbeddedVideo, root: Path,

@@ -306,6 +306,7 @@ class Predictor:
             return result
         result.fps, result.n_frames = float(info.fps), int(info.n_reported)
         result.size = (int(info.source_size[1]), int(info.source_size[0]))
+        result.decoding = info.decoding()
         if n_ok == 0:
             result.error = f"no frame decodes ({video.error or 'the video is empty'})"
             return result

@@ -63,7 +63,8 @@ class VideoPrediction:
     frames: list[FramePrediction] | None = None
     fps: float = 0.0
     n_frames: int = 0                     # frames the container reports
-    size: tuple[int, int] = (0, 0)        # (width, height) in the file
+    size: tuple[int, int] = (0, 0)        # (width, height) as shown (turned upright where the file says)
+    decoding: dict = field(default_factory=dict)   # VideoInfo.decoding(): decoder, turn, varying rate
     n_decoded_to: int = 0                 # frames [0, n_decoded_to) decoded; less than n_frames on a bad file
     error: str | None = None
     note: str = ""
@@ -97,7 +98,7 @@ class VideoPrediction:
         if self.frames is not None:
             d["frames"] = [f.as_dict() for f in self.frames]
         d["video"] = {"fps": round(self.fps, 3), "n_frames": self.n_frames, "width": self.size[0],
-                      "height": self.size[1], "duration_s": round(self.duration_s, 3)}
+                      "height": self.size[1], "duration_s": round(self.duration_s, 3), **self.decoding}
         if self.keypoints is not None:
             import numpy as np
 

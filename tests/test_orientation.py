@@ -103,6 +103,7 @@ def test_a_folder_of_portrait_phone_clips_extracts(tmp_path):
             write_video(root / label / f"p{k}_{label}.mp4", 16, SIZE, rotation=-90, seed=k + 10 * len(label))
     summary = run_extract(make_config(dataset="folder", root=root, out=tmp_path / "c.h5", **TINY))
     assert summary.failed == [] and summary.samples_new == 8
+    assert summary.decoding == {"turned": 8, "pyav": 8}              # said in the summary
     assert len(FeatureStore(tmp_path / "c.h5")) == 8
 
 

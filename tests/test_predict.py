@@ -192,7 +192,8 @@ def test_json_parses_and_matches_the_table(trained, tmp_path):
         assert len(o["top_k"]) == 2 and o["top_k"][0]["label"] == o["label"]
         assert o["protocol"]["head"] == "lstm" and o["protocol"]["window_s"] == pytest.approx(2.0)
         assert o["video"] == {"fps": 10.0, "n_frames": 30 if o["path"].endswith("a.mp4") else 25, "width": 64,
-                              "height": 48, "duration_s": o["video"]["duration_s"]}
+                              "height": 48, "duration_s": o["video"]["duration_s"],
+                              "decoder": "decord", "turned_clockwise_deg": 0, "variable_frame_rate": False}
         row = next(line for line in table.stdout.splitlines() if Path(o["path"]).name in line)
         assert o["label"] in row and f"{100 * o['confidence']:.1f}%" in row
     assert [o["label"] for o in objects] == ["green", "red"]
@@ -236,6 +237,7 @@ def test_a_portrait_phone_clip_is_annotated_upright(trained, tmp_path):
     assert result.exit_code == 0, result.output
     video = json.loads(result.stdout)["video"]
     assert (video["width"], video["height"]) == (120, 160) and json.loads(result.stdout)["label"] == "blue"
+    assert (video["decoder"], video["turned_clockwise_deg"]) == ("pyav", 90)   # -90 ccw: a phone's "rotate 90"
     annotated = VideoReader(str(out))[10].asnumpy().astype(int)
     shown = np.rot90(frames[10], 3).astype(int)                  # turned clockwise, as players show it
     assert annotated.shape == shown.shape == (160, 120, 3)
@@ -255,6 +257,7 @@ def test_a_varying_frame_rate_is_timed_by_the_frames_own_times(trained, tmp_path
     out = json.loads(result.stdout)
     assert [(w["start_frame"], w["stop_frame"]) for w in out["timeline"]] == [(0, 40), (30, 50), (40, 60)]
     assert [w["start_s"] for w in out["timeline"]] == pytest.approx([0.0, 1.0, 2.0], abs=0.01)
+    assert out["video"]["variable_frame_rate"] is True and out["video"]["decoder"] == "decord"
     assert out["video"]["duration_s"] == pytest.approx(3.9 + 3.9 / 59, abs=0.002)   # last start + mean interval
     assert out["timeline"][-1]["end_s"] == pytest.approx(out["video"]["duration_s"], abs=0.002)
 
