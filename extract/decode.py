@@ -127,18 +127,21 @@ def _open_reader(path: str, threads: int, max_short_side: int | None, pyav: bool
     (:mod:`extract.pyav_reader`)."""
     from decord import VideoReader, cpu
 
-    try:
-        if pyav:
-            raise _UsePyAV
-        vr = VideoReader(path, ctx=cpu(0), num_threads=threads)
-        h, w = vr[0].shape[:2]
-    except Exception as err:  # noqa: BLE001 - decord's reason is kept if PyAV cannot open it either
+    vr, decord_err = None, None
+    if not pyav:
+        try:
+            vr = VideoReader(path, ctx=cpu(0), num_threads=threads)
+            h, w = vr[0].shape[:2]
+        except Exception as err:  # noqa: BLE001 - decord's reason is kept if PyAV cannot open it either
+            vr, decord_err = None, err
+    if vr is None:
         try:
             vr = PyAVReader(path, num_threads=threads)
             h, w = vr[0].shape[:2]
         except Exception as pyav_err:  # noqa: BLE001
             # decord's reason, unless it only says that its FFmpeg lacks the codec
-            raise (pyav_err if pyav or "wanted index" in str(err) else err) from None
+            keep = decord_err is not None and "wanted index" not in str(decord_err)
+            raise (decord_err if keep else pyav_err) from None
     size = (h, w)
     if max_short_side and min(h, w) > max_short_side:
         scale = max_short_side / min(h, w)
@@ -148,10 +151,6 @@ def _open_reader(path: str, threads: int, max_short_side: int | None, pyav: bool
         else:
             vr = _reopen_reader(path, threads, size, (h, w))
     return vr, size, (h, w)
-
-
-class _UsePyAV(Exception):
-    pass
 
 
 def _reopen_reader(path: str, threads: int, size: tuple[int, int], source_size: tuple[int, int]):
@@ -225,8 +224,9 @@ def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_fram
     if _injected_hang(job.path) == -1:
         time.sleep(1e9)  # tests only: a file whose opening hangs (see _injected_hang)
     # A turned video is read with PyAV, which leaves frames as stored; they are turned on the way
-    # out (see extract.orientation). A probe only opens the file.
-    turns = display_turns(job.path) if job.ranges or job.windows is not None else 0
+    # out (see extract.orientation). A probe only opens the file: no turn or frame times asked.
+    probe = not job.ranges and job.windows is None
+    turns = 0 if probe else display_turns(job.path)
     try:
         vr, coded, coded_source = _open_reader(job.path, threads, job.max_short_side, pyav=bool(turns))
         fps = float(vr.get_avg_fps() or 0.0)
@@ -236,7 +236,7 @@ def _decode_job(conn, job: DecodeJob, threads: int, chunk_bytes: int, chunk_fram
         conn.send(("done", job.start_pos))
         return
     shown = (lambda hw: hw[::-1]) if turns % 2 else (lambda hw: hw)
-    times = frame_times(vr, job.path) if job.ranges or job.windows is not None else None
+    times = None if probe else frame_times(vr, job.path)
     if times is not None:             # the stated rate says little: the frames' own average
         fps = (n_reported - 1) / float(times[-1])
     try:

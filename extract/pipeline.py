@@ -344,9 +344,8 @@ def _embed_videos(cfg: ExtractConfig, backbone: Backbone, todo, index: DatasetIn
 
 
 def _count_decoding(counts: dict, info) -> None:
-    how = info.decoding()
-    for key, unusual in (("turned", how["turned_clockwise_deg"] != 0), ("pyav", how["decoder"] == "pyav"),
-                         ("variable rate", how["variable_frame_rate"])):
+    for key, unusual in (("turned", info.turns != 0), ("pyav", info.reader == "pyav"),
+                         ("variable rate", info.times is not None)):
         if unusual:
             counts[key] = counts.get(key, 0) + 1
 

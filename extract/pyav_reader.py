@@ -26,10 +26,31 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["PyAVReader"]
+__all__ = ["PyAVReader", "open_video"]
 
 _SEEK_AHEAD = 250   # frames: further ahead than this, seeking beats decoding every frame between
 _KEYFRAMES_BACK = 3  # keyframes tried before the one at the frame wanted, then the start
+
+
+def open_video(path: str, threads: int = 0):
+    """``(container, stream)``: ``path`` opened with PyAV, at the video stream FFmpeg ranks best
+    (as decord takes it: never a cover picture stored first), decoded with ``threads`` threads
+    (0: FFmpeg's choice).
+
+    Raises:
+        av.FFmpegError, OSError: the file does not open. ValueError: it has no video stream.
+    """
+    import av
+
+    container = av.open(str(path))
+    if not container.streams.video:
+        container.close()
+        raise ValueError("no video stream")
+    stream = container.streams.best("video")
+    stream.thread_type = "AUTO"
+    if threads:
+        stream.thread_count = threads
+    return container, stream
 
 
 class _Batch:
@@ -51,15 +72,8 @@ class PyAVReader:
     def __init__(self, path: str, width: int = -1, height: int = -1, num_threads: int = 0):
         import av
 
-        self._av, self._path, self._threads = av, str(path), num_threads
-        self._container = av.open(self._path)
-        if not self._container.streams.video:
-            self._container.close()
-            raise ValueError("no video stream")
-        self._stream = self._container.streams.best("video")
-        self._stream.thread_type = "AUTO"
-        if num_threads:
-            self._stream.thread_count = num_threads
+        self._path, self._threads = str(path), num_threads
+        self._container, self._stream = open_video(self._path, num_threads)
         ctx = self._stream.codec_context
         self._size = (int(width) if width > 0 else int(ctx.width), int(height) if height > 0 else int(ctx.height))
         packets = []                   # (pts, keyframe) of every frame the decoder will show
@@ -82,8 +96,8 @@ class PyAVReader:
         self._count = len(pts)
         rate = self._stream.average_rate or self._stream.guessed_rate
         self._fps = float(rate) if rate else 0.0
-        self._frames: Iterator | None = None
-        self._next = 0             # the number of the frame the decoder gives next (-1: unknown)
+        self._frames: Iterator            # frames in presentation order, from where the decoder is
+        self._next: int                   # the number of the frame it gives next (-1: unknown)
         self._restart()
         if self._count == 0:
             raise ValueError("no video frames")
@@ -155,11 +169,7 @@ class PyAVReader:
         """Decode from the first frame again: the file opened anew (a seek to the start is not to
         be trusted without timestamps, and the index was read to the end)."""
         self._container.close()
-        self._container = self._av.open(self._path)
-        self._stream = self._container.streams.best("video")
-        self._stream.thread_type = "AUTO"
-        if self._threads:
-            self._stream.thread_count = self._threads
+        self._container, self._stream = open_video(self._path, self._threads)
         self._frames, self._next = self._container.decode(self._stream), 0
 
     def _decode_up_to(self, index: int) -> tuple[np.ndarray | None, bool]:

@@ -49,11 +49,15 @@ class Sampling:
             idx = start + np.floor(np.arange(0, stop - start, step)).astype(np.int64)
         else:
             idx = np.arange(start, stop, self.every, dtype=np.int64)
+        return np.unique(self._at_most(idx))
+
+    def _at_most(self, idx: np.ndarray) -> np.ndarray:
+        """``idx`` cut to ``max_frames``: the centres of that many equal segments (symmetric, and
+        deterministic)."""
         if self.max_frames is not None and len(idx) > self.max_frames:
-            # centres of max_frames equal segments: symmetric, and deterministic
             pos = ((np.arange(self.max_frames) + 0.5) * len(idx) / self.max_frames).astype(np.int64)
             idx = idx[pos]
-        return np.unique(idx)
+        return idx
 
     def indices_at(self, start: int, stop: int, times: np.ndarray) -> np.ndarray:
         """As :meth:`indices`, for a video whose frame rate varies (``extract.timing``): ``--fps``
@@ -74,11 +78,7 @@ class Sampling:
         # in float32 (0.2 s comes back as 0.20000000298)
         eps = float(np.finfo(np.float32).eps) * max(1.0, float(np.abs(whole).max()))
         instants = shown[0] + np.arange(0, end - shown[0] - eps, 1 / self.target_fps)
-        idx = np.unique(start + np.searchsorted(shown, instants + eps, side="right") - 1)
-        if self.max_frames is not None and len(idx) > self.max_frames:
-            pos = ((np.arange(self.max_frames) + 0.5) * len(idx) / self.max_frames).astype(np.int64)
-            idx = idx[pos]
-        return idx
+        return self._at_most(np.unique(start + np.searchsorted(shown, instants + eps, side="right") - 1))
 
     def describe(self) -> str:
         parts = [f"every {self.every} frame(s)" if self.target_fps is None else f"{self.target_fps:g} fps"]
@@ -111,8 +111,7 @@ def sliding_windows(n_frames: int, fps: float | None, window_s: float, stride_s:
 
     Example: 100 frames at 25 fps, window 2 s, stride 1 s: [0, 50), [25, 75), [50, 100).
     """
-    if window_s <= 0 or stride_s <= 0:
-        raise InvalidOptionError(f"window and stride must be > 0 s, got {window_s:g} and {stride_s:g}")
+    _check_window(window_s, stride_s)
     if n_frames <= 0:
         return []
     rate = fps if fps and fps > 0 else 25.0
@@ -130,8 +129,7 @@ def sliding_windows_at(times: np.ndarray, window_s: float, stride_s: float) -> l
     """:func:`sliding_windows` for a video whose frame rate varies: windows ``window_s`` long and
     ``stride_s`` apart in the frames' own times (``times``: each frame's start in seconds), the
     last ending at the last frame; each holds the frames that start inside it."""
-    if window_s <= 0 or stride_s <= 0:
-        raise InvalidOptionError(f"window and stride must be > 0 s, got {window_s:g} and {stride_s:g}")
+    _check_window(window_s, stride_s)
     times = np.asarray(times, dtype=np.float64)
     n = len(times)
     if n == 0:
@@ -155,3 +153,8 @@ def video_end(times: np.ndarray) -> float:
     frame starts (as ``n / fps`` at the average rate, which is what ``harx predict`` reports)."""
     n = len(times)
     return float(times[-1]) + ((float(times[-1]) - float(times[0])) / (n - 1) if n > 1 else 0.0)
+
+
+def _check_window(window_s: float, stride_s: float) -> None:
+    if window_s <= 0 or stride_s <= 0:
+        raise InvalidOptionError(f"window and stride must be > 0 s, got {window_s:g} and {stride_s:g}")

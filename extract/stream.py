@@ -21,6 +21,7 @@ import numpy as np
 from harx.features.errors import HarxError
 
 from .orientation import display_turns, upright
+from .pyav_reader import open_video
 
 
 class FrameStream:
@@ -37,16 +38,11 @@ class FrameStream:
 
         self.path = Path(path)
         try:
-            self._container = av.open(str(self.path))
+            self._container, self._stream = open_video(self.path, threads)
         except (av.FFmpegError, OSError) as err:
             raise HarxError(f"{self.path}: cannot open it ({_reason(err)})") from None
-        if not self._container.streams.video:
-            self._container.close()
-            raise HarxError(f"{self.path}: no video stream")
-        self._stream = self._container.streams.best("video")
-        self._stream.thread_type = "AUTO"
-        if threads:
-            self._stream.thread_count = threads
+        except ValueError:
+            raise HarxError(f"{self.path}: no video stream") from None
         ctx = self._stream.codec_context
         self._coded = (int(ctx.width), int(ctx.height))
         self._turns = display_turns(self.path)          # frames come out upright (extract.orientation)

@@ -365,10 +365,7 @@ class FeatureWriter:
         # behind, it would refuse the next run with other settings as "interrupted".
         self.commit_part()
         if self.parts_dir.exists() and not self.committed_parts():
-            shutil.rmtree(self.parts_dir, ignore_errors=True)   # before the lock goes (see finalize)
-            if self._lock is not None:
-                self._lock.forget()
-                self._lock = None
+            self._drop_parts_dir()
         self._release_lock()
 
     def open(self) -> None:
@@ -443,7 +440,10 @@ class FeatureWriter:
         for item in self.parts_dir.iterdir() if self.parts_dir.is_dir() else []:
             if self._lock is not None and item == self._lock.path:
                 continue
-            shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+            if item.is_dir() and not item.is_symlink():
+                shutil.rmtree(item)
+            else:
+                item.unlink()
 
     def _check_existing(self) -> None:
         want = self.settings["settings_fingerprint"]
@@ -483,6 +483,14 @@ class FeatureWriter:
     def _release_lock(self) -> None:
         if self._lock is not None:
             self._lock.release()
+            self._lock = None
+
+    def _drop_parts_dir(self) -> None:
+        """Delete the parts folder, then free the lock held in it: not the reverse, or a writer
+        starting between the two would lose its new folder."""
+        shutil.rmtree(self.parts_dir, ignore_errors=True)
+        if self._lock is not None:
+            self._lock.forget()
             self._lock = None
 
     def committed_parts(self) -> list[Path]:
@@ -577,9 +585,7 @@ class FeatureWriter:
         self.commit_part()
         sources = self._sources()
         if self.has_final and len(sources) == 1:
-            shutil.rmtree(self.parts_dir, ignore_errors=True)   # then free the lock: not the reverse,
-            self._lock.forget()                                  # or a writer starting between the two
-            self._lock = None                                    # would lose its folder
+            self._drop_parts_dir()
             return self.path  # nothing new to merge
         tmp = self.path.with_name(self.path.name + ".tmp")
         out = _CacheFile(tmp, dict(self._attrs(), **(extra_attrs or {})), self.streams, self.settings["dtype"])
@@ -591,9 +597,7 @@ class FeatureWriter:
             raise
         os.replace(tmp, self.path)
         self.has_final = True
-        shutil.rmtree(self.parts_dir, ignore_errors=True)
-        self._lock.forget()
-        self._lock = None
+        self._drop_parts_dir()
         return self.path
 
 

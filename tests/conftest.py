@@ -125,6 +125,22 @@ def kill_9_mid_extraction(root: Path, out: Path, parts: int = 4, **options) -> i
     return committed
 
 
+def decode_whole(path: Path, **job):
+    """``(VideoStart or None, frames, VideoEnd)`` of one video through the decoding workers, every
+    frame unless ``job`` (``DecodeJob`` fields) says otherwise; frames concatenated (empty: none)."""
+    import numpy as np
+
+    from harx.extract.decode import DecodeJob, Frames, VideoDecoder, VideoStart
+    from harx.extract.sampling import Sampling
+
+    job.setdefault("sampling", Sampling())
+    with VideoDecoder() as decoder:
+        events = list(decoder.decode([DecodeJob(key=0, path=str(path), ranges=(None,), **job)]))
+    start = next((e for e in events if isinstance(e, VideoStart)), None)
+    frames = [e.frames for e in events if isinstance(e, Frames)]
+    return start, np.concatenate(frames) if frames else np.zeros(0), events[-1]
+
+
 def hold_lock(path: Path):
     """A child process that holds ``features.locks`` on ``path`` until killed (returned once it does)."""
     import subprocess

@@ -13,29 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY
-from harx.extract.decode import DecodeJob, Frames, VideoDecoder, VideoEnd, VideoStart
+from conftest import TINY, decode_whole
 from harx.extract.orientation import display_turns, quarter_turns
-from harx.extract.sampling import Sampling
 from harx.extract.stream import FrameStream
 from videos import read_frame_index, stamp_bits, write_video
 
 N_FRAMES, SIZE = 30, (96, 48)          # (width, height) coded; 48 high: decord alone fails it
 COUNTERCLOCKWISE = {90: 1, -90: 3, 180: 2}   # FFmpeg's autorotation, as quarter turns of np.rot90
-
-
-def _decode(path: Path, **job) -> tuple[VideoStart, np.ndarray, VideoEnd]:
-    start = end = None
-    frames = []
-    with VideoDecoder() as decoder:
-        for event in decoder.decode([DecodeJob(key=0, path=str(path), ranges=(None,), sampling=Sampling(), **job)]):
-            if isinstance(event, VideoStart):
-                start = event
-            elif isinstance(event, Frames):
-                frames.append(event.frames)
-            else:
-                end = event
-    return start, np.concatenate(frames) if frames else np.zeros(0), end
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +32,8 @@ def turned(tmp_path_factory) -> dict[int, Path]:
 @pytest.mark.parametrize("rotation", [90, -90, 180])
 def test_turned_videos_decode_upright_frame_for_frame(turned, rotation):
     assert display_turns(turned[rotation]) == COUNTERCLOCKWISE[rotation]
-    start, frames, end = _decode(turned[rotation])
-    _, plain, _ = _decode(turned[0])
+    start, frames, end = decode_whole(turned[rotation])
+    _, plain, _ = decode_whole(turned[0])
     assert end.error is None and len(frames) == N_FRAMES
     width, height = SIZE
     shown = (height, width) if rotation == 180 else (width, height)    # (height, width) on screen
@@ -62,21 +46,21 @@ def test_turned_videos_decode_upright_frame_for_frame(turned, rotation):
 
 
 def test_a_turned_video_is_scaled_by_its_short_side_upright(turned):
-    start, frames, end = _decode(turned[-90], max_short_side=32)      # 96x48 coded, 48x96 shown
+    start, frames, end = decode_whole(turned[-90], max_short_side=32)      # 96x48 coded, 48x96 shown
     assert end.error is None and frames.shape == (N_FRAMES, 64, 32, 3)
     assert start.info.size == (64, 32) and start.info.source_size == (96, 48)
 
 
 def test_motion_images_of_a_turned_video_are_the_turned_motion_images(turned):
     images = (("rgb", "rgb", 0, 1.0), ("motion", "motion", 2, 1.0))
-    _, frames, end = _decode(turned[-90], images=images)
-    _, plain, _ = _decode(turned[0], images=images)
+    _, frames, end = decode_whole(turned[-90], images=images)
+    _, plain, _ = decode_whole(turned[0], images=images)
     assert end.error is None and frames.shape[-1] == 6
     np.testing.assert_array_equal(frames, np.rot90(plain, 3, axes=(1, 2)))
 
 
 def test_reading_every_frame_with_pyav_turns_them_the_same_way(turned):
-    _, decoded, _ = _decode(turned[90])
+    _, decoded, _ = decode_whole(turned[90])
     with FrameStream(turned[90]) as stream:
         assert (stream.width, stream.height) == (SIZE[1], SIZE[0])
         frames = np.stack(list(stream))
@@ -123,7 +107,7 @@ def test_a_real_kth_clip_filmed_portrait_decodes_as_the_original_turned(realdata
             if packet.dts is not None:
                 packet.stream = stream
                 out.mux(packet)
-    _, want, _ = _decode(original)
-    _, got, end = _decode(portrait)
+    _, want, _ = decode_whole(original)
+    _, got, end = decode_whole(portrait)
     assert end.error is None and got.shape == (len(want), 160, 120, 3)
     np.testing.assert_array_equal(got, np.rot90(want, 3, axes=(1, 2)))

@@ -9,22 +9,12 @@ import numpy as np
 import pytest
 from decord import VideoReader
 
-from conftest import TINY
-from harx.extract.decode import DecodeJob, Frames, VideoDecoder, VideoEnd, VideoStart
+from conftest import TINY, decode_whole
 from harx.extract.pyav_reader import PyAVReader
-from harx.extract.sampling import Sampling
-from videos import make_frames, read_frame_index, stamp_bits, write_frames, write_video
+from videos import make_frames, read_frame_index, stamp_bits, write_video
 
 needs_av1_encoder = pytest.mark.skipif("libsvtav1" not in av.codecs_available,
                                        reason="this PyAV has no AV1 encoder to write test clips")
-
-
-def _decode(path: Path, **job) -> tuple[VideoStart, np.ndarray, VideoEnd]:
-    events = []
-    with VideoDecoder() as decoder:
-        events = list(decoder.decode([DecodeJob(key=0, path=str(path), ranges=(None,), sampling=Sampling(), **job)]))
-    frames = [e.frames for e in events if isinstance(e, Frames)]
-    return events[0], np.concatenate(frames) if frames else np.zeros(0), events[-1]
 
 
 @pytest.fixture(scope="module")
@@ -115,13 +105,13 @@ def test_an_av1_video_decodes_in_the_workers_scaled_with_motion_and_upright(tmp_
     with pytest.raises(Exception):                        # why this exists: decord cannot open AV1
         VideoReader(str(write_video(tmp_path / "probe.mp4", 4, (96, 64), codec="libsvtav1")))
     plain = write_video(tmp_path / "plain.mp4", n, (96, 64), codec="libsvtav1")
-    start, frames, end = _decode(plain)
+    start, frames, end = decode_whole(plain)
     assert end.error is None and frames.shape == (n, 64, 96, 3) and start.info.n_reported == n
     assert [read_frame_index(f, stamp_bits(n)) for f in frames] == list(range(n))
-    start, small, end = _decode(plain, max_short_side=32, images=(("rgb", "rgb", 0, 1.0), ("motion", "motion", 2, 1.0)))
+    start, small, end = decode_whole(plain, max_short_side=32, images=(("rgb", "rgb", 0, 1.0), ("motion", "motion", 2, 1.0)))
     assert end.error is None and small.shape == (n, 32, 48, 6)
     turned = write_video(tmp_path / "turned.mp4", n, (96, 64), codec="libsvtav1", rotation=-90)
-    _, upright, end = _decode(turned)
+    _, upright, end = decode_whole(turned)
     assert end.error is None
     np.testing.assert_array_equal(upright, np.rot90(frames, 3, axes=(1, 2)))
 
@@ -132,7 +122,7 @@ def test_a_truncated_av1_video_keeps_the_frames_before_the_cut(tmp_path):
     path = write_video(tmp_path / "cut.mkv", 60, (96, 64), codec="libsvtav1", pattern="noise")
     data = path.read_bytes()
     path.write_bytes(data[:int(len(data) * 0.6)])
-    _, frames, end = _decode(path)
+    _, frames, end = decode_whole(path)
     assert 0 < len(frames) < 60
     assert [read_frame_index(f, stamp_bits(60)) for f in frames] == list(range(len(frames)))
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harx.extract.decode import DecodeJob, Frames, VideoDecoder, VideoStart
+from conftest import decode_whole
+from harx.extract.decode import DecodeJob, VideoDecoder, VideoStart
 from harx.extract.sampling import Sampling
 from videos import make_frames, read_frame_index, stamp_bits, write_frames, write_video
 
@@ -14,10 +15,7 @@ TIMES_MS = [round(i * 1000 / 30) for i in range(30)] + [1000 + 100 * i for i in 
 
 
 def _decode(path, **job):
-    with VideoDecoder() as decoder:
-        events = list(decoder.decode([DecodeJob(key=0, path=str(path), ranges=(None,), **job)]))
-    start = next(e for e in events if isinstance(e, VideoStart))
-    frames = np.concatenate([e.frames for e in events if isinstance(e, Frames)])
+    start, frames, _ = decode_whole(path, **job)
     return start.info, [read_frame_index(f, stamp_bits(60)) for f in frames]
 
 
