@@ -123,16 +123,19 @@ def compare(
         seed_list = [int(s) for s in seeds]
         if not seed_list:
             raise InvalidOptionError("no seeds given")
+    store = None
     if heads == ["all"]:      # every registered head; the map heads where the cache has maps
-        has_maps = any(is_map_stream(s) for s in FeatureStore(resolve_features(features)).streams)
+        store = FeatureStore(resolve_features(features))
+        has_maps = any(is_map_stream(s) for s in store.streams)
         heads = [h for h in list_heads() if has_maps or not head_takes_maps(h)]
     head_options = dict(head_options or {})
     unknown = sorted(set(head_options) - set(heads))
     if unknown:
         raise InvalidOptionError(f"options given for {', '.join(unknown)}, which are not among the heads compared "
                                  f"({', '.join(heads)})")
-    path = resolve_features(features)
-    store = FeatureStore(path)
+    if store is None:         # opened after the option checks, whose errors come first
+        store = FeatureStore(resolve_features(features))
+    path = store.path
     if str(fold) == "all":
         return _compare_folds(store, dict(heads=heads, seeds=seeds, refit_trainval=refit_trainval, device=device,
                                           epochs=epochs, head_options=head_options, streams=streams, fusion=fusion,

@@ -119,12 +119,7 @@ class LateFusion(TemporalHead):
 
     def __init__(self, *, base: str, num_features: int, num_classes: int, streams: list, widths: list,
                  options: dict):
-        self.base = base
-        self.num_features = num_features
-        self.num_classes = num_classes
-        self.streams = streams
-        self.widths = widths
-        self.options = options
+        self._keep_params(locals())
 
     # options every torch head has, which a run reads before fitting
     @property

@@ -34,9 +34,9 @@ from pathlib import Path
 
 from harx.features.errors import HarxError
 
-from .catalog import RunCatalog, UnknownIdError, run_id
-from .predicting import BusyError, PredictionService
-from .uploads import UploadError, receive_upload
+from .catalog import RunCatalog, run_id
+from .predicting import PredictionService
+from .uploads import receive_upload
 
 STATIC = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
@@ -119,7 +119,7 @@ def create_app(runs: list[str | Path] | None = None, *, token: str | None = None
 
     async def sample_video(request):
         rid, k = request.path_params["rid"], int(request.path_params["k"])
-        path, _ = state.catalog.sample_video(rid, k)
+        path, _ = await asyncio.to_thread(state.catalog.sample_video, rid, k)   # reads the run's CSV and cache
         out = state.scratch / f"{rid}-{k}.mp4"
         async with state.transcodes:    # not behind the predictions: the page plays it meanwhile
             await asyncio.to_thread(_transcode, path, out, state.lock_for(str(out)))
@@ -127,7 +127,7 @@ def create_app(runs: list[str | Path] | None = None, *, token: str | None = None
 
     async def sample_timeline(request):
         rid, k = request.path_params["rid"], int(request.path_params["k"])
-        path, frames = state.catalog.sample_video(rid, k)
+        path, frames = await asyncio.to_thread(state.catalog.sample_video, rid, k)
         run = state.catalog.run(rid)
         doc = await state.service.run(_predict_one, state.service, run.path, path, None)
         doc["sample_frames"] = list(frames) if frames else None
@@ -137,13 +137,9 @@ def create_app(runs: list[str | Path] | None = None, *, token: str | None = None
         upload = await receive_upload(request, "video", state.max_upload, state.scratch)
         try:
             rid = upload.fields.get("run") or ""
-            if rid:
-                run = state.catalog.run(rid)
-            else:
-                rows = state.catalog.refresh()
-                if not rows:
-                    return error("no finished run to predict with; run harx fit (or harx demo) first", 409)
-                run = state.catalog.run(rows[0]["id"])
+            run = state.catalog.run(rid) if rid else state.catalog.newest()
+            if run is None:
+                return error("no finished run to predict with; run harx fit (or harx demo) first", 409)
             aid = secrets.token_hex(8)
             target = state.scratch / f"annotated-{aid}.mp4"
             doc = await state.service.run(_predict_one, state.service, run.path, upload.file, target)
@@ -194,17 +190,10 @@ def create_app(runs: list[str | Path] | None = None, *, token: str | None = None
                 return await error(why[1], why[0])(scope, receive, send)
             await self.app(scope, receive, send)
 
-    def status_of(exc) -> int:
-        if isinstance(exc, UnknownIdError):
-            return 404
-        if isinstance(exc, UploadError):
-            return exc.status
-        if isinstance(exc, BusyError):
-            return 503
-        return 422            # another HarxError: the request asked for something that cannot be done
-
     async def harx_error(request, exc):
-        return error(str(exc), status_of(exc))
+        # an error that names its HTTP status (unknown id, bad upload, busy) answers with it; another
+        # HarxError: the request asked for something that cannot be done
+        return error(str(exc), getattr(exc, "status", 422))
 
     async def http_error(request, exc):
         return error("not found" if exc.status_code == 404 else str(exc.detail), exc.status_code)

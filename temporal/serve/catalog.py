@@ -25,6 +25,8 @@ PICTURES = {"curves": "curves.png", "confusion": "confusion_test.png"}
 class UnknownIdError(HarxError):
     """An id that the catalog did not make (answered with 404)."""
 
+    status = 404
+
 
 def run_id(path: Path) -> str:
     return hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:12]
@@ -60,13 +62,20 @@ class RunCatalog:
 
     def refresh(self) -> list[dict]:
         """Look for runs again; each finished one as a JSON-ready row, newest first."""
-        rows = [r for r in list_runs(self.roots) if r.finished]
-        self._runs = {run_id(r.path): r for r in rows}
+        self._scan()
         return [self.summary(rid) for rid in self._runs]
+
+    def _scan(self) -> None:
+        self._runs = {run_id(r.path): r for r in list_runs(self.roots) if r.finished}
+
+    def newest(self) -> RunRow | None:
+        """The newest finished run, looked for again (``None``: there is none yet)."""
+        self._scan()
+        return next(iter(self._runs.values()), None)
 
     def run(self, rid: str) -> RunRow:
         if rid not in self._runs:
-            self.refresh()                   # a run finished since the page was loaded
+            self._scan()                     # a run finished since the page was loaded
         if rid not in self._runs:
             raise UnknownIdError(f"no run {rid!r}")
         return self._runs[rid]

@@ -134,11 +134,13 @@ async def _serve_session(websocket, state, rid: str) -> None:
     from starlette.websockets import WebSocketDisconnect
 
     try:
-        run = state.catalog.run(rid) if rid else state.catalog.run(state.catalog.refresh()[0]["id"])
+        run = state.catalog.run(rid) if rid else state.catalog.newest()
+        if run is None:
+            raise HarxError("no finished run yet")
         predictor = await asyncio.to_thread(state.service.predictor, run.path)
         session = await asyncio.to_thread(LiveSession, predictor, None, state.service.lock(predictor))
-    except (HarxError, IndexError) as err:
-        await websocket.send_json({"error": str(err) if isinstance(err, HarxError) else "no finished run yet"})
+    except HarxError as err:
+        await websocket.send_json({"error": str(err)})
         await websocket.close()
         return
     latest: list = []                    # the newest frame not yet processed (at most one)

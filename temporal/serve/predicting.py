@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from harx.features.errors import HarxError
 class BusyError(HarxError):
     """More requests wait than the queue allows (answered with 503)."""
 
+    status = 503
+
 
 class PredictionService:
     def __init__(self, *, workers: int = 1, queue: int = 32, keep: int = 2, device: str = "auto"):
@@ -28,7 +31,7 @@ class PredictionService:
         self._slots = asyncio.Semaphore(self.workers)
         self._waiting = 0
         self._predictors: OrderedDict[str, object] = OrderedDict()
-        self._locks: dict[int, threading.Lock] = {}
+        self._locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # predictor -> its lock
         self._lock = threading.Lock()
 
     def predictor(self, run_dir: Path):
@@ -42,7 +45,6 @@ class PredictionService:
                 return self._predictors[key]
             predictor = Predictor(run_dir, device=self.device)
             self._predictors[key] = predictor
-            self._locks[id(predictor)] = threading.Lock()
             while len(self._predictors) > self.keep:
                 self._predictors.popitem(last=False)
             return predictor
@@ -52,7 +54,7 @@ class PredictionService:
         thread count as it runs, so two calls on one predictor must not overlap (uploads and
         live sessions on the same run take turns)."""
         with self._lock:
-            return self._locks.setdefault(id(predictor), threading.Lock())
+            return self._locks.setdefault(predictor, threading.Lock())
 
     async def run(self, fn, *args):
         """``fn(*args)`` in a worker thread once a slot is free; BusyError when the queue is full."""
